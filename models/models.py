@@ -1,0 +1,35 @@
+"""The model registry: names in YAML specs map to constructors.
+
+Same API as the original LIIF code, so researchers' code keeps working::
+
+    @models.register('my-encoder')
+    class MyEncoder(nn.Module): ...
+
+    model = models.make({'name': 'liif', 'args': {...}})
+    model = models.make(checkpoint['model'], load_sd=True)
+
+A spec is ``{'name': str, 'args': dict}`` (``args`` may be omitted); ``make`` checks
+the args against the constructor's signature so a typo in a config fails with the
+list of valid arguments instead of a TypeError deep inside a constructor.
+"""
+from utils.registry import Registry
+
+_registry = Registry('model')
+models = _registry.entries  # name -> constructor, as in the original code
+
+
+def register(name):
+    """Decorator registering a model class or factory function under ``name``."""
+    return _registry.register(name)
+
+
+def make(model_spec, args=None, load_sd=False):
+    """Build a model from ``{'name', 'args'[, 'sd']}``.
+
+    ``args`` (optional dict) overrides/extends ``model_spec['args']``; with
+    ``load_sd`` the state dict ``model_spec['sd']`` is loaded strictly.
+    """
+    model = _registry.build(model_spec, args)
+    if load_sd:
+        model.load_state_dict(model_spec['sd'])
+    return model

@@ -1,0 +1,62 @@
+"""YAML configs: safe parsing, errors with file and line, read-only result."""
+import copy
+
+import pytest
+
+from utils.config import check_keys, freeze, load_config, thaw
+from utils.errors import UserError
+
+
+def test_load_and_freeze(tmp_path):
+    path = tmp_path / 'c.yaml'
+    path.write_text('model:\n  name: liif\n  args: {hidden_list: [1, 2]}\nepoch_max: 3\n')
+    cfg = load_config(path, valid_keys={'model', 'epoch_max'})
+    assert cfg['model']['args']['hidden_list'] == (1, 2)
+    with pytest.raises(TypeError, match='read-only'):
+        cfg['epoch_max'] = 4
+    with pytest.raises(TypeError):
+        cfg['model']['args'].update(x=1)
+    assert copy.deepcopy(cfg) == cfg
+    plain = thaw(cfg)
+    assert type(plain['model']) is dict and plain['model']['args']['hidden_list'] == [1, 2]
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / 'bad.yaml'
+    path.write_text('a: 1\nb: [1, 2\nc: 3\n')
+    with pytest.raises(UserError, match=r'bad\.yaml:\d+: invalid YAML'):
+        load_config(path)
+
+
+def test_unknown_key_lists_valid(tmp_path):
+    path = tmp_path / 'c.yaml'
+    path.write_text('epoch_mx: 3\n')
+    with pytest.raises(UserError, match='unknown key.*epoch_mx.*valid: epoch_max'):
+        load_config(path, valid_keys={'epoch_max'})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match='config not found'):
+        load_config(tmp_path / 'none.yaml')
+
+
+def test_non_mapping(tmp_path):
+    path = tmp_path / 'list.yaml'
+    path.write_text('- 1\n- 2\n')
+    with pytest.raises(UserError, match='mapping'):
+        load_config(path)
+
+
+def test_yaml_is_parsed_safely(tmp_path):
+    path = tmp_path / 'evil.yaml'
+    path.write_text('x: !!python/object/apply:os.system ["echo hi"]\n')
+    with pytest.raises(UserError, match='invalid YAML'):
+        load_config(path)
+
+
+def test_check_keys_and_freeze_thaw_round_trip():
+    check_keys({'a': 1}, {'a', 'b'}, 'here')
+    with pytest.raises(UserError, match='here: unknown key'):
+        check_keys({'c': 1}, {'a', 'b'}, 'here')
+    data = {'a': [1, {'b': [2]}]}
+    assert thaw(freeze(data)) == data

@@ -1,0 +1,134 @@
+"""Registry behaviour, published checkpoint layouts, and a forward/shape test for every
+registered model (parametrised over the registry: a new model is tested once it has an
+entry in EXAMPLES)."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+from utils.coords import make_cell
+from utils.errors import UserError
+
+SPEC_FILE = Path(__file__).resolve().parents[2] / 'shared' / 'spec' / 'official_state_dicts.json'
+# Parameter names/shapes of the published checkpoints; a copy of the counts lives here
+# so the test also runs where ../shared is absent.
+PUBLISHED_COUNTS = {'edsr-baseline-liif': 1567323, 'rdn-liif': 22320835,
+                    'edsr-baseline-metasr': 1665560, 'edsr-baseline-x2': 1369883,
+                    'rdn-x2': 22123395, 'rcan-liif': 15642107}
+PUBLISHED_SPECS = {
+    'edsr-baseline-liif': {'name': 'liif', 'args': {
+        'encoder_spec': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}},
+        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}},
+    'rdn-liif': {'name': 'liif', 'args': {
+        'encoder_spec': {'name': 'rdn', 'args': {'no_upsampling': True}},
+        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}},
+    'edsr-baseline-metasr': {'name': 'metasr', 'args': {
+        'encoder_spec': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}}}},
+    'edsr-baseline-x2': {'name': 'edsr-baseline', 'args': {'scale': 2}},
+    'rdn-x2': {'name': 'rdn', 'args': {'scale': 2}},
+    'rcan-liif': {'name': 'liif', 'args': {
+        'encoder_spec': {'name': 'rcan', 'args': {'no_upsampling': True}},
+        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}},
+}
+
+TINY_ENCODER = {'name': 'edsr-baseline', 'args': {'n_resblocks': 2, 'n_feats': 8,
+                                                  'no_upsampling': True}}
+ENCODERS = ('edsr-baseline', 'edsr', 'rdn', 'rcan')
+# name -> list of (args, kind); kind says how to call the model and what comes out.
+EXAMPLES = {
+    **{name: [({'no_upsampling': True}, 'features')] +
+       [({'scale': s}, f'upsample{s}') for s in (2, 3, 4)] for name in ENCODERS},
+    'mlp': [({'in_dim': 5, 'out_dim': 3, 'hidden_list': [16, 16]}, 'vector')],
+    'liif': [({'encoder_spec': TINY_ENCODER,
+               'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}},
+               **switches}, 'implicit')
+             for switches in ({}, {'local_ensemble': False}, {'feat_unfold': False},
+                              {'cell_decode': False})]
+            + [({'encoder_spec': TINY_ENCODER}, 'implicit-features')],
+    'metasr': [({'encoder_spec': TINY_ENCODER}, 'implicit')],
+}
+
+
+def test_every_registered_model_has_examples():
+    assert sorted(models.models) == sorted(EXAMPLES), 'add an EXAMPLES entry for new models'
+
+
+@pytest.mark.parametrize('name,args,kind', [
+    (name, args, kind) for name, cases in EXAMPLES.items() for args, kind in cases])
+def test_forward_shapes(name, args, kind):
+    model = models.make({'name': name, 'args': args})
+    with torch.no_grad():
+        if kind == 'vector':
+            assert model(torch.randn(2, 7, 5)).shape == (2, 7, 3)
+            return
+        lr = torch.randn(2, 3, 6, 5)
+        if kind == 'features':
+            out = model(lr)
+            assert out.shape == (2, model.out_dim, 6, 5) and model.out_dim > 3
+        elif kind.startswith('upsample'):
+            s = int(kind[-1])
+            assert model(lr).shape == (2, 3, 6 * s, 5 * s)
+        else:
+            coord = torch.rand(2, 11, 2) * 2 - 1
+            out = model(lr, coord, make_cell(coord, (24, 20)))
+            width = 8 if kind == 'implicit-features' else 3
+            assert out.shape == (2, 11, width)
+            assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('key', sorted(PUBLISHED_SPECS))
+def test_published_specs_have_exact_layout(key):
+    model = models.make(PUBLISHED_SPECS[key])
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED_COUNTS[key]
+    if not SPEC_FILE.is_file():
+        pytest.skip(f'{SPEC_FILE} absent: parameter count checked, names not')
+    published = json.loads(SPEC_FILE.read_text())[key]
+    assert published['spec'] == PUBLISHED_SPECS[key]
+    shapes = {name: list(t.shape) for name, t in model.state_dict().items()}
+    assert shapes == published['state_dict']
+    # a state dict with the published names and shapes loads strictly
+    sd = {name: torch.randn(shape) for name, shape in published['state_dict'].items()}
+    model.load_state_dict(sd, strict=True)
+    assert torch.equal(model.state_dict()[next(iter(sd))], next(iter(sd.values())))
+
+
+def test_mean_shift_layers_are_fixed_and_not_trainable():
+    model = models.make({'name': 'edsr-baseline', 'args': {'no_upsampling': True}})
+    assert not model.sub_mean.weight.requires_grad
+    assert torch.allclose(model.sub_mean.bias, -torch.tensor([0.4488, 0.4371, 0.4040]))
+    assert torch.allclose(model.add_mean.bias, torch.tensor([0.4488, 0.4371, 0.4040]))
+
+
+def test_unknown_name_lists_registered_names():
+    with pytest.raises(UserError) as e:
+        models.make({'name': 'edsr-basline', 'args': {}})
+    msg = str(e.value)
+    assert "'edsr-basline'" in msg and 'edsr-baseline' in msg and 'liif' in msg
+
+
+def test_unknown_argument_lists_valid_ones():
+    with pytest.raises(UserError) as e:
+        models.make({'name': 'edsr-baseline', 'args': {'n_resblock': 4}})
+    assert 'n_resblock' in str(e.value) and 'n_resblocks' in str(e.value)
+
+
+def test_duplicate_registration_is_an_error():
+    with pytest.raises(UserError, match='registered twice'):
+        models.register('mlp')(object)
+
+
+def test_make_with_args_override_and_load_sd():
+    spec = {'name': 'mlp', 'args': {'in_dim': 4, 'out_dim': 2, 'hidden_list': [3]}}
+    model = models.make(spec, args={'out_dim': 5})
+    assert model.out_dim == 5 and spec['args']['out_dim'] == 2  # spec untouched
+    saved = {**spec, 'sd': models.make(spec).state_dict()}
+    loaded = models.make(saved, load_sd=True)
+    for name, t in saved['sd'].items():
+        assert torch.equal(loaded.state_dict()[name], t)
+
+
+def test_bad_upsampling_scale_is_a_clear_error():
+    with pytest.raises(UserError, match='scale'):
+        models.make({'name': 'rdn', 'args': {'scale': 5}})

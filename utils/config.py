@@ -1,0 +1,84 @@
+"""Reading YAML configs: safe parsing, one-line errors, read-only result.
+
+Configs are parsed with ``yaml.safe_load``; a syntax error names the file and line.
+The result is frozen (``FrozenDict``/tuples) so nothing can change the config after
+it is loaded; ``thaw`` gives plain dicts/lists back (for saving or dumping).
+"""
+from pathlib import Path
+
+import yaml
+
+from utils.errors import UserError
+
+
+class FrozenDict(dict):
+    """A dict that refuses to change. Behaves like a dict for reading."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError('the config is read-only after loading; copy it with thaw() '
+                        'or pass values explicitly')
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __deepcopy__(self, memo):
+        return self  # immutable
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+
+def freeze(obj):
+    """Recursively turn dicts into ``FrozenDict`` and lists into tuples."""
+    if isinstance(obj, dict):
+        return FrozenDict({k: freeze(v) for k, v in obj.items()})
+    if isinstance(obj, (list, tuple)):
+        return tuple(freeze(v) for v in obj)
+    return obj
+
+
+def thaw(obj):
+    """Recursively turn mappings into plain dicts and tuples into lists."""
+    if isinstance(obj, dict):
+        return {k: thaw(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [thaw(v) for v in obj]
+    return obj
+
+
+def load_yaml(path):
+    """Parse a YAML mapping from ``path`` (``UserError`` naming file and line on failure)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f'config not found: {path}')
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f'{path}:{mark.line + 1}' if mark else str(path)
+        raise UserError(f'{where}: invalid YAML: {e.problem or e.context}') from None
+    except yaml.YAMLError as e:
+        raise UserError(f'{path}: invalid YAML: {e}') from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f'{path}: a config must be a YAML mapping of keys, '
+                        f'got {type(data).__name__}')
+    return data
+
+
+def check_keys(mapping, valid, where):
+    """Fail with the list of valid keys if ``mapping`` holds a key not in ``valid``."""
+    unknown = [k for k in mapping if k not in valid]
+    if unknown:
+        raise UserError(f'{where}: unknown key(s) {", ".join(map(str, unknown))}; '
+                        f'valid: {", ".join(sorted(valid))}')
+
+
+def load_config(path, valid_keys=None):
+    """Load, check top-level keys against ``valid_keys`` (if given) and freeze."""
+    data = load_yaml(path)
+    if valid_keys is not None:
+        check_keys(data, valid_keys, str(path))
+    return freeze(data)
