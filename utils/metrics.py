@@ -8,6 +8,10 @@ Protocols (``eval_type`` in configs):
 - ``benchmark-S``: shave S pixels on each border; PSNR of the luminance of the
   difference, ``Y = (65.738 R + 129.057 G + 25.064 B) / 256`` (RGB images only).
 - ``div2k-S``: shave S + 6 pixels; PSNR over RGB.
+
+SSIM (``ssim``) follows the same shave and channel rules: the luminance of each image
+for ``benchmark-S`` (with the +16/255 offset of ITU-R BT.601 Y, as the usual SR
+evaluation code and MATLAB's ``rgb2ycbcr``), every RGB channel otherwise.
 """
 import math
 
@@ -16,7 +20,12 @@ import torch
 from utils.errors import UserError
 
 Y_COEFFS = (65.738, 129.057, 25.064)  # / 256; ITU-R BT.601 luma for [0, 1] inputs
+Y_OFFSET = 16 / 255  # BT.601 Y lies in [16, 235] / 255; cancels in PSNR, not in SSIM
 DIV2K_EXTRA_SHAVE = 6
+# SSIM of Wang et al. (IEEE TIP 2004): 11x11 Gaussian window, sigma 1.5, valid part.
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
 def parse_eval_type(eval_type):
@@ -43,13 +52,14 @@ def to_luminance(x):
     return (x * coeffs).sum(dim=-3)
 
 
-def protocol_view(x, protocol, scale):
-    """What a protocol compares: shaved, and luminance for benchmarks on RGB."""
+def protocol_view(x, protocol, scale, y_offset=0.0):
+    """What a protocol compares: shaved, and luminance (plus ``y_offset``) for
+    benchmarks on RGB, which drops the channel axis."""
     if protocol is None:
         return x
     if protocol == 'benchmark':
         if x.shape[-3] == 3:
-            x = to_luminance(x)
+            x = to_luminance(x) + y_offset
         return shave_border(x, scale)
     if protocol == 'div2k':
         return shave_border(x, scale + DIV2K_EXTRA_SHAVE)
@@ -70,3 +80,52 @@ def psnr(sr, hr, protocol=None, scale=1, rgb_range=1):
     if mse == 0:
         return math.inf
     return (-10 * torch.log10(mse)).item()
+
+
+def gaussian_window(size=SSIM_WINDOW, sigma=SSIM_SIGMA, dtype=torch.float64, device=None):
+    """Normalised 2-D Gaussian ``(size, size)`` (outer product of the 1-D one)."""
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim_per_image(sr, hr, protocol=None, scale=1, rgb_range=1):
+    """Mean SSIM of each image, ``(B,)`` float64 tensor.
+
+    Args:
+        sr, hr: ``(B, C, H, W)`` or ``(C, H, W)`` in ``[0, rgb_range]``.
+        protocol, scale: as for ``psnr`` (shave, luminance for ``benchmark``).
+    The standard SSIM: 11x11 Gaussian window (sigma 1.5) over the valid part of the
+    image (no padding), ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``, population
+    (co)variances; the SSIM map is averaged over positions and channels. An image
+    smaller than the window after shaving gets NaN.
+    """
+    if sr.dim() == 3:
+        sr, hr = sr.unsqueeze(0), hr.unsqueeze(0)
+    views = []
+    for x in (sr, hr):
+        v = protocol_view(x.double() / rgb_range, protocol, scale, y_offset=Y_OFFSET)
+        views.append(v.unsqueeze(-3) if v.dim() == x.dim() - 1 else v)  # keep a channel axis
+    x, y = views
+    b, c, h, w = x.shape
+    if h < SSIM_WINDOW or w < SSIM_WINDOW:
+        return torch.full((b,), math.nan, dtype=torch.float64)
+    window = gaussian_window(device=x.device).expand(c, 1, SSIM_WINDOW, SSIM_WINDOW)
+
+    def local_mean(t):  # (B, C, H, W) -> (B, C, H - 10, W - 10)
+        return torch.nn.functional.conv2d(t, window, groups=c)
+
+    mu_x, mu_y = local_mean(x), local_mean(y)
+    var_x = local_mean(x * x) - mu_x ** 2
+    var_y = local_mean(y * y) - mu_y ** 2
+    cov = local_mean(x * y) - mu_x * mu_y
+    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2  # data range 1 after dividing by rgb_range
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)
+                / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)))
+    return ssim_map.mean(dim=(1, 2, 3)).cpu()
+
+
+def ssim(sr, hr, protocol=None, scale=1, rgb_range=1):
+    """SSIM averaged over the images of a batch (see ``ssim_per_image``), a float."""
+    return ssim_per_image(sr, hr, protocol, scale, rgb_range).mean().item()

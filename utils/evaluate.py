@@ -1,0 +1,138 @@
+"""Evaluation engine: PSNR/SSIM of a model over a loader (spec section 7).
+
+Used by ``test.py`` and by training validation (also under DDP)::
+
+    stats = evaluate(model, loader, DataNorm(cfg.get('data_norm')),
+                     eval_type='benchmark-4', eval_bsize=30000, device=device)
+    stats['psnr'], stats['ssim'], stats['rows']
+
+Batches are the SR wrappers' dicts: ``inp`` ``(B, 3, h, w)`` in ``[0, 1]`` (not
+normalised), ``coord``/``cell`` ``(B, Q, 2)``, ``gt`` ``(B, Q, 3)`` in ``[0, 1]``.
+Predictions are de-normalised and clamped to ``[0, 1]``; the batch PSNR is one MSE over
+the whole batch, and the dataset PSNR is the batch-size-weighted mean of batch PSNRs,
+as the original code computes them.
+"""
+import math
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from utils import metrics
+from utils.checkpoint import unwrap
+from utils.coords import make_coord
+from utils.errors import UserError
+from utils.render import predict
+
+__all__ = ['predict', 'evaluate_batch', 'evaluate', 'hr_size']
+
+
+def hr_size(lr_size, n_queries):
+    """``(H, W)`` of the HR image whose ``n_queries`` pixels belong to an LR of
+    ``lr_size = (h, w)``: ``s = sqrt(Q / (h w))``, ``H = round(h s)``, ``W = round(w s)``
+    (the original's rule; exact for the same scale on both axes)."""
+    h, w = lr_size
+    s = math.sqrt(n_queries / (h * w))
+    return round(h * s), round(w * s)
+
+
+def _as_images(pred, batch, size):
+    """``(B, Q, 3)`` pred and gt -> ``(B, 3, H, W)`` images (row-major query order)."""
+    b = pred.shape[0]
+    as_image = lambda t: t.reshape(b, size[0], size[1], -1).permute(0, 3, 1, 2)  # noqa: E731
+    return as_image(pred), as_image(batch['gt'])
+
+
+def _is_full_grid(coord, size):
+    """True when ``coord`` ``(B, Q, 2)`` lists every pixel centre of ``size`` in order."""
+    if coord.shape[1] != size[0] * size[1]:
+        return False
+    grid = make_coord(size, device=coord.device, dtype=coord.dtype)
+    return bool(torch.allclose(coord, grid.unsqueeze(0).expand_as(coord), atol=1e-5))
+
+
+def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, tile=None):
+    """Metrics of one batch.
+
+    Args:
+        model: LIIF-style model in eval mode (or DDP-wrapped), on the batch's device.
+        batch: wrapper dict (see module docstring), tensors on the model's device.
+        data_norm: ``utils.data_norm.DataNorm``.
+        eval_type: ``None``, ``'div2k-S'`` or ``'benchmark-S'``.
+        eval_bsize: queries per chunk (``None``: all at once); tile: see ``utils.render``.
+    Returns:
+        dict with ``psnr`` (one MSE over the batch, the protocol applied), ``n`` (batch
+        size) and ``rows``: per image ``psnr``, ``ssim`` (``None`` unless the queries are
+        every HR pixel), ``lr_h``, ``lr_w``, ``hr_h``, ``hr_w``, ``scale`` (``H / h``).
+    """
+    protocol, scale = metrics.parse_eval_type(eval_type)
+    inp, coord, cell, gt = batch['inp'], batch['coord'], batch['cell'], batch['gt']
+    pred = predict(model, data_norm.inp(inp), coord, cell, eval_bsize, tile)
+    pred = data_norm.denorm(pred).clamp_(0, 1)                      # (B, Q, 3)
+    b, _, h, w = inp.shape
+    size = hr_size((h, w), coord.shape[1])
+    full = _is_full_grid(coord, size)
+    if protocol is not None and not full:
+        raise UserError(f'eval_type {eval_type} needs every HR pixel of each image as a query, '
+                        'in order: remove sample_q / inp_size from the test wrapper')
+    if full:
+        pred_img, gt_img = _as_images(pred, batch, size)           # (B, 3, H, W)
+        ssims = metrics.ssim_per_image(pred_img, gt_img, protocol, scale).tolist()
+    else:
+        pred_img, gt_img = pred, gt                                # PSNR over the queries
+        ssims = [None] * b
+    rows = []
+    for i in range(b):
+        rows.append({'psnr': metrics.psnr(pred_img[i:i + 1], gt_img[i:i + 1], protocol, scale),
+                     'ssim': ssims[i], 'lr_h': h, 'lr_w': w,
+                     'hr_h': size[0] if full else None, 'hr_w': size[1] if full else None,
+                     'scale': round(size[0] / h, 6) if full else None})
+    return {'psnr': metrics.psnr(pred_img, gt_img, protocol, scale), 'n': b, 'rows': rows}
+
+
+def evaluate(model, loader, data_norm, eval_type=None, eval_bsize=None, device=None,
+             progress=True, tile=None):
+    """PSNR and SSIM of ``model`` over ``loader``.
+
+    The model is put in eval mode for the loop and given its previous mode back.
+    Under ``torch.distributed`` (each rank evaluating its shard, e.g. through a
+    ``DistributedSampler``) the sums are all-reduced and the rows gathered, so every
+    rank returns the figures of the whole set.
+
+    Returns:
+        dict with ``psnr`` (batch-size-weighted mean of batch PSNRs, as the original),
+        ``ssim`` (mean over images; ``None`` when queries are sampled), ``n`` (images)
+        and ``rows`` (per image, see ``evaluate_batch``; with ``index`` in loader order,
+        and ``rank`` under distributed evaluation).
+    """
+    if device is None:
+        device = next(unwrap(model).parameters()).device
+    was_training = model.training
+    model.eval()
+    psnr_sum, n, rows = 0.0, 0, []
+    try:
+        with tqdm(loader, leave=False, desc='val', disable=not progress) as bar:
+            for batch in bar:
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                result = evaluate_batch(model, batch, data_norm, eval_type, eval_bsize, tile)
+                psnr_sum += result['psnr'] * result['n']
+                n += result['n']
+                for row in result['rows']:
+                    rows.append({'index': len(rows), **row})
+                bar.set_description(f'val {psnr_sum / n:.4f}')
+    finally:
+        model.train(was_training)
+    ssims = [r['ssim'] for r in rows if r['ssim'] is not None and not math.isnan(r['ssim'])]
+    ssim_sum, ssim_n = sum(ssims), len(ssims)
+    if dist.is_available() and dist.is_initialized():
+        totals = torch.tensor([psnr_sum, n, ssim_sum, ssim_n], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        psnr_sum, n, ssim_sum, ssim_n = totals.tolist()
+        n, ssim_n = int(n), int(ssim_n)
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, rows)
+        rows = [{**row, 'rank': rank} for rank, part in enumerate(gathered) for row in part]
+    if n == 0:
+        raise UserError('the evaluation dataset is empty')
+    return {'psnr': psnr_sum / n, 'ssim': ssim_sum / ssim_n if ssim_n else None,
+            'n': n, 'rows': rows}
