@@ -1,0 +1,374 @@
+"""Train LIIF (and the Meta-SR / plain-upsampler baselines) from a YAML config.
+
+    python train_liif.py --config configs/train-div2k/train_edsr-baseline-liif.yaml
+    python train_liif.py --config CFG --name my_run --tag v2 --device cuda:1
+    python train_liif.py --config CFG --resume save/_train_edsr-baseline-liif/epoch-last.pth
+    torchrun --nproc_per_node=2 train_liif.py --config CFG          # DDP, one machine
+    torchrun --nnodes=2 --node_rank=R --master_addr=HOST --master_port=29500 \\
+        --nproc_per_node=8 train_liif.py --config CFG               # DDP, several machines
+    python train_liif.py --config CFG --bench 20                    # s/it, writes nothing
+
+The run folder is ``save/_<config name>[_<tag>]`` or ``save/<name>[_<tag>]`` (see
+``utils/run_dir.py``); it is never deleted: a used folder must be resumed. Resuming
+from ``epoch-last.pth`` ends with the same weights as an uninterrupted run.
+"""
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import datasets
+import models
+from utils import distributed
+from utils.checkpoint import build_model, load_checkpoint, model_entry, save_checkpoint
+from utils.config import check_keys, load_config, thaw
+from utils.data_norm import DataNorm
+from utils.device import select_device
+from utils.engine import (NonFiniteLoss, make_train_loader, set_loader_epoch,
+                          train_one_epoch, validate)
+from utils.errors import UserError, run_cli
+from utils.metrics import parse_eval_type
+from utils.optim import make_optimizer, make_scheduler, optimizer_entry
+from utils.run_dir import RunLog, check_run_dir, run_name, save_config, time_text
+
+# Top-level keys of a training config and what each means (unknown keys are errors).
+CONFIG_KEYS = {
+    'train_dataset': '{dataset: spec, wrapper: spec, batch_size: global batch size}',
+    'val_dataset': 'optional, like train_dataset; validated every epoch_val epochs',
+    'data_norm': '{inp: {sub, div}, gt: {sub, div}}: inputs/targets become (x - sub) / div',
+    'model': 'registry spec {name, args} of the model',
+    'optimizer': '{name: adam | sgd, args: {lr: ..., ...}}',
+    'epoch_max': 'number of epochs (epochs are numbered from 1)',
+    'multi_step_lr': 'optional {milestones: [epochs], gamma}: lr *= gamma at each milestone',
+    'epoch_val': 'optional: validate every epoch_val epochs (needs val_dataset)',
+    'epoch_save': 'optional: keep epoch-N.pth every epoch_save epochs',
+    'resume': 'optional checkpoint path to continue from (--resume overrides it)',
+    'eval_type': 'optional validation protocol: div2k-S or benchmark-S (default: plain PSNR)',
+    'eval_bsize': 'optional: validation queries per forward pass (default: all at once)',
+    # ours
+    'seed': 'integer seed of weights init and data order (default 0)',
+    'amp': "optional mixed precision: 'bf16' runs forward passes under bfloat16 autocast "
+           '(CUDA; also accepted on CPU); default off',
+    'num_workers': 'data-loading processes per training process (default min(8, CPUs))',
+}
+DATASET_KEYS = {'dataset', 'wrapper', 'batch_size'}
+DEFAULT_SEED = 0
+AMP_DTYPES = {'bf16': torch.bfloat16}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', required=True, help='training config (YAML)')
+    parser.add_argument('--name', help='run folder name (default: _<config name>)')
+    parser.add_argument('--tag', help='suffix of the run folder name')
+    parser.add_argument('--gpu', help='CUDA devices to use, e.g. 0 or 0,1 (sets '
+                                      'CUDA_VISIBLE_DEVICES; kept from the original script)')
+    parser.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: CUDA if present)')
+    parser.add_argument('--resume', help='checkpoint to continue from (overrides the '
+                                         "config's resume)")
+    parser.add_argument('--query', choices=('fast', 'plain'),
+                        help="LIIF query implementation (default: the model's own)")
+    parser.add_argument('--save-root', default='save', help='parent of run folders (default: save)')
+    parser.add_argument('--bench', type=int, metavar='N',
+                        help='time N training steps after one warm-up step, print s/it and '
+                             'exit without writing anything')
+    parser.add_argument('--no-progress', action='store_true', help='hide the tqdm bars')
+    return parser.parse_args(argv)
+
+
+def main(args):
+    """Train as ``args`` says; returns the final state (used by tests)."""
+    env = distributed.env_from_torchrun()
+    device = distributed.process_device(select_device(args.device, args.gpu), env)
+    config = load_config(args.config)
+    check_config(config, args.config)
+    distributed.init(env, device)
+    try:
+        return train(config, args, env, device)
+    except UserError:
+        if not env.is_main:  # rank 0 prints the one line; the others just stop
+            raise SystemExit(2)
+        raise
+    finally:
+        distributed.shutdown(env)
+
+
+def check_config(config, path):
+    """Fail early, with one line naming ``path``, on keys or values that cannot work."""
+    check_keys(config, CONFIG_KEYS, str(path))
+    for key in ('train_dataset', 'model', 'optimizer', 'epoch_max'):
+        if config.get(key) is None:
+            raise UserError(f'{path}: missing required key {key!r}')
+    for key in ('train_dataset', 'val_dataset'):
+        section = config.get(key)
+        if section is None:
+            continue
+        if not hasattr(section, 'get'):
+            raise UserError(f'{path}: {key} must be a mapping of {", ".join(sorted(DATASET_KEYS))}')
+        check_keys(section, DATASET_KEYS, f'{path}: {key}')
+        for sub in sorted(DATASET_KEYS):
+            if sub not in section:
+                raise UserError(f'{path}: {key} needs {sub!r}')
+        positive_int(section['batch_size'], f'{path}: {key}.batch_size')
+    positive_int(config['epoch_max'], f'{path}: epoch_max')
+    for key in ('epoch_val', 'epoch_save', 'eval_bsize'):
+        if config.get(key) is not None:
+            positive_int(config[key], f'{path}: {key}')
+    if config.get('num_workers') is not None:
+        if not isinstance(config['num_workers'], int) or config['num_workers'] < 0:
+            raise UserError(f'{path}: num_workers must be an integer >= 0')
+    if not isinstance(config.get('seed', DEFAULT_SEED), int):
+        raise UserError(f'{path}: seed must be an integer, got {config["seed"]!r}')
+    amp = config.get('amp')
+    if amp not in (None, False, 'none') and amp not in AMP_DTYPES:
+        raise UserError(f'{path}: amp must be one of {", ".join(AMP_DTYPES)} or none, got {amp!r}')
+    parse_eval_type(config.get('eval_type'))
+
+
+def positive_int(value, what):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f'{what} must be a positive integer, got {value!r}')
+
+
+def train(config, args, env, device):
+    """Build the run's objects, then loop over epochs (validate, save, log)."""
+    start_time = time.time()
+    bench = args.bench is not None
+    run_dir = Path(args.save_root) / run_name(args.config, args.name, args.tag)
+    resume_path = args.resume or config.get('resume')
+    if not bench:
+        # Rank 0 looks at the folder; all ranks fail together if it is taken.
+        problem = None
+        if env.is_main:
+            try:
+                check_run_dir(run_dir, resume_path)
+            except UserError as e:
+                problem = str(e)
+        problem = distributed.broadcast_object(problem, env)
+        if problem:
+            raise UserError(problem)
+    ckpt = load_checkpoint(resume_path) if resume_path else None
+    resume = (ckpt or {}).get('resume') or {}
+    seed = resume.get('seed', config.get('seed', DEFAULT_SEED))
+    seed_everything(seed)
+
+    # Data (errors about missing folders or bad wrapper args surface here).
+    train_set = make_dataset(config['train_dataset'], seed)
+    val_spec = config.get('val_dataset')
+    val_set = make_dataset(val_spec, seed) if val_spec is not None else None
+    num_workers = config.get('num_workers')
+    if num_workers is None:
+        per_machine = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
+        num_workers = min(8, max(1, (os.cpu_count() or 1) // per_machine))
+    worker_init_fn = getattr(datasets, 'seed_worker', None)
+    train_loader = make_train_loader(train_set, config['train_dataset']['batch_size'], env, seed,
+                                     num_workers, worker_init_fn, pin_memory=device.type == 'cuda')
+
+    # Model, optimizer, schedule: from the checkpoint when resuming (as the original).
+    if ckpt is not None:
+        model_spec, opt_spec = ckpt['model'], ckpt['optimizer']
+        model = build_model(model_spec, resume_path).to(device)
+        optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'))
+        epoch_start = int(ckpt['epoch']) + 1
+    else:
+        model_spec, opt_spec = config['model'], config['optimizer']
+        model = models.make(model_spec).to(device)
+        optimizer = make_optimizer(model.parameters(), opt_spec)
+        epoch_start = 1
+    scheduler = make_scheduler(optimizer, config.get('multi_step_lr'))
+    if scheduler is not None and ckpt is not None:
+        restore_scheduler(scheduler, resume.get('scheduler'), epoch_start)
+    set_query_impl(model, args.query)
+    net = model
+    if env.distributed:
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == 'cuda' else None)
+    data_norm = DataNorm(config.get('data_norm'))
+    amp_dtype = AMP_DTYPES.get(config.get('amp'))
+    if amp_dtype is not None and device.type not in ('cuda', 'cpu'):
+        raise UserError(f'amp: {config["amp"]} runs on cuda or cpu, not {device.type}')
+    progress = env.is_main and not args.no_progress
+
+    if bench:
+        return run_bench(args.bench, model, train_loader, optimizer, device, data_norm,
+                         amp_dtype, env, epoch_start, progress)
+
+    # Nothing has failed so far: now the run folder is made and written (rank 0).
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(thaw(config), run_dir, epoch_start)
+    distributed.barrier(env)
+    log = RunLog(run_dir, writer=env.is_main)
+    log(f'world_size={env.world_size}, device={device}, seed={seed}, run folder {run_dir}')
+    if ckpt is not None:
+        log(f'resumed from {resume_path} (epoch {ckpt["epoch"]})')
+        if model_spec['name'] != config['model']['name'] or \
+                thaw(model_spec['args']) != thaw(config['model'].get('args') or {}):
+            log('note: the model spec of the checkpoint differs from the config; '
+                'training continues with the checkpoint\'s')
+    log(f'train dataset: size={len(train_set)}, batch_size={config["train_dataset"]["batch_size"]}'
+        f' ({config["train_dataset"]["batch_size"] // env.world_size} per process)')
+    if val_set is not None:
+        log(f'val dataset: size={len(val_set)}, batch_size={val_spec["batch_size"]}')
+    n_params = sum(p.numel() for p in net.parameters())
+    log(f'model: {model_spec["name"]}, #params={n_params / 1e6:.2f}M'
+        + (f', query={net.query_impl}' if hasattr(net, 'query_impl') else ''))
+    if amp_dtype is not None:
+        log(f'amp: {config["amp"]} autocast on {device.type}')
+
+    restore_rng(resume.get('rng'), device)
+    best_psnr = resume.get('best_psnr')
+    epoch_max, epoch_val = config['epoch_max'], config.get('epoch_val')
+    epoch_save = config.get('epoch_save')
+    if epoch_start > epoch_max:
+        log(f'nothing to do: the checkpoint is at epoch {epoch_start - 1}, epoch_max={epoch_max}')
+    last_good = resume_path
+    for epoch in range(epoch_start, epoch_max + 1):
+        epoch_start_time = time.time()
+        log_info = [f'epoch {epoch}/{epoch_max}']
+        log.scalar('lr', optimizer.param_groups[0]['lr'], epoch)
+        set_loader_epoch(train_loader, epoch)
+        try:
+            stats = train_one_epoch(model, train_loader, optimizer, device, data_norm, epoch,
+                                    amp_dtype, env, progress)
+        except NonFiniteLoss as e:
+            kept = f'; the last good checkpoint is {last_good}' if last_good else ''
+            raise NonFiniteLoss(f'{e}{kept}') from None
+        if scheduler is not None:
+            scheduler.step()
+        log_info.append(f'train: loss={stats["loss"]:.4f}')
+        log.scalar('loss', stats['loss'], epoch)
+
+        val_psnr = None
+        if val_set is not None and epoch_val is not None and epoch % epoch_val == 0:
+            val_psnr = validate(model, val_set, val_spec['batch_size'], data_norm,
+                                config.get('eval_type'), config.get('eval_bsize'), device, env,
+                                num_workers, worker_init_fn, progress)['psnr']
+            log_info.append(f'val: psnr={val_psnr:.4f}')
+            log.scalar('psnr', val_psnr, epoch)
+        is_best = val_psnr is not None and (best_psnr is None or val_psnr > best_psnr)
+        if is_best:
+            best_psnr = val_psnr
+
+        if env.is_main:
+            ckpt_out = {
+                'model': model_entry(model_spec, net),
+                'optimizer': optimizer_entry(opt_spec, optimizer),
+                'epoch': epoch,
+                'resume': {'scheduler': scheduler.state_dict() if scheduler else None,
+                           'rng': rng_state(device), 'best_psnr': best_psnr,
+                           'val_psnr': val_psnr, 'seed': seed,
+                           'world_size': env.world_size},
+                'data_norm': data_norm.spec,
+            }
+            save_checkpoint(ckpt_out, run_dir / 'epoch-last.pth')
+            if epoch_save is not None and epoch % epoch_save == 0:
+                save_checkpoint(ckpt_out, run_dir / f'epoch-{epoch}.pth')
+            if is_best:
+                save_checkpoint(ckpt_out, run_dir / 'epoch-best.pth')
+        last_good = run_dir / 'epoch-last.pth'
+
+        now = time.time()
+        progress_frac = (epoch - epoch_start + 1) / (epoch_max - epoch_start + 1)
+        elapsed = now - start_time
+        log_info.append(f'{time_text(now - epoch_start_time)} '
+                        f'{time_text(elapsed)}/{time_text(elapsed / progress_frac)}')
+        log(', '.join(log_info))
+        log.flush()
+    log.close()
+    distributed.barrier(env)
+    return {'model': net, 'optimizer': optimizer, 'scheduler': scheduler,
+            'best_psnr': best_psnr, 'run_dir': run_dir}
+
+
+def make_dataset(spec, seed):
+    """Dataset wrapped for SR, as the original: ``make(wrapper, {dataset: make(dataset)})``,
+    with the wrapper's randomness seeded from ``seed``."""
+    dataset = datasets.make(spec['dataset'])
+    dataset = datasets.make(spec['wrapper'], args={'dataset': dataset})
+    if hasattr(dataset, 'set_seed'):
+        dataset.set_seed(seed)
+    elif hasattr(dataset, 'seed'):
+        dataset.seed = seed
+    return dataset
+
+
+def set_query_impl(model, query):
+    """Select the LIIF query path (``--query``) on models that have one."""
+    if query is None or not hasattr(model, 'query_impl'):
+        return
+    valid = getattr(model, 'QUERY_IMPLS', (query,))
+    if query not in valid:
+        raise UserError(f'--query {query}: this model offers {", ".join(valid)}')
+    model.query_impl = query
+
+
+def restore_scheduler(scheduler, state, epoch_start):
+    """Scheduler state from our checkpoint, or (published checkpoints, which lack it)
+    the state after ``epoch_start - 1`` epochs; the optimizer's loaded lr is kept."""
+    if state is not None:
+        scheduler.load_state_dict(state)
+        return
+    scheduler.last_epoch = epoch_start - 1
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy and torch (weight initialisation uses torch's RNG)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state(device):
+    """RNG states of Python, NumPy, torch (and CUDA) as checkpoint-safe plain types."""
+    np_state = np.random.get_state()
+    state = {'python': random.getstate(),
+             'numpy': {'name': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
+                       'pos': int(np_state[2]), 'has_gauss': int(np_state[3]),
+                       'cached_gaussian': float(np_state[4])},
+             'torch': torch.get_rng_state(),
+             'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None}
+    return state
+
+
+def restore_rng(state, device):
+    """Undo ``rng_state`` (no-op for ``None``, e.g. published checkpoints)."""
+    if state is None:
+        return
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state['numpy']
+    np.random.set_state((np_state['name'], np_state['keys'].numpy().astype(np.uint32),
+                         np_state['pos'], np_state['has_gauss'], np_state['cached_gaussian']))
+    torch.set_rng_state(state['torch'])
+    if state.get('cuda') is not None and device.type == 'cuda':
+        torch.cuda.set_rng_state(state['cuda'], device)
+
+
+def run_bench(n_iters, model, loader, optimizer, device, data_norm, amp_dtype, env, epoch,
+              progress):
+    """Time ``n_iters`` training steps after one warm-up step; print and return s/it."""
+    if n_iters < 1:
+        raise UserError('--bench needs a positive number of iterations')
+    if n_iters + 1 > len(loader):
+        raise UserError(f'--bench {n_iters}: one epoch has only {len(loader)} iterations')
+    set_loader_epoch(loader, epoch)
+    stats = train_one_epoch(model, loader, optimizer, device, data_norm, epoch, amp_dtype,
+                            env, progress, max_iters=n_iters + 1)
+    per_iter = stats['seconds_per_iter']
+    if env.is_main:
+        print(f'bench: {per_iter:.4f} s/it over {stats["iters"] - 1} iterations '
+              f'(after 1 warm-up), batch_size={loader.batch_size * env.world_size}, '
+              f'world_size={env.world_size}, device={device}, '
+              f'threads={torch.get_num_threads()}', flush=True)
+    return {'seconds_per_iter': per_iter}
+
+
+if __name__ == '__main__':
+    run_cli(main, parse_args())

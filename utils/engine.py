@@ -1,0 +1,193 @@
+"""The training loop: one visible training step, one epoch, validation.
+
+Everything is passed in (model, loader, optimizer, device, data normalisation, the
+distributed environment); each function returns its statistics. ``train_liif.py``
+builds the objects and calls these.
+
+Batches are dicts from the SR wrappers (spec section 6):
+``inp`` (B, 3, h, w) LR image in [0, 1] (not normalised), ``coord`` (B, Q, 2) query
+coordinates (row, col) in [-1, 1], ``cell`` (B, Q, 2), ``gt`` (B, Q, 3) in [0, 1].
+"""
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from utils.checkpoint import unwrap
+from utils.distributed import DistEnv, all_gather_objects, all_mean
+from utils.errors import UserError
+from utils.evaluate import evaluate_batch
+
+SINGLE = DistEnv()
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite; the weights were not updated."""
+
+
+def train_step(model, batch, optimizer, device, data_norm, amp_dtype=None, env=SINGLE):
+    """One optimisation step: forward, L1 loss, backward, optimizer step.
+
+    Args:
+        model: LIIF-like module (possibly DDP-wrapped), ``model(inp, coord, cell)`` ->
+            (B, Q, 3) normalised prediction.
+        batch: dict of CPU or device tensors, see the module docstring.
+        data_norm: ``utils.data_norm.DataNorm`` for inputs and targets.
+        amp_dtype: ``torch.bfloat16`` to run the forward pass under autocast, else None.
+        env: ``DistEnv``; the returned loss is the mean over all processes.
+    Returns:
+        the loss as a float (L1 between prediction and normalised gt, as the original).
+    Raises:
+        NonFiniteLoss before ``optimizer.step()``, so the weights stay finite (every
+        process raises together because the checked value is the all-process mean).
+    """
+    inp = data_norm.inp(batch['inp'].to(device, non_blocking=True))     # (B, 3, h, w)
+    coord = batch['coord'].to(device, non_blocking=True)                 # (B, Q, 2)
+    cell = batch['cell'].to(device, non_blocking=True)                   # (B, Q, 2)
+    gt = data_norm.gt(batch['gt'].to(device, non_blocking=True))         # (B, Q, 3)
+
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        pred = model(inp, coord, cell)                                   # (B, Q, 3)
+    loss = F.l1_loss(pred.float(), gt)
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    loss_value = all_mean(loss.detach(), env).item()
+    if not math.isfinite(loss_value):
+        raise NonFiniteLoss(f'non-finite training loss ({loss_value})')
+    optimizer.step()
+    return loss_value
+
+
+def train_one_epoch(model, loader, optimizer, device, data_norm, epoch, amp_dtype=None,
+                    env=SINGLE, progress=True, max_iters=None):
+    """Run ``train_step`` over ``loader`` once (or for ``max_iters`` iterations).
+
+    Returns ``{'loss': mean loss, 'iters': n, 'seconds': wall time,
+    'seconds_per_iter': mean over iterations after the first (the first pays for
+    start-up: worker processes, caches)}``.
+    Raises ``NonFiniteLoss`` naming the epoch and iteration.
+    """
+    model.train()
+    total, iters = 0.0, 0
+    n_iters = len(loader) if max_iters is None else min(max_iters, len(loader))
+    start = time.perf_counter()
+    first_done = None
+    bar = tqdm(loader, total=n_iters, desc='train', leave=False, disable=not progress,
+               dynamic_ncols=True)
+    for batch in bar:
+        try:
+            loss = train_step(model, batch, optimizer, device, data_norm, amp_dtype, env)
+        except NonFiniteLoss as e:
+            raise NonFiniteLoss(f'{e} at epoch {epoch}, iteration {iters + 1}/{n_iters}; '
+                                'the weights of this step were not applied') from None
+        total += loss
+        iters += 1
+        if iters == 1:
+            first_done = time.perf_counter()
+        if iters >= n_iters:
+            break
+    bar.close()
+    end = time.perf_counter()
+    per_iter = (end - first_done) / (iters - 1) if iters > 1 else end - start
+    return {'loss': total / max(iters, 1), 'iters': iters, 'seconds': end - start,
+            'seconds_per_iter': per_iter}
+
+
+def make_train_loader(dataset, batch_size, env, seed, num_workers=0, worker_init_fn=None,
+                      pin_memory=False):
+    """Shuffling loader whose data order depends only on ``(seed, epoch)``.
+
+    ``batch_size`` is the global batch: each of the ``env.world_size`` processes
+    loads ``batch_size / world_size`` items per step (as the original's DataParallel
+    split one batch over GPUs). The ``DistributedSampler`` draws one permutation per
+    epoch from ``seed + epoch``; process r takes positions r, r + W, ..., so step k of
+    all processes together covers positions [k*B, (k+1)*B) of that permutation, the
+    same items one process would put in batch k. Call ``set_loader_epoch`` before
+    each epoch.
+    """
+    if batch_size % env.world_size:
+        raise UserError(f'train_dataset.batch_size={batch_size} is the global batch and must '
+                        f'be divisible by the number of processes ({env.world_size})')
+    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
+                                 shuffle=True, seed=seed, drop_last=False)
+    # The loader draws its worker seeds from this generator instead of the global
+    # torch RNG; it is re-seeded from (seed, epoch) each epoch.
+    generator = torch.Generator()
+    return DataLoader(dataset, batch_size=batch_size // env.world_size, sampler=sampler,
+                      num_workers=num_workers, worker_init_fn=worker_init_fn,
+                      generator=generator, pin_memory=pin_memory, drop_last=False)
+
+
+def set_loader_epoch(loader, epoch):
+    """Make epoch ``epoch``'s data a function of ``(seed, epoch)`` alone, for a loader
+    from ``make_train_loader``.
+
+    Sets the sampler's permutation, the loader's worker seeds and the wrapper's
+    per-epoch randomness (crops, scales, flips, sampled queries).
+    """
+    loader.sampler.set_epoch(epoch)
+    loader.generator.manual_seed(epoch_seed(loader.sampler.seed, epoch))
+    if hasattr(loader.dataset, 'set_epoch'):
+        loader.dataset.set_epoch(epoch)
+
+
+def epoch_seed(seed, epoch):
+    """A 63-bit seed for ``(seed, epoch)`` (distinct pairs give distinct seeds)."""
+    return (seed * 1_000_003 + epoch) % (2 ** 63)
+
+
+def validation_batches(n_items, batch_size):
+    """Index lists of the batches one process forms over ``n_items`` in order."""
+    return [list(range(start, min(start + batch_size, n_items)))
+            for start in range(0, n_items, batch_size)]
+
+
+def validate(model, dataset, batch_size, data_norm, eval_type, eval_bsize, device,
+             env=SINGLE, num_workers=0, worker_init_fn=None, progress=True):
+    """Validation PSNR, the same number for any number of processes.
+
+    The items are cut into the consecutive batches one process would form
+    (``batch_size`` each, not split over processes); process r evaluates batches
+    r, r + W, ... with ``utils.evaluate.evaluate_batch``; every process then gathers
+    all ``(batch index, psnr, n)`` and averages them in batch order, weighted by
+    batch size, in float64 (the original's per-batch average).
+
+    Returns ``{'psnr': float, 'n': number of items}``.
+    """
+    batches = validation_batches(len(dataset), batch_size)
+    mine = list(range(env.rank, len(batches), env.world_size))
+    loader = DataLoader(dataset, batch_sampler=[batches[i] for i in mine],
+                        num_workers=num_workers, worker_init_fn=worker_init_fn,
+                        generator=torch.Generator().manual_seed(0))
+    net = unwrap(model)  # no gradient sync needed: plain module, no DDP hooks
+    was_training = net.training
+    net.eval()
+    results = []
+    with torch.no_grad():
+        bar = tqdm(loader, desc='val', leave=False, disable=not progress, dynamic_ncols=True)
+        for index, batch in zip(mine, bar):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            res = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize)
+            results.append((index, float(res['psnr']), int(res['n'])))
+        bar.close()
+    net.train(was_training)
+    merged = sorted(r for part in all_gather_objects(results, env) for r in part)
+    return {'psnr': average_psnr([(psnr, n) for _, psnr, n in merged]),
+            'n': sum(n for _, _, n in merged)}
+
+
+def average_psnr(per_batch):
+    """Mean of per-batch PSNRs weighted by batch size, in float64, summed in the given
+    order: the same arithmetic as ``utils.evaluate.evaluate`` in one process, so the
+    results are equal to the last bit."""
+    total, count = 0.0, 0
+    for psnr, n in per_batch:
+        total += psnr * n
+        count += n
+    if count == 0:
+        raise UserError('the validation dataset is empty')
+    return total / count

@@ -1,0 +1,132 @@
+"""The run folder of a training run and the log it writes.
+
+``save/_<config name>[_<tag>]`` (or ``save/<name>[_<tag>]`` with ``--name``) holds::
+
+    config.yaml        the config the run started with
+    log.txt            every log line (also printed), appended across resumes
+    tensorboard/       TensorBoard scalars loss, lr, psnr (one value per epoch)
+    epoch-last.pth     written every epoch
+    epoch-N.pth        every ``epoch_save`` epochs
+    epoch-best.pth     the epoch with the best validation PSNR
+
+Unlike the original code, an existing folder is never deleted: starting a new run in
+a folder that holds files is an error unless the run is resumed.
+"""
+import os
+from pathlib import Path
+
+import yaml
+
+from utils.errors import UserError
+
+
+def run_name(config_path, name=None, tag=None):
+    """The folder name as the original code forms it: ``name`` or ``_<config stem>``,
+    plus ``_<tag>`` when a tag is given."""
+    run = name if name else '_' + Path(config_path).name.rsplit('.', 1)[0]
+    if tag:
+        run += '_' + tag
+    return run
+
+
+def check_run_dir(run_dir, resume_from=None):
+    """Raise ``UserError`` unless the run may write into ``run_dir``.
+
+    A folder that does not exist or is empty is free; a used folder may only be
+    continued by resuming from a checkpoint inside it (``resume_from``), so one run
+    never writes over another's files.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f'run folder {run_dir} exists and is not a folder')
+    if not run_dir.is_dir():
+        return
+    used = sorted(p.name for p in run_dir.iterdir())
+    if not used:
+        return
+    if resume_from is not None and Path(resume_from).resolve().parent == run_dir.resolve():
+        return
+    shown = ', '.join(used[:4]) + (', ...' if len(used) > 4 else '')
+    if resume_from is not None:
+        raise UserError(f'run folder {run_dir} is already used ({shown}) by another run than '
+                        f'{resume_from}; nothing was changed. Pick a new folder with --name '
+                        'or --tag to continue there')
+    raise UserError(f'run folder {run_dir} is already used ({shown}); nothing was changed. '
+                    f'Resume it with --resume {run_dir / "epoch-last.pth"}, or pick another '
+                    'folder with --name or --tag')
+
+
+def save_config(config, run_dir, epoch_start):
+    """Write the config into the run folder without replacing an existing file.
+
+    A new run writes ``config.yaml``; a resumed run whose config differs from the
+    stored one writes ``config-from-epoch<E>.yaml`` beside it. Returns the path written
+    (``None`` when the stored config is the same).
+    """
+    run_dir = Path(run_dir)
+    text = yaml.safe_dump(config, sort_keys=False)
+    path = run_dir / 'config.yaml'
+    if path.exists():
+        if path.read_text() == text:
+            return None
+        path = run_dir / f'config-from-epoch{epoch_start}.yaml'
+    _write_text_atomic(path, text)
+    return path
+
+
+class RunLog:
+    """Log lines to stdout and ``log.txt`` (appended), scalars to TensorBoard.
+
+    Only the main process writes: on other ranks (``writer=False``) every method is
+    a no-op, so callers need no ``if rank == 0`` around logging.
+    """
+
+    def __init__(self, run_dir, writer=True):
+        self.enabled = writer
+        self.log_path = Path(run_dir) / 'log.txt'
+        self.tb = None
+        if writer:
+            from tensorboardX import SummaryWriter  # imported here: only rank 0 needs it
+            self.tb = SummaryWriter(str(Path(run_dir) / 'tensorboard'))
+
+    def __call__(self, line):
+        if not self.enabled:
+            return
+        print(line, flush=True)
+        with open(self.log_path, 'a') as f:
+            f.write(line + '\n')
+
+    def scalar(self, tag, value, step):
+        if self.tb is not None:
+            self.tb.add_scalar(tag, value, step)
+
+    def flush(self):
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+def time_text(seconds):
+    """``12.3s``, ``4.5m`` or ``2.3h``, as in the original per-epoch log line."""
+    if seconds >= 3600:
+        return f'{seconds / 3600:.1f}h'
+    if seconds >= 60:
+        return f'{seconds / 60:.1f}m'
+    return f'{seconds:.1f}s'
+
+
+def _write_text_atomic(path, text):
+    # A temp file in the same folder, then a rename: readers see the old or the new file.
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        with open(tmp, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
