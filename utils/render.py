@@ -8,9 +8,9 @@ The order of work for one image is always::
     for each chunk of queries:             # coords made per chunk, never the full grid
         model.query(prepared, coord, cell)
 
-Peak memory of ``render`` is the uint8 output image, the feature map (and what
+Peak memory of ``render`` is the 8-bit output image, the feature map (and what
 ``prepare`` derives from it), one encoder tile and one chunk of queries -- not the
-per-query tensors of the whole output.
+per-query tensors of the whole output, nor its coordinate grid.
 
 Tiled encoding is exact: each tile is encoded with a margin at least as wide as the
 encoder's receptive field (``receptive_radius``), and only the tile's core is kept,
@@ -20,6 +20,7 @@ tiled exactly; they are encoded whole.
 """
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -152,47 +153,74 @@ class OutputGrid:
         return torch.stack([self.rows[index // self.size[1]], self.cols[index % self.size[1]]], -1)
 
 
-def render_steps(model, lr, size, data_norm, out, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE):
-    """Fill ``out`` with the super-resolved image, one chunk of pixels per step.
+def render_chunks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE):
+    """Super-resolve ``lr`` to ``size``, one chunk of output pixels at a time.
 
-    A generator (``render`` runs it to the end; a caller can stop early or show
-    progress): yields the number of output pixels written so far after each chunk.
+    A generator: encodes and prepares once, then for each chunk of ``chunk`` pixels
+    (row-major order) makes their coords and cells, queries, de-normalises and yields
+    ``(start, rgb)``: the flat index of the chunk's first pixel and its ``(n, 3)``
+    uint8 values (rounded, clamped). Nothing of the size of the output is held here.
 
     Args:
         model: LIIF-style model in eval mode on ``lr``'s device.
         lr: ``(3, h, w)`` LR image in ``[0, 1]`` (not normalised).
         size: ``(H, W)`` of the output.
         data_norm: ``utils.data_norm.DataNorm`` of the model.
-        out: ``(H, W, 3)`` uint8 numpy array receiving the image (values rounded).
         chunk: queries per chunk; tile: see ``encode``.
     """
     model = unwrap(model)
     grid = OutputGrid(size, device=lr.device, dtype=lr.dtype)
-    out_flat = out.reshape(-1, out.shape[-1])  # a view: (H * W, 3)
     with torch.no_grad():
         prepared = model.prepare(encode(model, data_norm.inp(lr.unsqueeze(0)), tile))
         for start in range(0, len(grid), chunk):
-            end = min(start + chunk, len(grid))
-            coord = grid.coord(start, end).unsqueeze(0)             # (1, n, 2)
-            pred = model.query(prepared, coord, make_cell(coord, grid.size))
-            rgb = data_norm.denorm(pred[0])                         # (n, 3)
-            out_flat[start:end] = to_uint8_array(rgb.t().unsqueeze(1))[0]
-            yield end
+            coord = grid.coord(start, min(start + chunk, len(grid))).unsqueeze(0)  # (1, n, 2)
+            pred = model.query(prepared, coord, make_cell(coord, grid.size))       # (1, n, 3)
+            rgb = data_norm.denorm(pred[0])
+            yield start, to_uint8_array(rgb.t().unsqueeze(1))[0]                  # (n, 3)
 
 
-def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, progress=False):
-    """Super-resolve ``lr`` (``(3, h, w)`` in ``[0, 1]``) to ``size = (H, W)``.
+def paste_flat(image, start, values):
+    """Write ``values`` ``(n, C)`` uint8 into the Pillow ``image`` at flat (row-major)
+    pixel indices ``start .. start + n - 1``: at most three rectangles (end of a
+    row, full rows, start of a row)."""
+    width = image.width
+    done = 0
+    while done < len(values):
+        row, col = divmod(start + done, width)
+        if col == 0 and len(values) - done >= width:
+            take = (len(values) - done) // width * width
+            block = values[done:done + take].reshape(take // width, width, -1)
+        else:
+            take = min(width - col, len(values) - done)
+            block = values[done:done + take].reshape(1, take, -1)
+        image.paste(Image.fromarray(np.ascontiguousarray(block)), (col, row))
+        done += take
 
-    Returns an ``(H, W, 3)`` uint8 numpy array (see ``render_steps``). ``progress``
-    shows a tqdm bar over output pixels.
+
+def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
+           progress=False):
+    """Super-resolve ``lr`` (``(3, h, w)`` in ``[0, 1]``) into a Pillow image of ``size``.
+
+    Args:
+        size: ``(H, W)`` of the output.
+        alpha: optional ``(1, h, w)`` alpha in ``[0, 1]``: resized with Pillow bicubic
+            and attached (the result is RGBA, else RGB).
+        progress: show a tqdm bar over output pixels.
+    Returns:
+        ``PIL.Image`` of ``W x H`` pixels. The image itself is the only buffer of the
+        output size (8 bits per channel; Pillow stores 4 bytes per pixel).
     """
-    out = np.empty((size[0], size[1], 3), dtype=np.uint8)
-    total = size[0] * size[1]
-    with tqdm(total=total, disable=not progress, unit='px', unit_scale=True,
+    height, width = size
+    image = Image.new('RGB' if alpha is None else 'RGBA', (width, height))
+    with tqdm(total=height * width, disable=not progress, unit='px', unit_scale=True,
               desc='render', leave=False) as bar:
-        for done in render_steps(model, lr, size, data_norm, out, chunk, tile):
-            bar.update(done - bar.n)
-    return out
+        for start, rgb in render_chunks(model, lr, size, data_norm, chunk, tile):
+            paste_flat(image, start, rgb)
+            bar.update(len(rgb))
+    if alpha is not None:
+        small = Image.fromarray(to_uint8_array(alpha)[..., 0])  # (h, w) uint8: mode L
+        image.putalpha(small.resize((width, height), Image.BICUBIC))  # in place for RGBA
+    return image
 
 
 def set_query_impl(model, impl):
