@@ -146,10 +146,24 @@ def write_image(img, path):
     arr = to_uint8_array(img)
     if arr.shape[-1] == 1:
         arr = arr[..., 0]
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=path.suffix, dir=path.parent)
+    # Pillow picks the format from the extension, so the temporary file keeps it.
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        Image.fromarray(arr).save(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix='.tmp'):
+    """Write a file atomically: yields a temporary path in the same folder; when the
+    block succeeds the file is flushed to disk and renamed to ``path``, when it fails
+    (or is interrupted) the temporary file is removed. ``path`` is therefore either
+    untouched or complete, never half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        Image.fromarray(arr).save(tmp)
+        yield tmp
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

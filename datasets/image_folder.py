@@ -1,0 +1,185 @@
+"""Image folders: ``image-folder`` and ``paired-image-folders`` (spec sections 5-6).
+
+Items: ``image-folder`` gives ``(3, H, W)`` float32 RGB in ``[0, 1]`` (see
+``utils.image_io`` for how grayscale, palette, RGBA and 16-bit files are converted);
+``paired-image-folders`` gives ``(img_1, img_2)`` tuples of those (in the configs:
+``root_path_1`` holds the LR images, ``root_path_2`` the HR ones).
+
+Everything that can be checked is checked when the dataset is built, with one-line
+``UserError`` messages naming the folder or file: a missing or empty folder, an
+unreadable image (every header is read up front), a bad split file, paired folders
+whose counts or names differ. Pixel data itself is decoded at construction with
+``cache: bin`` / ``in_memory`` and on access with ``cache: none``.
+
+Both datasets expose ``files`` (image paths, without repeats) and ``sizes`` (their
+``(H, W)``; pairs of those for paired folders) so that wrappers can check crop sizes
+before training starts.
+"""
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from datasets.cache import load_entry, prepare_bin_cache
+from datasets.checks import check_int, item_index
+from datasets.datasets import register
+from utils.errors import UserError
+from utils.image_io import array_to_tensor, image_size, read_array
+
+CACHE_MODES = ('none', 'bin', 'in_memory')
+
+
+def list_images(root_path, split_file=None, split_key=None, first_k=None):
+    """File names of the images a folder dataset uses, in order.
+
+    Without ``split_file``: the folder's image files (by extension Pillow knows; hidden
+    files and folders skipped) in sorted order. With it: the list under ``split_key`` of
+    that JSON file, in its order. ``first_k`` then keeps the first ``first_k`` names.
+    """
+    root = Path(root_path)
+    if not root.is_dir():
+        raise UserError(f'image folder not found: {root}' if not root.exists()
+                        else f'not a folder: {root}')
+    if split_file is not None:
+        names = _split_names(split_file, split_key)
+        what = f'{split_file} [{split_key!r}]'
+    else:
+        if split_key is not None:
+            raise UserError(f'image folder {root}: split_key {split_key!r} given without split_file')
+        names, skipped = [], []
+        extensions = Image.registered_extensions()
+        for name in sorted(os.listdir(root)):
+            if name.startswith('.') or not (root / name).is_file():
+                continue
+            (names if Path(name).suffix.lower() in extensions else skipped).append(name)
+        if skipped:
+            warnings.warn(f'image folder {root}: skipping {len(skipped)} file(s) that are not '
+                          f'images: {", ".join(skipped[:5])}{" ..." if len(skipped) > 5 else ""}')
+        what = str(root)
+    first_k = check_int(first_k, 'first_k', 1, f'image folder {root}', allow_none=True)
+    if first_k is not None:
+        names = names[:first_k]
+    if not names:
+        raise UserError(f'no images in {what}')
+    return names
+
+
+def _split_names(split_file, split_key):
+    if split_key is None:
+        raise UserError(f'split_file {split_file} given without split_key')
+    try:
+        with open(split_file) as f:
+            split = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f'split_file not found: {split_file}') from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f'cannot read split_file {split_file}: {e}') from None
+    except json.JSONDecodeError as e:
+        raise UserError(f'{split_file}:{e.lineno}: invalid JSON: {e.msg}') from None
+    if not isinstance(split, dict) or split_key not in split:
+        keys = ', '.join(map(str, split)) if isinstance(split, dict) else 'none (not a JSON object)'
+        raise UserError(f'{split_file}: no split_key {split_key!r}; keys: {keys}')
+    names = split[split_key]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f'{split_file}: {split_key!r} must be a list of file names')
+    return names
+
+
+@register('image-folder')
+class ImageFolder(Dataset):
+    """Images of one folder, as ``(3, H, W)`` float32 RGB tensors in ``[0, 1]``.
+
+    Args (the YAML ``args``; defaults as in the original code):
+        root_path: the folder.
+        split_file, split_key: a JSON file mapping keys to lists of file names; use the
+            list under ``split_key`` (in its order) instead of the folder's sorted files.
+        first_k: keep only the first ``first_k`` images.
+        repeat: the dataset is ``repeat`` times as long; item ``i`` is image ``i % n``.
+        cache: ``none`` (decode on every access), ``in_memory`` (decode everything now
+            and keep the 8/16-bit pixels in RAM), ``bin`` (decode once into ``.npy`` files
+            beside the folder, see ``datasets.cache``, then read those).
+    """
+
+    def __init__(self, root_path, split_file=None, split_key=None, first_k=None, repeat=1,
+                 cache='none'):
+        self.root = Path(root_path)
+        self.repeat = check_int(repeat, 'repeat', 1, f'image folder {self.root}')
+        if cache not in CACHE_MODES:
+            raise UserError(f'image folder {self.root}: unknown cache {cache!r}; '
+                            f'valid: {", ".join(CACHE_MODES)}')
+        self.cache = cache
+        names = list_images(self.root, split_file, split_key, first_k)
+        self.files = [self.root / name for name in names]
+        # Headers only: a file that is not a readable image fails here, naming it.
+        self.sizes = [image_size(f) for f in self.files]
+        if cache == 'in_memory':
+            self._arrays = [read_array(f) for f in tqdm(self.files, leave=False,
+                                                         desc=f'loading {self.root}')]
+        elif cache == 'bin':
+            self._entries = prepare_bin_cache(self.root, self.files, self.sizes)
+
+    def __len__(self):
+        return len(self.files) * self.repeat
+
+    def __getitem__(self, idx):
+        return array_to_tensor(self.load_array(item_index(idx, len(self)) % len(self.files)))
+
+    def load_array(self, i):
+        """Pixels of image ``i`` (``0 <= i < len(files)``) as ``(H, W, 3)`` uint8/uint16."""
+        if self.cache == 'in_memory':
+            return self._arrays[i]
+        if self.cache == 'bin':
+            try:
+                return load_entry(self._entries[i])
+            except (OSError, ValueError):
+                pass  # entry removed or damaged since construction: decode the source
+        return read_array(self.files[i])
+
+
+def pair_key(name):
+    """What must agree between paired file names: the stem without a trailing scale or
+    resolution tag (``0801x2.png`` -> ``0801``, ``img_1_LR.png`` -> ``img_1``)."""
+    stem, previous = Path(name).stem, None
+    while stem != previous:
+        previous = stem
+        stem = re.sub(r'(?i)(x\d+(\.\d+)?|[_.-](lr|hr)\d*)$', '', stem)
+    return stem
+
+
+@register('paired-image-folders')
+class PairedImageFolders(Dataset):
+    """Two folders paired by sorted file name; items ``(img_1, img_2)``.
+
+    Args: ``root_path_1``, ``root_path_2`` and the ``image-folder`` args, applied to both.
+    The folders must hold the same number of images and the k-th names must agree up to
+    a scale/resolution tag (``pair_key``): ``0801x2.png`` pairs with ``0801.png``.
+    """
+
+    def __init__(self, root_path_1, root_path_2, split_file=None, split_key=None,
+                 first_k=None, repeat=1, cache='none'):
+        kwargs = dict(split_file=split_file, split_key=split_key, first_k=first_k)
+        names_1 = list_images(root_path_1, **kwargs)
+        names_2 = list_images(root_path_2, **kwargs)
+        if len(names_1) != len(names_2):
+            raise UserError(f'paired folders hold different numbers of images: {root_path_1} '
+                            f'has {len(names_1)}, {root_path_2} has {len(names_2)}')
+        for k, (a, b) in enumerate(zip(names_1, names_2)):
+            if pair_key(a) != pair_key(b):
+                raise UserError(f'paired folders do not match at image {k + 1}: '
+                                f'{Path(root_path_1) / a} vs {Path(root_path_2) / b} (names must '
+                                'agree up to a scale tag such as x2, _LR, _HR)')
+        self.dataset_1 = ImageFolder(root_path_1, repeat=repeat, cache=cache, **kwargs)
+        self.dataset_2 = ImageFolder(root_path_2, repeat=repeat, cache=cache, **kwargs)
+        self.files = list(zip(self.dataset_1.files, self.dataset_2.files))
+        self.sizes = list(zip(self.dataset_1.sizes, self.dataset_2.sizes))
+
+    def __len__(self):
+        return len(self.dataset_1)
+
+    def __getitem__(self, idx):
+        return self.dataset_1[idx], self.dataset_2[idx]
