@@ -76,21 +76,20 @@ def train_one_epoch(model, loader, optimizer, device, data_norm, epoch, amp_dtyp
     n_iters = len(loader) if max_iters is None else min(max_iters, len(loader))
     start = time.perf_counter()
     first_done = None
-    bar = tqdm(loader, total=n_iters, desc='train', leave=False, disable=not progress,
-               dynamic_ncols=True)
-    for batch in bar:
-        try:
-            loss = train_step(model, batch, optimizer, device, data_norm, amp_dtype, env)
-        except NonFiniteLoss as e:
-            raise NonFiniteLoss(f'{e} at epoch {epoch}, iteration {iters + 1}/{n_iters}; '
-                                'the weights of this step were not applied') from None
-        total += loss
-        iters += 1
-        if iters == 1:
-            first_done = time.perf_counter()
-        if iters >= n_iters:
-            break
-    bar.close()
+    with tqdm(loader, total=n_iters, desc='train', leave=False, disable=not progress,
+              dynamic_ncols=True) as bar:
+        for batch in bar:
+            try:
+                loss = train_step(model, batch, optimizer, device, data_norm, amp_dtype, env)
+            except NonFiniteLoss as e:
+                raise NonFiniteLoss(f'{e} at epoch {epoch}, iteration {iters + 1}/{n_iters}; '
+                                    'the weights of this step were not applied') from None
+            total += loss
+            iters += 1
+            if iters == 1:
+                first_done = time.perf_counter()
+            if iters >= n_iters:
+                break
     end = time.perf_counter()
     per_iter = (end - first_done) / (iters - 1) if iters > 1 else end - start
     return {'loss': total / max(iters, 1), 'iters': iters, 'seconds': end - start,
@@ -167,14 +166,15 @@ def validate(model, dataset, batch_size, data_norm, eval_type, eval_bsize, devic
     was_training = net.training
     net.eval()
     results = []
-    with torch.no_grad():
-        bar = tqdm(loader, desc='val', leave=False, disable=not progress, dynamic_ncols=True)
-        for index, batch in zip(mine, bar):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            res = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize)
-            results.append((index, float(res['psnr']), int(res['n'])))
-        bar.close()
-    net.train(was_training)
+    try:
+        with torch.no_grad(), tqdm(loader, desc='val', leave=False, disable=not progress,
+                                   dynamic_ncols=True) as bar:
+            for index, batch in zip(mine, bar):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                res = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize)
+                results.append((index, float(res['psnr']), int(res['n'])))
+    finally:
+        net.train(was_training)
     merged = sorted(r for part in all_gather_objects(results, env) for r in part)
     return {'psnr': average_psnr([(psnr, n) for _, psnr, n in merged]),
             'n': sum(n for _, _, n in merged)}

@@ -1,0 +1,318 @@
+"""train_liif.py end to end on CPU: tiny LIIF, generated images, the real image-folder +
+sr-implicit-downsampled pipeline. CLI behaviour (files written, exit code 2 with one
+line, no traceback) is tested through subprocesses, as a user runs the script."""
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import datasets
+import models
+import train_liif
+from conftest import REPO, make_test_image
+from utils.checkpoint import load_checkpoint, load_model
+from utils.config import freeze
+from utils.data_norm import DataNorm
+from utils.engine import validate
+from utils.evaluate import evaluate
+
+SCRIPT = REPO / 'train_liif.py'
+CONFIGS = sorted((REPO / 'configs').glob('train-*/**/*.yaml'))
+
+
+def tiny_config(load, **overrides):
+    """A complete training config over ``load/train`` and ``load/val``: 6 training
+    items (3 images x repeat 2) in batches of 2, 6 validation items in batches of 4 and 2."""
+    cfg = {
+        'train_dataset': {
+            'dataset': {'name': 'image-folder', 'args': {'root_path': str(load / 'train'),
+                                                         'repeat': 2}},
+            'wrapper': {'name': 'sr-implicit-downsampled',
+                        'args': {'inp_size': 8, 'scale_max': 2, 'augment': True,
+                                 'sample_q': 32}},
+            'batch_size': 2},
+        'val_dataset': {
+            'dataset': {'name': 'image-folder', 'args': {'root_path': str(load / 'val'),
+                                                         'repeat': 3}},
+            'wrapper': {'name': 'sr-implicit-downsampled',
+                        'args': {'inp_size': 8, 'scale_max': 2, 'sample_q': 32}},
+            'batch_size': 4},
+        'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}},
+        'model': {'name': 'liif', 'args': {
+            'encoder_spec': {'name': 'edsr-baseline',
+                             'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}},
+            'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}},
+        'optimizer': {'name': 'adam', 'args': {'lr': 1.e-3}},
+        'epoch_max': 1,
+        'multi_step_lr': {'milestones': [1], 'gamma': 0.5},
+        'epoch_val': 1,
+        'epoch_save': 1,
+        'num_workers': 0,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def load_dir(tmp_path_factory):
+    """Generated PNGs: 3 training and 2 validation images of 40 x 48 pixels."""
+    load = tmp_path_factory.mktemp('data') / 'load'
+    for split, seeds in (('train', (1, 2, 3)), ('val', (4, 5))):
+        (load / split).mkdir(parents=True)
+        for seed in seeds:
+            Image.fromarray(make_test_image(40, 48, seed)).save(load / split / f'{seed:04d}.png')
+    return load
+
+
+def write_config(path, cfg):
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_script(args, cwd, launcher=(), timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    return subprocess.run([sys.executable, *launcher, str(SCRIPT), *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_inprocess(cfg_path, save_root, *extra):
+    args = train_liif.parse_args(['--config', str(cfg_path), '--save-root', str(save_root),
+                                  '--device', 'cpu', '--no-progress', *map(str, extra)])
+    return train_liif.main(args)
+
+
+def max_weight_diff(path_a, path_b):
+    a, b = (torch.load(p, weights_only=True)['model']['sd'] for p in (path_a, path_b))
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def tensorboard_scalars(folder):
+    """``{tag: {step: value}}`` from the tensorboardX event files under ``folder``
+    (TFRecord framing: length, crc, Event proto, crc)."""
+    from tensorboardX.proto import event_pb2
+    scalars = {}
+    for path in Path(folder).rglob('events.out.tfevents.*'):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack('<Q', data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+LOG_LINE = re.compile(r'^epoch (\d+)/(\d+), train: loss=\d+\.\d{4}, val: psnr=\d+\.\d{4}, '
+                      r'\d+\.\ds \d+\.\d[smh]/\d+\.\d[smh]$', re.M)
+
+
+# --- a run from the command line ------------------------------------------------------
+
+def test_one_epoch_writes_the_run_folder(tmp_path, load_dir):
+    cfg_path = write_config(tmp_path / 'tiny.yaml', tiny_config(load_dir))
+    result = run_script(['--config', cfg_path, '--device', 'cpu'], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / 'save' / '_tiny'
+    assert sorted(p.name for p in run.iterdir()) == [
+        'config.yaml', 'epoch-1.pth', 'epoch-best.pth', 'epoch-last.pth', 'log.txt', 'tensorboard']
+    assert yaml.safe_load((run / 'config.yaml').read_text()) == tiny_config(load_dir)
+
+    log = (run / 'log.txt').read_text()
+    assert log.startswith('world_size=1, device=cpu, seed=0')
+    assert 'train dataset: size=6' in log and 'val dataset: size=6' in log
+    assert LOG_LINE.search(log).groups() == ('1', '1')
+    assert LOG_LINE.search(result.stdout)  # log lines also go to stdout
+
+    scalars = tensorboard_scalars(run / 'tensorboard')
+    assert set(scalars) >= {'loss', 'lr', 'psnr'}
+    assert scalars['lr'] == {1: pytest.approx(1e-3)} and list(scalars['psnr']) == [1]
+
+    # the published format: model spec + weights, optimizer entry, epoch
+    raw = torch.load(run / 'epoch-last.pth', weights_only=True)
+    assert {'model', 'optimizer', 'epoch'} <= set(raw) and raw['epoch'] == 1
+    assert set(raw['model']) == {'name', 'args', 'sd'} and raw['model']['name'] == 'liif'
+    assert raw['model']['args'] == tiny_config(load_dir)['model']['args']
+    assert set(raw['optimizer']) == {'name', 'args', 'sd'} and raw['optimizer']['name'] == 'adam'
+    model, ckpt = load_model(run / 'epoch-last.pth')                 # utils.checkpoint
+    original_way = models.make(ckpt['model'], load_sd=True)          # as the original code
+    lr, coord = torch.rand(1, 3, 6, 6), torch.rand(1, 5, 2) * 2 - 1
+    cell = torch.full_like(coord, 0.1)
+    with torch.no_grad():
+        assert torch.equal(model(lr, coord, cell), original_way.eval()(lr, coord, cell))
+    assert ckpt['resume']['best_psnr'] == ckpt['resume']['val_psnr']
+    assert max_weight_diff(run / 'epoch-last.pth', run / 'epoch-best.pth') == 0
+
+
+@pytest.fixture(scope='module')
+def straight_run(tmp_path_factory, load_dir):
+    """2 epochs without interruption, in this process; the reference for resuming."""
+    tmp = tmp_path_factory.mktemp('straight')
+    cfg = tiny_config(load_dir, epoch_max=2, num_workers=1)
+    cfg_path = write_config(tmp / 'two.yaml', cfg)
+    run_inprocess(cfg_path, tmp / 'save')
+    return cfg, tmp / 'save' / '_two'
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, load_dir, straight_run):
+    cfg, straight = straight_run
+    first = write_config(tmp_path / 'two.yaml', dict(cfg, epoch_max=1))
+    run_inprocess(first, tmp_path / 'save')
+    run = tmp_path / 'save' / '_two'
+    second = write_config(tmp_path / 'two.yaml', cfg)  # the same run, now to epoch 2
+    state = run_inprocess(second, tmp_path / 'save', '--resume', run / 'epoch-last.pth')
+
+    assert max_weight_diff(run / 'epoch-last.pth', straight / 'epoch-last.pth') <= 1e-6
+    resumed = torch.load(run / 'epoch-last.pth', weights_only=True)
+    reference = torch.load(straight / 'epoch-last.pth', weights_only=True)
+    assert resumed['epoch'] == reference['epoch'] == 2
+    assert resumed['resume']['scheduler'] == reference['resume']['scheduler']
+    assert resumed['resume']['best_psnr'] == reference['resume']['best_psnr']
+    assert state['optimizer'].param_groups[0]['lr'] == pytest.approx(0.5e-3)
+    log = (run / 'log.txt').read_text()
+    assert 'resumed from' in log and LOG_LINE.findall(log) == [('1', '1'), ('2', '2')]
+    assert (run / 'config-from-epoch2.yaml').exists()  # config.yaml of epoch 1 is kept
+    assert yaml.safe_load((run / 'config.yaml').read_text())['epoch_max'] == 1
+
+
+def test_torchrun_two_processes_and_resume(tmp_path, load_dir, straight_run):
+    cfg, straight = straight_run
+    cfg_path = write_config(tmp_path / 'ddp.yaml', dict(cfg, epoch_max=1))
+    torchrun = ('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
+    result = run_script(['--config', cfg_path, '--no-progress'], tmp_path, torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / 'save' / '_ddp'
+    log = (run / 'log.txt').read_text()
+    assert log.startswith('world_size=2, device=cpu')
+    assert 'batch_size=2 (1 per process)' in log
+    assert log.count('epoch 1/1, train') == 1  # one writer
+    sd = torch.load(run / 'epoch-last.pth', weights_only=True)['model']['sd']
+    assert not [k for k in sd if k.startswith('module.')]
+
+    cfg_path = write_config(tmp_path / 'ddp.yaml', cfg)
+    result = run_script(['--config', cfg_path, '--no-progress', '--resume',
+                         run / 'epoch-last.pth'], tmp_path, torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (run / 'log.txt').read_text()
+    assert log.count('world_size=2') == 2 and 'resumed from' in log
+    ckpt = load_checkpoint(run / 'epoch-last.pth')
+    assert ckpt['epoch'] == 2 and ckpt['resume']['world_size'] == 2
+
+    # The global batch is split over the processes: the same training as one process,
+    # up to the order of floating-point sums.
+    diff = max_weight_diff(run / 'epoch-last.pth', straight / 'epoch-last.pth')
+    assert diff <= 1e-5, (diff, result.stdout[-2000:])
+    # Validation under DDP gives exactly the single-process figure for the same weights.
+    model, _ = load_model(run / 'epoch-last.pth')
+    val_set = train_liif.make_dataset(freeze(cfg['val_dataset']), 0)
+    norm = DataNorm(cfg['data_norm'])
+    batch_size = cfg['val_dataset']['batch_size']
+    single = validate(model, val_set, batch_size, norm, None, None, torch.device('cpu'),
+                      progress=False)
+    assert single['psnr'] == ckpt['resume']['val_psnr']
+    loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size)
+    assert evaluate(model, loader, norm, progress=False)['psnr'] == ckpt['resume']['val_psnr']
+
+
+# --- errors: one line, exit code 2, nothing lost ----------------------------------------
+
+def error_cases(load):
+    good = tiny_config(load)
+    model = dict(good['model'], name='liff')
+    train = dict(good['train_dataset'],
+                 dataset={'name': 'image-folder', 'args': {'root_path': str(load / 'nope')}})
+    return {
+        'invalid_yaml': ('model:\n  name: [liif\noptimizer: {}\n', r'bad\.yaml:\d+: invalid YAML'),
+        'unknown_key': (dict(good, epoch_mx=3),
+                        r'bad\.yaml: unknown key\(s\) epoch_mx; valid: amp, data_norm, '),
+        'unknown_model': (dict(good, model=model), r"unknown model name 'liff'; registered: .*liif"),
+        'missing_dataset': (dict(good, train_dataset=train), r'image folder not found: .*nope'),
+        'missing_key': ({k: v for k, v in good.items() if k != 'model'},
+                        r"bad\.yaml: missing required key 'model'"),
+    }
+
+
+@pytest.mark.parametrize('case', ['invalid_yaml', 'unknown_key', 'unknown_model',
+                                  'missing_dataset', 'missing_key'])
+def test_config_errors_are_one_line(tmp_path, load_dir, case):
+    content, message = error_cases(load_dir)[case]
+    path = tmp_path / 'bad.yaml'
+    path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    result = run_script(['--config', path], cwd=tmp_path)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / 'save').exists()  # nothing created for a run that cannot start
+
+
+def test_used_run_folder_is_an_error_and_left_alone(tmp_path, load_dir):
+    cfg_path = write_config(tmp_path / 'tiny.yaml', tiny_config(load_dir))
+    run = tmp_path / 'save' / '_tiny'
+    run.mkdir(parents=True)
+    (run / 'log.txt').write_text('an earlier run\n')
+    result = run_script(['--config', cfg_path], cwd=tmp_path)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f'error: run folder save/_tiny is already used (log.txt); nothing was changed. Resume '
+        f'it with --resume save/_tiny/epoch-last.pth, or pick another folder with --name or --tag']
+    assert [p.name for p in run.iterdir()] == ['log.txt']
+    assert (run / 'log.txt').read_text() == 'an earlier run\n'
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, load_dir):
+    cfg = tiny_config(load_dir, epoch_max=2)
+    cfg_path = write_config(tmp_path / 'nan.yaml', dict(cfg, epoch_max=1))
+    run_inprocess(cfg_path, tmp_path / 'save')
+    last = tmp_path / 'save' / '_nan' / 'epoch-last.pth'
+    before = last.read_bytes()
+    # div 0 turns the normalised targets into +-inf in epoch 2
+    broken = dict(cfg, data_norm={'inp': {'sub': [0.5], 'div': [0.5]},
+                                  'gt': {'sub': [0.5], 'div': [0.0]}})
+    write_config(cfg_path, broken)
+    result = run_script(['--config', cfg_path, '--save-root', tmp_path / 'save',
+                         '--resume', last, '--no-progress'], cwd=tmp_path)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert re.fullmatch(r'error: non-finite training loss \((inf|nan)\) at epoch 2, iteration '
+                        r'1/3; the weights of this step were not applied; the last good '
+                        r'checkpoint is .*epoch-last\.pth', lines[0]), lines[0]
+    assert last.read_bytes() == before
+
+
+# --- the shipped configs ----------------------------------------------------------------
+
+def test_the_original_configs_are_all_shipped():
+    names = {str(p.relative_to(REPO / 'configs')) for p in CONFIGS}
+    assert names >= {
+        'train-div2k/train_edsr-baseline-liif.yaml', 'train-div2k/train_rdn-liif.yaml',
+        'train-div2k/train_edsr-baseline-metasr.yaml', 'train-div2k/train_rdn-metasr.yaml',
+        'train-div2k/ablation/train_edsr-baseline-liif-c.yaml',
+        'train-div2k/ablation/train_edsr-baseline-liif-u.yaml',
+        'train-div2k/ablation/train_edsr-baseline-liif-e.yaml',
+        'train-div2k/ablation/train_edsr-baseline-liif-d.yaml',
+        'train-div2k/ablation/train_edsr-baseline-liif-x4.yaml',
+        'train-celebAHQ/train_celebAHQ-32-256_liif.yaml',
+        'train-celebAHQ/train_celebAHQ-64-128_liif.yaml'}
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_config_is_valid_and_builds(path):
+    cfg = train_liif.load_config(path)
+    train_liif.check_config(cfg, path)
+    for key in ('train_dataset', 'val_dataset'):
+        for part in ('dataset', 'wrapper'):
+            datasets.datasets[cfg[key][part]['name']]  # registered (KeyError otherwise)
+    with torch.device('meta'):  # shapes only: no memory, no time
+        model = models.make(cfg['model'])
+    assert sum(p.numel() for p in model.parameters()) > 0
