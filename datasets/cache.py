@@ -80,8 +80,9 @@ def write_entry(arr, entry):
 
 
 def load_entry(entry):
-    """The pixels of a cache entry (``(H, W, 3)`` uint8/uint16)."""
-    return np.load(entry, allow_pickle=False)
+    """The pixels of a cache entry (``(H, W, 3)`` uint8/uint16), memory-mapped read-only:
+    a crop reads only its rows from disk."""
+    return np.load(entry, mmap_mode='r', allow_pickle=False)
 
 
 def prepare_bin_cache(root, files, sizes):

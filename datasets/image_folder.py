@@ -127,10 +127,26 @@ class ImageFolder(Dataset):
         return len(self.files) * self.repeat
 
     def __getitem__(self, idx):
-        return array_to_tensor(self.load_array(item_index(idx, len(self)) % len(self.files)))
+        return array_to_tensor(self.load_array(self.image_index(idx)))
+
+    def image_index(self, idx):
+        """Index into ``files`` of item ``idx`` (items repeat the images)."""
+        return item_index(idx, len(self)) % len(self.files)
+
+    def item_size(self, idx):
+        """``(H, W)`` of item ``idx``, from the header read at construction."""
+        return self.sizes[self.image_index(idx)]
+
+    def get_region(self, idx, region):
+        """``self[idx][:, top:top + h, left:left + w]`` for ``region = (top, left, h, w)``,
+        converting only those pixels to float (a training crop is a small part of a
+        2K image, and converting the whole image would dominate the item's cost)."""
+        top, left, h, w = region
+        return array_to_tensor(self.load_array(self.image_index(idx))[top:top + h, left:left + w])
 
     def load_array(self, i):
-        """Pixels of image ``i`` (``0 <= i < len(files)``) as ``(H, W, 3)`` uint8/uint16."""
+        """Pixels of image ``i`` (``0 <= i < len(files)``) as ``(H, W, 3)`` uint8/uint16
+        (for ``cache: bin`` a read-only memory map: slicing it reads only those rows)."""
         if self.cache == 'in_memory':
             return self._arrays[i]
         if self.cache == 'bin':
@@ -183,3 +199,11 @@ class PairedImageFolders(Dataset):
 
     def __getitem__(self, idx):
         return self.dataset_1[idx], self.dataset_2[idx]
+
+    def item_size(self, idx):
+        """``((h, w), (H, W))`` of item ``idx``, from the headers."""
+        return self.dataset_1.item_size(idx), self.dataset_2.item_size(idx)
+
+    def get_region(self, idx, region):
+        """Item ``idx`` cropped to ``region = (region_1, region_2)`` (see ``ImageFolder``)."""
+        return self.dataset_1.get_region(idx, region[0]), self.dataset_2.get_region(idx, region[1])

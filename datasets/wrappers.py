@@ -97,6 +97,29 @@ class SRWrapper(Dataset):
         return files[idx % len(files)] if files else f'item {idx}'
 
 
+def item_size(dataset, idx):
+    """``(H, W)`` of ``dataset[idx]`` (a pair of sizes for paired datasets): from the
+    image headers for the folder datasets (``item_size``), else by loading the item."""
+    if hasattr(dataset, 'item_size'):
+        return dataset.item_size(idx)
+    item = dataset[idx]
+    if isinstance(item, (tuple, list)):
+        return tuple(tuple(x.shape[-2:]) for x in item)
+    return tuple(item.shape[-2:])
+
+
+def load_region(dataset, idx, region):
+    """``dataset[idx]`` cropped to ``region = (top, left, h, w)`` (a pair of regions for
+    paired datasets). The folder datasets (``get_region``) convert only the cropped
+    pixels to float; this is the same as cropping the whole item (tested)."""
+    if hasattr(dataset, 'get_region'):
+        return dataset.get_region(idx, region)
+    item = dataset[idx]
+    if isinstance(item, (tuple, list)):
+        return tuple(crop(x, *r) for x, r in zip(item, region))
+    return crop(item, *region)
+
+
 def _is_paired(dataset):
     """True/False if the dataset lists its files (pairs are tuples); None if unknown."""
     files = getattr(dataset, 'files', None)
@@ -160,18 +183,18 @@ class SRImplicitDownsampled(SRWrapper):
                 f'scale_max {self.scale_max:g}))')
 
     def make_pair(self, idx, rng):
-        img = self.dataset[idx]
-        size = tuple(img.shape[-2:])
+        size = item_size(self.dataset, idx)
         need = self.max_hr_crop()
         _check_fits(self.image_name(idx), size, (need, need), self._crop_reason())
         s = rng.uniform(self.scale_min, self.scale_max)
         if self.inp_size is None:
             h_lr = math.floor(size[0] / s + 1e-9)
             w_lr = math.floor(size[1] / s + 1e-9)
-            hr = img[:, :round(h_lr * s), :round(w_lr * s)]
+            hr = load_region(self.dataset, idx, (0, 0, round(h_lr * s), round(w_lr * s)))
             return resize_bicubic(hr, (h_lr, w_lr)), hr
         side = round(self.inp_size * s)
-        hr = crop(img, *random_origin(rng, size, (side, side)), side, side)
+        top, left = random_origin(rng, size, (side, side))
+        hr = load_region(self.dataset, idx, (top, left, side, side))
         return resize_bicubic(hr, (self.inp_size, self.inp_size)), hr
 
 
@@ -210,17 +233,18 @@ class SRImplicitPaired(SRWrapper):
         return s
 
     def make_pair(self, idx, rng):
-        lr, hr = self.dataset[idx]
+        sizes = item_size(self.dataset, idx)
+        h, w = sizes[0]
         names = self.image_name(idx)
         if not isinstance(names, tuple):
             names = (f'the LR image of {names}', f'the HR image of {names}')
-        s = self.check_pair(names, (tuple(lr.shape[-2:]), tuple(hr.shape[-2:])))
+        s = self.check_pair(names, sizes)
         if self.inp_size is None:
-            return lr, hr[:, :lr.shape[-2] * s, :lr.shape[-1] * s]
-        top, left = random_origin(rng, lr.shape[-2:], (self.inp_size, self.inp_size))
+            return load_region(self.dataset, idx, ((0, 0, h, w), (0, 0, h * s, w * s)))
+        top, left = random_origin(rng, (h, w), (self.inp_size, self.inp_size))
         side = self.inp_size * s
-        return (crop(lr, top, left, self.inp_size, self.inp_size),
-                crop(hr, top * s, left * s, side, side))
+        return load_region(self.dataset, idx, ((top, left, self.inp_size, self.inp_size),
+                                               (top * s, left * s, side, side)))
 
 
 @register('sr-implicit-uniform-varied')

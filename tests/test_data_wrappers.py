@@ -233,6 +233,46 @@ def test_uniform_varied_augment_only_mirrors(tmp_path):
     assert 0 < mirrored < len(w)
 
 
+# --- folder datasets crop before converting: same items as any other dataset -------
+
+class _Plain(Dataset):
+    """The items of a dataset and nothing else (no sizes from headers, no regions)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, idx):
+        return self.dataset[idx]
+
+
+@pytest.mark.parametrize('cache', ['none', 'bin', 'in_memory'])
+def test_cropping_before_float_conversion_gives_the_same_items(tmp_path, cache):
+    lrs = [make_test_image(20, 18, seed=k) for k in range(3)]
+    hrs = [make_test_image(41, 37, seed=5 + k) for k in range(3)]
+    pairs = paired(tmp_path, lrs, hrs, repeat=2, cache=cache)
+    single = folder(tmp_path / 'hr', repeat=2, cache=cache)
+    for name, dataset, args in [
+            ('sr-implicit-downsampled', single, dict(inp_size=9, scale_min=1, scale_max=4)),
+            ('sr-implicit-downsampled', single, dict(scale_min=2.5)),
+            ('sr-implicit-paired', pairs, dict(inp_size=7)),
+            ('sr-implicit-paired', pairs, {}),
+            ('sr-implicit-uniform-varied', pairs, dict(size_min=12, size_max=30))]:
+        fast = wrap(name, dataset, augment=True, sample_q=40, **args)
+        plain = wrap(name, _Plain(dataset), augment=True, sample_q=40, **args)
+        for idx in range(len(fast)):
+            assert _items_equal(fast[idx], plain[idx]), (name, args, idx)
+
+
+def test_datasets_without_headers_are_checked_on_access(tmp_path):
+    save(tmp_path / 'hr' / 'a.png', make_test_image(20, 20))
+    w = wrap('sr-implicit-downsampled', _Plain(folder(tmp_path / 'hr')), inp_size=8, scale_min=3)
+    with pytest.raises(UserError, match='item 0 is 20x20 pixels, smaller than the 24x24'):
+        w[0]
+
+
 # --- reproducible randomness ----------------------------------------------------------
 
 def _items_equal(a, b):
