@@ -142,18 +142,18 @@ def train(config, args, env, device):
     bench = args.bench is not None
     run_dir = Path(args.save_root) / run_name(args.config, args.name, args.tag)
     resume_path = args.resume or config.get('resume')
+    ckpt = load_checkpoint(resume_path) if resume_path else None
     if not bench:
         # Rank 0 looks at the folder; all ranks fail together if it is taken.
         problem = None
         if env.is_main:
             try:
-                check_run_dir(run_dir, resume_path)
+                check_run_dir(run_dir, resume_path, ckpt and int(ckpt['epoch']))
             except UserError as e:
                 problem = str(e)
         problem = distributed.broadcast_object(problem, env)
         if problem:
             raise UserError(problem)
-    ckpt = load_checkpoint(resume_path) if resume_path else None
     resume = (ckpt or {}).get('resume') or {}
     seed = resume.get('seed', config.get('seed', DEFAULT_SEED))
     seed_everything(seed)

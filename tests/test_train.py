@@ -263,8 +263,8 @@ def test_used_run_folder_is_an_error_and_left_alone(tmp_path, load_dir):
     result = run_script(['--config', cfg_path], cwd=tmp_path)
     assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f'error: run folder save/_tiny is already used (log.txt); nothing was changed. Resume '
-        f'it with --resume save/_tiny/epoch-last.pth, or pick another folder with --name or --tag']
+        'error: run folder save/_tiny is already used (log.txt); nothing was changed. It holds '
+        'no epoch-last.pth to resume from; pick another folder with --name or --tag']
     assert [p.name for p in run.iterdir()] == ['log.txt']
     assert (run / 'log.txt').read_text() == 'an earlier run\n'
 

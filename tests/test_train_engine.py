@@ -188,18 +188,29 @@ def test_used_run_folder_needs_its_own_checkpoint(tmp_path):
     run.mkdir()
     check_run_dir(run)              # empty: free
     (run / 'log.txt').write_text('x')
-    with pytest.raises(UserError, match=r'run folder .*run is already used \(log.txt\).*--resume'):
+    with pytest.raises(UserError, match=r'run folder .*run is already used \(log.txt\).*'
+                                        'no epoch-last.pth to resume from'):
         check_run_dir(run)
-    check_run_dir(run, resume_from=run / 'epoch-last.pth')
+    torch.save({'epoch': 5}, run / 'epoch-last.pth')
+    with pytest.raises(UserError, match=r'already used .*Resume it with --resume .*epoch-last'):
+        check_run_dir(run)
+    check_run_dir(run, resume_from=run / 'epoch-last.pth', resume_epoch=5)
     with pytest.raises(UserError, match='used .* by another run'):
-        check_run_dir(run, resume_from=tmp_path / 'other' / 'epoch-last.pth')
+        check_run_dir(run, resume_from=tmp_path / 'other' / 'epoch-last.pth', resume_epoch=9)
+    # going back to an earlier checkpoint of the run would overwrite epoch-last.pth
+    with pytest.raises(UserError, match=r'epoch-last.pth is at epoch 5, later than .*epoch-3'
+                                        r'.pth \(epoch 3\); resuming here would overwrite it'):
+        check_run_dir(run, resume_from=run / 'epoch-3.pth', resume_epoch=3)
 
 
 def test_save_config_never_overwrites(tmp_path):
     assert save_config({'a': 1}, tmp_path, 1) == tmp_path / 'config.yaml'
     assert save_config({'a': 1}, tmp_path, 3) is None
     assert save_config({'a': 2}, tmp_path, 3) == tmp_path / 'config-from-epoch3.yaml'
+    assert save_config({'a': 2}, tmp_path, 3) is None
+    assert save_config({'a': 3}, tmp_path, 3) == tmp_path / 'config-from-epoch3-2.yaml'
     assert (tmp_path / 'config.yaml').read_text() == 'a: 1\n'
+    assert (tmp_path / 'config-from-epoch3.yaml').read_text() == 'a: 2\n'
 
 
 def test_time_text():

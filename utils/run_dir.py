@@ -15,6 +15,7 @@ a folder that holds files is an error unless the run is resumed.
 import os
 from pathlib import Path
 
+import torch
 import yaml
 
 from utils.errors import UserError
@@ -29,12 +30,14 @@ def run_name(config_path, name=None, tag=None):
     return run
 
 
-def check_run_dir(run_dir, resume_from=None):
+def check_run_dir(run_dir, resume_from=None, resume_epoch=None):
     """Raise ``UserError`` unless the run may write into ``run_dir``.
 
-    A folder that does not exist or is empty is free; a used folder may only be
-    continued by resuming from a checkpoint inside it (``resume_from``), so one run
-    never writes over another's files.
+    A folder that does not exist or is empty is free. A used folder may only be
+    continued by resuming from a checkpoint inside it (``resume_from``, at epoch
+    ``resume_epoch``) that is not older than its ``epoch-last.pth``: one run never
+    writes over another's files, and going back to an earlier checkpoint never
+    replaces later ones (continue it in a new folder instead).
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -44,16 +47,34 @@ def check_run_dir(run_dir, resume_from=None):
     used = sorted(p.name for p in run_dir.iterdir())
     if not used:
         return
-    if resume_from is not None and Path(resume_from).resolve().parent == run_dir.resolve():
-        return
     shown = ', '.join(used[:4]) + (', ...' if len(used) > 4 else '')
-    if resume_from is not None:
+    last = run_dir / 'epoch-last.pth'
+    if resume_from is None:
+        hint = (f'Resume it with --resume {last}, or' if last.is_file() else
+                'It holds no epoch-last.pth to resume from;')
+        raise UserError(f'run folder {run_dir} is already used ({shown}); nothing was changed. '
+                        f'{hint} pick another folder with --name or --tag')
+    if Path(resume_from).resolve().parent != run_dir.resolve():
         raise UserError(f'run folder {run_dir} is already used ({shown}) by another run than '
                         f'{resume_from}; nothing was changed. Pick a new folder with --name '
                         'or --tag to continue there')
-    raise UserError(f'run folder {run_dir} is already used ({shown}); nothing was changed. '
-                    f'Resume it with --resume {run_dir / "epoch-last.pth"}, or pick another '
-                    'folder with --name or --tag')
+    last_epoch = checkpoint_epoch(last)
+    if resume_epoch is not None and last_epoch is not None and last_epoch > resume_epoch:
+        raise UserError(f'{last} is at epoch {last_epoch}, later than {resume_from} (epoch '
+                        f'{resume_epoch}); resuming here would overwrite it. Continue in a new '
+                        'folder with --name or --tag')
+
+
+def checkpoint_epoch(path):
+    """The ``epoch`` of a checkpoint file, or ``None`` if there is no readable one.
+
+    Memory-mapped, so only the small entries are read from disk."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return int(torch.load(path, map_location='cpu', weights_only=True, mmap=True)['epoch'])
+    except Exception:  # unreadable or foreign file: nothing to protect by epoch
+        return None
 
 
 def save_config(config, run_dir, epoch_start):
@@ -65,13 +86,15 @@ def save_config(config, run_dir, epoch_start):
     """
     run_dir = Path(run_dir)
     text = yaml.safe_dump(config, sort_keys=False)
-    path = run_dir / 'config.yaml'
-    if path.exists():
+    candidates = [run_dir / 'config.yaml', run_dir / f'config-from-epoch{epoch_start}.yaml']
+    candidates += [run_dir / f'config-from-epoch{epoch_start}-{i}.yaml' for i in range(2, 100)]
+    for path in candidates:
+        if not path.exists():
+            _write_text_atomic(path, text)
+            return path
         if path.read_text() == text:
             return None
-        path = run_dir / f'config-from-epoch{epoch_start}.yaml'
-    _write_text_atomic(path, text)
-    return path
+    raise UserError(f'{run_dir}: too many config-from-epoch{epoch_start}*.yaml files')
 
 
 class RunLog:
