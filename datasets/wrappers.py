@@ -44,7 +44,7 @@ class SRWrapper(Dataset):
     augment_ops = AUGMENT_OPS
 
     def __init__(self, dataset, augment=False, sample_q=None, paired=False):
-        if _is_paired(dataset) is not None and _is_paired(dataset) != paired:
+        if _is_paired(dataset) not in (None, paired):
             need = 'a paired dataset (paired-image-folders)' if paired else \
                 'a single-image dataset (image-folder)'
             raise UserError(f'{self.name} needs {need}, got {type(dataset).__name__}')
