@@ -204,3 +204,16 @@ def test_write_image_roundtrip(tmp_path):
     write_image(img, tmp_path / 'o.png')
     assert torch.equal(read_image(tmp_path / 'o.png'), img)
     assert [p.name for p in tmp_path.iterdir()] == ['o.png']  # no temp file left
+
+
+def test_16bit_colour_tiff_refused_rather_than_truncated(tmp_path):
+    tifffile = pytest.importorskip('tifffile')  # Pillow cannot write 48-bit TIFFs
+    tifffile.imwrite(tmp_path / 'rgb48.tif', _random16(4, 5, 3))
+    with pytest.raises(UserError, match='rgb48.tif: 16-bit colour TIFF'):
+        read_image(tmp_path / 'rgb48.tif')
+    gray = np.array([[0, 1000], [65535, 7]], dtype=np.uint16)
+    tifffile.imwrite(tmp_path / 'gray16.tif', gray)  # 16-bit gray TIFF: Pillow reads it fully
+    assert torch.equal(read_image(tmp_path / 'gray16.tif')[0],
+                       torch.from_numpy(gray.astype(np.float32) / np.float32(65535)))
+    Image.fromarray(make_test_image(4, 5)).save(tmp_path / 'rgb8.tif')
+    assert read_array(tmp_path / 'rgb8.tif').dtype == np.uint8

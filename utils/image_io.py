@@ -13,7 +13,8 @@ What a file becomes:
   RGB / RGBA / gray+alpha PNGs -> RGB divided by 65535 (not clipped to 8 bits). Pillow
   decodes 16-bit colour PNGs to 8 bits only, so ``_read_png16`` decodes those itself.
 - EXIF orientation is ignored (as in the original code: LR/HR pairs stay aligned).
-- Float images (Pillow mode ``F``) are refused: their range is not defined.
+- Float images (Pillow mode ``F``) are refused: their range is not defined. 16-bit
+  colour TIFFs are refused too (Pillow would decode them to 8 bits): use 16-bit PNG.
 
 Every failure to read a file raises ``UserError`` with one line naming the file.
 """
@@ -76,6 +77,10 @@ def read_arrays(path):
         if im.format == 'PNG' and _png_depth_and_colour(path) in _PNG16_COLOUR:
             # 16-bit RGB / RGBA / gray+alpha: Pillow would decode it to 8 bits.
             return _split_alpha(_read_png16(path))
+        if im.format == 'TIFF' and im.mode not in _GRAY16_MODES and 16 in _tiff_bits(im):
+            # Pillow would silently decode 16-bit colour TIFFs to 8 bits.
+            raise UserError(f'cannot read image {path}: 16-bit colour TIFF is not supported '
+                            '(Pillow reads it as 8-bit); save it as a 16-bit PNG')
         im.load()
         if im.mode in _GRAY16_MODES or im.mode == 'I':
             gray = np.asarray(im)
@@ -90,6 +95,12 @@ def read_arrays(path):
         if im.mode in _ALPHA_MODES or 'transparency' in im.info:
             return _split_alpha(np.asarray(im.convert('RGBA')))
         return np.asarray(im.convert('RGB')), None
+
+
+def _tiff_bits(im):
+    """BitsPerSample of an open TIFF (tag 258), as a tuple."""
+    bits = im.tag_v2.get(258, ())
+    return tuple(bits) if isinstance(bits, (tuple, list)) else (bits,)
 
 
 def read_array(path):
