@@ -15,9 +15,13 @@ Usage (features are passed explicitly, encode once and query many times)::
     for coord, cell in chunks:
         rgb = model.query(prepared, coord, cell)
 
-``query_plain`` is the readable specification of the query; faster paths are tested
-against it. ``model.query_impl`` (a runtime setting, not a constructor argument, so
-checkpoints stay in the published format) selects the path.
+``query_plain`` is the readable specification of the query; ``query_fast`` computes
+the same function several times faster (see ``models/liif_fast.py``) and is tested
+against it. ``model.query_impl`` selects the path: ``'fast'`` (default) or ``'plain'``.
+It is a runtime setting, not a constructor argument, so checkpoints stay in the
+published format::
+
+    model.query_impl = 'plain'                 # e.g. from a script's --query flag
 """
 import torch
 import torch.nn.functional as F
@@ -25,7 +29,12 @@ from torch import nn
 
 import models
 from models import register
-from utils.coords import latent_centres
+from models.liif_fast import (DecodeWorkspace, LIIFPrepared, decode_block,
+                              fast_query_supported, flat_code_index,
+                              grid_sample_rounding_is_fused, latent_code_rows,
+                              project_latent_codes, split_first_layer)
+from utils.coords import latent_centres, make_coord, nearest_index
+from utils.errors import UserError
 
 # Local-ensemble shifts (vx along rows, vy along columns), in the spec's order.
 ENSEMBLE_SHIFTS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
@@ -88,12 +97,16 @@ class LIIF(nn.Module):
         local_ensemble, feat_unfold, cell_decode: the paper's ablation switches.
     """
 
-    QUERY_IMPLS = ('plain',)
+    QUERY_IMPLS = ('fast', 'plain')
+    # Queries decoded together by query_fast (with all their shifts), per device type.
+    # On CPU 1024 queries keep a 256-wide hidden layer (4 MiB) near the cache, measured
+    # fastest; elsewhere one pass over all queries. Any value gives the same result.
+    QUERY_BLOCK = {'cpu': 1024}
 
     def __init__(self, encoder_spec, imnet_spec=None, local_ensemble=True,
                  feat_unfold=True, cell_decode=True):
         super().__init__()
-        self.query_impl = 'plain'
+        self.query_impl = 'fast'
         self.local_ensemble = local_ensemble
         self.feat_unfold = feat_unfold
         self.cell_decode = cell_decode
@@ -106,32 +119,60 @@ class LIIF(nn.Module):
         else:
             self.imnet = None
 
+    @property
+    def query_impl(self):
+        """Which query path runs: ``'fast'`` or ``'plain'`` (see ``QUERY_IMPLS``)."""
+        return self._query_impl
+
+    @query_impl.setter
+    def query_impl(self, impl):
+        if impl not in self.QUERY_IMPLS:
+            raise UserError(f'query implementation must be one of {", ".join(self.QUERY_IMPLS)}, '
+                            f'got {impl!r}')
+        self._query_impl = impl
+
     def encode(self, inp):
         """``(B, 3, h, w)`` normalised LR image -> feature map ``(B, C, h, w)``."""
         return self.encoder(inp)
 
+    def _uses_fast_path(self):
+        # Decoders other than the registry's 'mlp' have no first Linear layer to split.
+        return self.query_impl == 'fast' and fast_query_supported(self.imnet)
+
     def prepare(self, feat):
         """Per-image work shared by every query chunk of one image.
 
-        Returns what ``query`` accepts in place of ``feat`` (for the plain path,
-        ``feat`` itself).
+        Returns what ``query`` accepts in place of ``feat``: for the fast path a
+        ``LIIFPrepared`` holding ``feat`` and every latent code projected by the
+        decoder's first layer (gradients flow through it); for the plain path
+        ``feat`` itself.
         """
-        return feat
+        if not self._uses_fast_path():
+            return feat
+        if self.imnet is None:
+            return LIIFPrepared(feat, latent_code_rows(feat))
+        code_dim = feat.shape[1] * (9 if self.feat_unfold else 1)
+        w_code, _, _ = split_first_layer(self.imnet.layers[0], code_dim)
+        return LIIFPrepared(feat, project_latent_codes(feat, w_code, self.feat_unfold))
 
     def query(self, feat, coord, cell=None):
         """Predict values at ``coord``.
 
         Args:
-            feat: ``(B, C, h, w)`` from ``encode``, or the result of ``prepare``.
+            feat: ``(B, C, h, w)`` from ``encode``, or the result of ``prepare``
+                (either path accepts either; passing ``prepare``'s result avoids
+                redoing the per-image work for every chunk).
             coord: ``(B, Q, 2)`` query coordinates in ``[-1, 1]``, (row, col).
             cell: ``(B, Q, 2)`` output-pixel sizes ``(2/H, 2/W)``; needed with
                 ``cell_decode``.
         Returns:
             ``(B, Q, out_dim)``.
         """
-        if self.query_impl not in self.QUERY_IMPLS:
-            raise ValueError(f'query_impl must be one of {self.QUERY_IMPLS}, got {self.query_impl!r}')
-        return self.query_plain(feat, coord, cell)
+        if not self._uses_fast_path():
+            return self.query_plain(feat.feat if isinstance(feat, LIIFPrepared) else feat,
+                                    coord, cell)
+        prepared = feat if isinstance(feat, LIIFPrepared) else self.prepare(feat)
+        return self.query_fast(prepared, coord, cell)
 
     def forward(self, inp, coord, cell=None):
         return self.query(self.encode(inp), coord, cell)
@@ -178,3 +219,96 @@ class LIIF(nn.Module):
         for pred, weight in zip(preds, weights):
             out = out + pred * weight.unsqueeze(-1)
         return out
+
+    def query_fast(self, prepared, coord, cell=None):
+        """``query_plain``'s function computed with far less work (equal within float
+        rounding, tested): projected latent codes from ``prepare`` are gathered by
+        index instead of sampling a 9C-channel map, and the 4 shifts are decoded in
+        one batched pass. See ``models/liif_fast.py``.
+
+        Args:
+            prepared: ``LIIFPrepared`` from ``prepare``.
+            coord, cell: as for ``query``.
+        """
+        b, _, h, w = prepared.feat.shape
+        fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
+        if self.imnet is None:
+            return self._nearest_code(prepared, coord, fused)
+        if self.cell_decode and cell is None:
+            raise ValueError('this LIIF model decodes cells (cell_decode=True): pass cell')
+
+        # Per axis and per shift value: the latent cell of the shifted query, and the
+        # unshifted query's offset from that cell's centre in latent-cell units.
+        # Rows depend only on vx and columns only on vy, so 2 + 2 lookups serve the 4
+        # shifts. Same arithmetic as query_plain, so the same cells are picked.
+        axis_shifts, eps = ((-1, 1), SHIFT_EPS) if self.local_ensemble else ((0,), 0)
+        row_centres = make_coord((h,), device=coord.device, dtype=coord.dtype)[:, 0]
+        col_centres = make_coord((w,), device=coord.device, dtype=coord.dtype)[:, 0]
+        rows, cols = {}, {}
+        for v in axis_shifts:
+            rows[v] = self._axis_lookup(coord[..., 0], v, h, eps, row_centres, fused)
+            cols[v] = self._axis_lookup(coord[..., 1], v, w, eps, col_centres, fused)
+        shifts = ENSEMBLE_SHIFTS if self.local_ensemble else ((0, 0),)
+        # Grouped by query (B, Q, S), so that a block of queries holds all its shifts.
+        index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
+                                torch.stack([cols[vy][0] for _, vy in shifts], dim=-1), h, w)
+        rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
+                                 for vx, vy in shifts], dim=-2)                      # (B, Q, S, 2)
+
+        # First layer = projected code + W_coord rel_coord (+ W_cell rel_cell) + bias;
+        # the last two are the same for every shift of a query.
+        first, rest = self.imnet.layers[0], self.imnet.layers[1:]
+        rel_width = 4 if self.cell_decode else 2
+        _, w_rel, bias = split_first_layer(first, first.in_features - rel_width)
+        if self.cell_decode:
+            rel_cell = cell * cell.new_tensor([h, w])
+            per_query = F.linear(rel_cell, w_rel[:, 2:], bias).flatten(0, 1)         # (B*Q, D)
+        else:
+            per_query = bias.expand(b * coord.shape[1], -1)                          # (B*Q, D)
+        if self.local_ensemble:
+            weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)      # (B, Q, 4)
+        else:
+            weights = rel_coord.new_ones(rel_coord.shape[:-1])                       # (B, Q, 1)
+        index, rel_coord, weights = index.flatten(0, 1), rel_coord.flatten(0, 1), weights.flatten(0, 1)
+
+        # Decode all shifts of a block of queries in one pass. Without autograd, blocks
+        # bound the working set (cache- and allocator-friendly on CPU) and reuse one
+        # workspace; with autograd, one pass (the backward of each block's gather would
+        # zero-fill a gradient as large as all the codes). No value depends on blocks.
+        n = index.shape[0]
+        if torch.is_grad_enabled():
+            workspace, block_size = None, max(n, 1)
+        else:
+            autocast = torch.is_autocast_enabled(coord.device.type)  # out= skips autocast
+            workspace = None if autocast else DecodeWorkspace()
+            block_size = self.QUERY_BLOCK.get(coord.device.type) or max(n, 1)
+        outs = []
+        for start in range(0, n, block_size):
+            block = slice(start, start + block_size)
+            preds = decode_block(prepared.codes, index[block], rel_coord[block], per_query[block],
+                                 w_rel[:, :2], rest, workspace)                      # (m, S, out)
+            outs.append((preds * weights[block].unsqueeze(-1)).sum(dim=1))          # (m, out)
+        return torch.cat(outs).view(b, coord.shape[1], -1)
+
+    @staticmethod
+    def _axis_lookup(coord_axis, v, size, eps, centres, fused):
+        """One axis of query_plain's lookup for shift value ``v``.
+
+        ``coord_axis`` ``(B, Q)``; returns the picked cell index ``(B, Q)`` int64 and
+        ``(coord - centre of that cell) * size`` ``(B, Q)``.
+        """
+        shifted = (coord_axis + (v / size + eps)).clamp_(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
+        index = nearest_index(shifted, size, fused)
+        return index, (coord_axis - centres[index]) * size
+
+    @staticmethod
+    def _nearest_code(prepared, coord, fused):
+        """Without decoder: the latent code whose cell contains ``coord`` (no clamp, as
+        in query_plain: outside the grid reads zero padding)."""
+        b, c, h, w = prepared.feat.shape
+        rows = nearest_index(coord[..., 0], h, fused)
+        cols = nearest_index(coord[..., 1], w, fused)
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        index = flat_code_index(rows.clamp(0, h - 1), cols.clamp(0, w - 1), h, w)
+        codes = prepared.codes.index_select(0, index.view(-1)).view(b, -1, c)
+        return codes * inside.unsqueeze(-1)

@@ -7,6 +7,8 @@
   row), so callers flip the last axis before using it.
 - A query's cell is the size of an output pixel in the same units: ``(2/H, 2/W)``.
 """
+import math
+
 import torch
 
 
@@ -72,3 +74,62 @@ def latent_centres(h, w, device=None, dtype=torch.float32):
     latent code it picks from the features.
     """
     return make_coord((h, w), flatten=False, device=device, dtype=dtype).permute(2, 0, 1)
+
+
+def nearest_index(coord, size, fused=True):
+    """Index of the cell containing each coordinate along one axis, picked exactly
+    as ``grid_sample(mode='nearest', align_corners=False)`` picks it.
+
+    An axis of ``size`` cells covers ``[-1, 1]``; cell ``k`` spans
+    ``[-1 + 2k/size, -1 + 2(k+1)/size]`` and has its centre at ``-1 + (2k+1)/size``.
+    ``grid_sample`` maps ``x`` to ``u = (x + 1) * (size / 2) - 0.5`` (arithmetic in
+    ``x``'s dtype, ``x + 1`` rounded first) and rounds ``u`` half to even, so a
+    coordinate exactly on a cell boundary goes to the even cell.
+
+    Args:
+        coord: ``(...)`` coordinates along ONE axis (pass ``coord[..., 0]`` for rows
+            with ``size = h``, ``coord[..., 1]`` for columns with ``size = w``);
+            nominally in ``[-1, 1]``.
+        size: number of cells along that axis.
+        fused: how ``u`` is rounded to ``coord``'s dtype. ``True``: once, as a fused
+            multiply-add computes it (grid_sample's AVX2/AVX-512 CPU kernels and CUDA);
+            ``False``: the product and the difference rounded separately (CPU kernels
+            built without FMA). The two differ only for coordinates within an ulp of a
+            cell boundary; ``models.liif_fast.grid_sample_rounding_is_fused`` tells
+            which one a device uses.
+    Returns:
+        int64 tensor shaped like ``coord``. Values outside ``[0, size - 1]`` mean the
+        coordinate lies outside the grid (``grid_sample`` reads zero padding there).
+    """
+    shifted = coord + 1                    # rounded in coord's dtype, as grid_sample does
+    half = coord.new_tensor(size / 2)      # exact: size < 2**24
+    product = shifted * half
+    unnormalised = product - 0.5
+    if fused:
+        # Add the product's rounding error back so that the exact (x + 1) * size/2 - 0.5
+        # is rounded once: (product - 0.5) is itself exact for product >= 0.25 (0.5 is a
+        # multiple of the product's ulp); below that u is in [-0.5, -0.25) and the
+        # index is 0 however it is rounded.
+        unnormalised = unnormalised + _product_rounding_error(shifted, half, product)
+    return torch.round(unnormalised).long()  # torch.round rounds half to even
+
+
+def _product_rounding_error(a, b, product):
+    """Exact ``a * b - product`` for ``product = a * b`` rounded to the dtype.
+
+    Dekker's TwoProduct: split each factor into two halves whose pairwise products are
+    exact, then subtract. Each torch operation rounds once (no contraction across
+    operations), which is what the algorithm needs. Valid away from overflow and
+    underflow, which coordinates in ``[-1, 1]`` times a grid size never reach.
+    """
+    precision = 1 - math.log2(torch.finfo(a.dtype).eps)   # significand bits: 24 for fp32
+    splitter = 2.0 ** math.ceil(precision / 2) + 1
+
+    def halves(x):
+        scaled = x * splitter
+        high = scaled - (scaled - x)
+        return high, x - high
+
+    a_high, a_low = halves(a)
+    b_high, b_low = halves(b)
+    return ((a_high * b_high - product) + a_high * b_low + a_low * b_high) + a_low * b_low

@@ -1,0 +1,200 @@
+"""Building blocks of the fast LIIF query (``LIIF.query_fast`` in ``models/liif.py``).
+
+The plain query (``LIIF.query_plain``, the specification) builds, for every query and
+each of the 4 local-ensemble shifts, a ``9C + 4`` wide MLP input by ``grid_sample``-ing
+the unfolded ``9C``-channel feature map, and multiplies it by the first Linear layer.
+The fast query computes the same function with less work:
+
+1. The first Linear layer is split by input columns: ``W = [W_code | W_coord | W_cell]``.
+   ``W_code`` applied to an unfolded latent code (index ``c*9 + k`` = channel ``c`` at
+   3x3 window position ``k``, zero padded) is a 3x3 convolution of the raw feature map
+   with ``W_code`` reshaped to ``(hidden, C, 3, 3)``. So every latent code is projected
+   ONCE per image (``project_latent_codes``, done by ``LIIF.prepare``), not once per
+   query and shift.
+2. The latent code a (shifted) query uses is found by index arithmetic per axis
+   (``utils.coords.nearest_index``, the same cell ``grid_sample`` picks, ties
+   included), and its projected code is gathered by row index.
+3. ``rel_coord`` and ``rel_cell`` enter the first layer linearly: they are added as
+   small matrix products, then the remaining layers run once over all 4 shifts.
+
+Gradients flow through the convolution and the gather, so training with the fast
+query is the same computation as with the plain one.
+"""
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.mlp import MLP
+from utils.coords import nearest_index
+
+
+@dataclass(frozen=True)
+class LIIFPrepared:
+    """Per-image work of the fast query, shared by every query chunk of the images.
+
+    Attributes:
+        feat: ``(B, C, h, w)`` the encoder's feature map (the plain path uses it).
+        codes: ``(B*h*w, D)`` one row per latent code, rows in ``(b, i, j)`` row-major
+            order: the first decoder layer's projection of the (unfolded) latent code
+            (``D`` = its width, bias not included), or the raw latent code
+            (``D = C``) for a model without decoder.
+    """
+    feat: torch.Tensor
+    codes: torch.Tensor
+
+
+def fast_query_supported(imnet):
+    """Whether ``query_fast`` can decode with ``imnet``: no decoder, or the registry's
+    ``mlp`` (its first layer is the Linear layer the fast path splits)."""
+    return imnet is None or (isinstance(imnet, MLP) and isinstance(imnet.layers[0], nn.Linear))
+
+
+def split_first_layer(linear, code_dim):
+    """Split a Linear layer over ``concat(code (code_dim), rel_coord (2)[, rel_cell (2)])``.
+
+    Returns ``(w_code (hidden, code_dim), w_rel (hidden, 2 or 4), bias (hidden,))``;
+    slices of the layer's own parameters, so gradients reach them.
+    """
+    weight = linear.weight
+    return weight[:, :code_dim], weight[:, code_dim:], linear.bias
+
+
+def project_latent_codes(feat, w_code, feat_unfold):
+    """First-layer projection of every latent code, computed once per image.
+
+    Args:
+        feat: ``(B, C, h, w)`` feature map.
+        w_code: ``(hidden, 9C)`` with ``feat_unfold`` (column ``c*9 + k``: channel
+            ``c``, window position ``k`` row-major), else ``(hidden, C)``.
+    Returns:
+        ``(B*h*w, hidden)``; row ``(b*h + i)*w + j`` equals ``w_code @ code(b, i, j)``
+        where ``code`` is the 3x3-unfolded (zero padded) or raw latent code.
+    """
+    c = feat.shape[1]
+    kernel = 3 if feat_unfold else 1
+    # Unfold then matmul == 3x3 convolution with zero padding 1 (cross-correlation
+    # reads window position k = (dy, dx) at (i + dy - 1, j + dx - 1), as unfold does).
+    projected = F.conv2d(feat, w_code.reshape(-1, c, kernel, kernel), padding=kernel // 2)
+    return projected.permute(0, 2, 3, 1).reshape(-1, projected.shape[1])
+
+
+def latent_code_rows(feat):
+    """``(B, C, h, w)`` -> ``(B*h*w, C)``: the raw latent codes as rows, ``(b, i, j)``
+    row-major (what a model without decoder returns)."""
+    return feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])
+
+
+def flat_code_index(rows, cols, h, w):
+    """Row of ``LIIFPrepared.codes`` for latent code ``(rows, cols)`` of each image.
+
+    Args:
+        rows, cols: ``(B, ...)`` int64 cell indices in ``[0, h)`` / ``[0, w)``; the
+            first axis is the image.
+    Returns:
+        ``(B, ...)`` int64 ``(b*h + row)*w + col``.
+    """
+    b = rows.shape[0]
+    image_start = torch.arange(b, device=rows.device) * (h * w)
+    return image_start.view(b, *[1] * (rows.dim() - 1)) + rows * w + cols
+
+
+@functools.lru_cache(maxsize=None)
+def grid_sample_rounding_is_fused(device, dtype):
+    """Whether ``grid_sample`` on ``device`` rounds its unnormalised coordinate once
+    (fused multiply-add) for coordinates of ``dtype``: the ``fused`` argument of
+    ``utils.coords.nearest_index`` that reproduces its choice of cell.
+
+    It depends on the kernel that runs (CUDA and the AVX2/AVX-512 CPU kernels fuse,
+    PyTorch's generic CPU kernel does not; ``ATEN_CPU_CAPABILITY`` selects it), so it
+    is measured: ``grid_sample`` picks a cell for a coordinate on which the two
+    roundings disagree. Cached per ``(device, dtype)``; a few milliseconds once.
+    """
+    probe = _rounding_probe(dtype)
+    if probe is None:       # no coordinate separates the two roundings in this dtype
+        return True
+    size, coord = probe
+    index_map = torch.arange(size, dtype=dtype, device=device).view(1, 1, 1, size)
+    grid = torch.tensor([coord, 0.0], dtype=dtype, device=device).view(1, 1, 1, 2)  # (x, y)
+    picked = F.grid_sample(index_map, grid, mode='nearest', align_corners=False).item()
+    fused = nearest_index(torch.tensor(coord, dtype=dtype), size, fused=True).item()
+    return picked == fused
+
+
+def _rounding_probe(dtype, max_size=300, ulps=8):
+    """A ``(size, coord)`` for which ``nearest_index`` gives different cells with
+    ``fused=True`` and ``fused=False``: coordinates within ``ulps`` ulps of a cell
+    boundary of grids with up to ``max_size`` cells. ``None`` if there is none."""
+    for size in range(2, max_size + 1):
+        boundaries = (torch.arange(1, size, dtype=torch.float64) * (2 / size) - 1).to(dtype)
+        candidates, up, down = [boundaries], boundaries, boundaries
+        for _ in range(ulps):
+            up = torch.nextafter(up, torch.ones_like(up))
+            down = torch.nextafter(down, -torch.ones_like(down))
+            candidates += [up, down]
+        coords = torch.cat(candidates)
+        differ = nearest_index(coords, size, fused=True) != nearest_index(coords, size, fused=False)
+        if differ.any():
+            return size, coords[differ][0].item()
+    return None
+
+
+class DecodeWorkspace:
+    """Two reusable flat buffers that the decoder layers write into when no gradient
+    is recorded (rendering). A fresh multi-MiB tensor page-faults on first touch on
+    CPU on every allocation (measured here: an out-of-place ReLU of 16 MiB costs 9x
+    the in-place one), so the layers of every block alternate between these two."""
+
+    def __init__(self):
+        self._buffers = [None, None]
+
+    def take(self, slot, rows, width, like):
+        """A ``(rows, width)`` tensor like ``like`` in buffer ``slot`` (0 or 1); its
+        content is overwritten by the next ``take`` of the same slot."""
+        buf = self._buffers[slot]
+        if (buf is None or buf.numel() < rows * width or buf.dtype != like.dtype
+                or buf.device != like.device):
+            buf = self._buffers[slot] = like.new_empty(rows * width)
+        return buf[:rows * width].view(rows, width)
+
+
+def decode_block(codes, index, rel_coord, per_query, w_coord, layers, workspace=None):
+    """Decoder outputs for ``m`` queries with ``S`` latent codes (shifts) each.
+
+    Args:
+        codes: ``(N, D)`` projected latent codes (``LIIFPrepared.codes``).
+        index: ``(m, S)`` int64 rows of ``codes``.
+        rel_coord: ``(m, S, 2)`` relative coordinates.
+        per_query: ``(m, D)`` the first layer's ``rel_cell`` term plus its bias.
+        w_coord: ``(D, 2)`` the first layer's columns for ``rel_coord``.
+        layers: the decoder's layers after its first Linear (ReLU, Linear, ...).
+        workspace: a ``DecodeWorkspace`` to write into (only without autograd and
+            autocast), or ``None`` for fresh tensors.
+    Returns:
+        ``(m, S, out_dim)``; with a workspace, a view that the next call overwrites.
+    """
+    m, s = index.shape
+    width = codes.shape[1]
+    if workspace is None:
+        hidden = codes.index_select(0, index.view(-1))                   # (m*S, D)
+    else:
+        hidden = torch.index_select(codes, 0, index.view(-1),
+                                    out=workspace.take(0, m * s, width, codes))
+    # In-place ops are not autocast: match the codes' dtype (bf16 under autocast).
+    hidden.addmm_(rel_coord.reshape(m * s, 2).to(hidden.dtype), w_coord.t().to(hidden.dtype))
+    hidden.view(m, s, width).add_(per_query.unsqueeze(1))
+    slot = 0
+    for layer in layers:
+        if isinstance(layer, nn.ReLU):
+            # Every tensor here is this function's own and no backward needs the
+            # pre-activation (Linear saves its input, ReLU its output): in place is safe.
+            hidden = hidden.relu_()
+        elif isinstance(layer, nn.Linear) and workspace is not None:
+            slot = 1 - slot
+            out = workspace.take(slot, m * s, layer.out_features, hidden)
+            hidden = torch.addmm(layer.bias, hidden, layer.weight.t(), out=out)
+        else:
+            hidden = layer(hidden)
+    return hidden.view(m, s, -1)
