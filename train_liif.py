@@ -170,20 +170,8 @@ def train(config, args, env, device):
     train_loader = make_train_loader(train_set, config['train_dataset']['batch_size'], env, seed,
                                      num_workers, worker_init_fn, pin_memory=device.type == 'cuda')
 
-    # Model, optimizer, schedule: from the checkpoint when resuming (as the original).
-    if ckpt is not None:
-        model_spec, opt_spec = ckpt['model'], ckpt['optimizer']
-        model = build_model(model_spec, resume_path).to(device)
-        optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'))
-        epoch_start = int(ckpt['epoch']) + 1
-    else:
-        model_spec, opt_spec = config['model'], config['optimizer']
-        model = models.make(model_spec).to(device)
-        optimizer = make_optimizer(model.parameters(), opt_spec)
-        epoch_start = 1
-    scheduler = make_scheduler(optimizer, config.get('multi_step_lr'))
-    if scheduler is not None and ckpt is not None:
-        restore_scheduler(scheduler, resume.get('scheduler'), epoch_start)
+    model_spec, opt_spec, model, optimizer, scheduler, epoch_start = build_training_state(
+        config, ckpt, resume_path, device)
     set_query_impl(model, args.query)
     net = model
     if env.distributed:
@@ -258,20 +246,24 @@ def train(config, args, env, device):
 
         if env.is_main:
             ckpt_out = {
+                # the published format ...
                 'model': model_entry(model_spec, net),
                 'optimizer': optimizer_entry(opt_spec, optimizer),
                 'epoch': epoch,
+                # ... plus what exact resuming needs, under new keys
                 'resume': {'scheduler': scheduler.state_dict() if scheduler else None,
                            'rng': rng_state(device), 'best_psnr': best_psnr,
                            'val_psnr': val_psnr, 'seed': seed,
                            'world_size': env.world_size},
                 'data_norm': data_norm.spec,
             }
-            save_checkpoint(ckpt_out, run_dir / 'epoch-last.pth')
+            names = ['epoch-last.pth']
             if epoch_save is not None and epoch % epoch_save == 0:
-                save_checkpoint(ckpt_out, run_dir / f'epoch-{epoch}.pth')
+                names.append(f'epoch-{epoch}.pth')
             if is_best:
-                save_checkpoint(ckpt_out, run_dir / 'epoch-best.pth')
+                names.append('epoch-best.pth')
+            for name in names:
+                save_checkpoint(ckpt_out, run_dir / name)
         last_good = run_dir / 'epoch-last.pth'
 
         now = time.time()
@@ -285,6 +277,28 @@ def train(config, args, env, device):
     distributed.barrier(env)
     return {'model': net, 'optimizer': optimizer, 'scheduler': scheduler,
             'best_psnr': best_psnr, 'run_dir': run_dir}
+
+
+def build_training_state(config, ckpt, resume_path, device):
+    """Model, optimizer and lr schedule: new from the config, or from the checkpoint
+    ``ckpt`` when resuming (its model and optimizer specs, as the original code does).
+
+    Returns ``(model_spec, optimizer_spec, model, optimizer, scheduler, epoch_start)``.
+    """
+    if ckpt is None:
+        model_spec, opt_spec = config['model'], config['optimizer']
+        model = models.make(model_spec).to(device)
+        optimizer = make_optimizer(model.parameters(), opt_spec)
+        return (model_spec, opt_spec, model, optimizer,
+                make_scheduler(optimizer, config.get('multi_step_lr')), 1)
+    model_spec, opt_spec = ckpt['model'], ckpt['optimizer']
+    model = build_model(model_spec, resume_path).to(device)
+    optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'))
+    epoch_start = int(ckpt['epoch']) + 1
+    scheduler = make_scheduler(optimizer, config.get('multi_step_lr'))
+    if scheduler is not None:
+        restore_scheduler(scheduler, (ckpt.get('resume') or {}).get('scheduler'), epoch_start)
+    return model_spec, opt_spec, model, optimizer, scheduler, epoch_start
 
 
 def make_dataset(spec, seed):

@@ -316,3 +316,19 @@ def test_shipped_config_is_valid_and_builds(path):
     with torch.device('meta'):  # shapes only: no memory, no time
         model = models.make(cfg['model'])
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_resume_from_a_checkpoint_in_the_original_format(tmp_path, load_dir):
+    """Original checkpoints hold only model/optimizer/epoch: training continues from
+    them with the loaded lr and the schedule's next milestone still applies."""
+    cfg = tiny_config(load_dir, epoch_max=1, multi_step_lr={'milestones': [1, 2], 'gamma': 0.5})
+    run_inprocess(write_config(tmp_path / 'orig.yaml', cfg), tmp_path / 'save')
+    ckpt = torch.load(tmp_path / 'save' / '_orig' / 'epoch-last.pth', weights_only=True)
+    original = {k: ckpt[k] for k in ('model', 'optimizer', 'epoch')}
+    torch.save(original, tmp_path / 'original.pth')
+    cfg_path = write_config(tmp_path / 'orig.yaml', dict(cfg, epoch_max=3))
+    state = run_inprocess(cfg_path, tmp_path / 'save', '--name', 'continued',
+                          '--resume', tmp_path / 'original.pth')
+    assert load_checkpoint(tmp_path / 'save' / 'continued' / 'epoch-last.pth')['epoch'] == 3
+    # lr 1e-3, halved after epochs 1 and 2
+    assert state['optimizer'].param_groups[0]['lr'] == pytest.approx(0.25e-3)
