@@ -1,10 +1,15 @@
 """Evaluation engine: PSNR/SSIM of a model over a loader (spec section 7).
 
-Used by ``test.py`` and by training validation (also under DDP)::
+Used by training validation (also under DDP)::
 
     stats = evaluate(model, loader, DataNorm(cfg.get('data_norm')),
                      eval_type='benchmark-4', eval_bsize=30000, device=device)
     stats['psnr'], stats['ssim'], stats['rows']
+
+and by ``test.py`` / ``scripts/eval_all.py`` through test configs::
+
+    cfg = load_test_config('configs/test/test-set5-4.yaml')
+    stats = evaluate_config(model, cfg, device)
 
 Batches are the SR wrappers' dicts: ``inp`` ``(B, 3, h, w)`` in ``[0, 1]`` (not
 normalised), ``coord``/``cell`` ``(B, Q, 2)``, ``gt`` ``(B, Q, 3)`` in ``[0, 1]``.
@@ -14,17 +19,28 @@ as the original code computes them.
 """
 import math
 
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import datasets
 from utils import metrics
 from utils.checkpoint import unwrap
+from utils.config import check_keys, load_config
 from utils.coords import make_coord
+from utils.data_norm import DataNorm
 from utils.errors import UserError
 from utils.render import predict
 
-__all__ = ['predict', 'evaluate_batch', 'evaluate', 'hr_size']
+__all__ = ['predict', 'evaluate_batch', 'evaluate', 'hr_size', 'load_test_config',
+           'make_test_loader', 'evaluate_config', 'data_paths']
+
+TEST_CONFIG_KEYS = {'test_dataset', 'eval_type', 'eval_bsize', 'data_norm'}
+TEST_DATASET_KEYS = {'dataset', 'wrapper', 'batch_size'}
+# Dataset args that name files or folders (checked by data_paths / scripts/eval_all.py).
+PATH_ARGS = ('root_path', 'root_path_1', 'root_path_2', 'split_file')
 
 
 def hr_size(lr_size, n_queries):
@@ -49,6 +65,10 @@ def _is_full_grid(coord, size):
         return False
     grid = make_coord(size, device=coord.device, dtype=coord.dtype)
     return bool(torch.allclose(coord, grid.unsqueeze(0).expand_as(coord), atol=1e-5))
+
+
+def _distributed():
+    return dist.is_available() and dist.is_initialized()
 
 
 def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, tile=None):
@@ -124,7 +144,7 @@ def evaluate(model, loader, data_norm, eval_type=None, eval_bsize=None, device=N
         model.train(was_training)
     ssims = [r['ssim'] for r in rows if r['ssim'] is not None and not math.isnan(r['ssim'])]
     ssim_sum, ssim_n = sum(ssims), len(ssims)
-    if dist.is_available() and dist.is_initialized():
+    if _distributed():
         totals = torch.tensor([psnr_sum, n, ssim_sum, ssim_n], dtype=torch.float64, device=device)
         dist.all_reduce(totals)
         psnr_sum, n, ssim_sum, ssim_n = totals.tolist()
@@ -136,3 +156,71 @@ def evaluate(model, loader, data_norm, eval_type=None, eval_bsize=None, device=N
         raise UserError('the evaluation dataset is empty')
     return {'psnr': psnr_sum / n, 'ssim': ssim_sum / ssim_n if ssim_n else None,
             'n': n, 'rows': rows}
+
+
+def load_test_config(path):
+    """Read a test config (keys ``test_dataset``, ``eval_type``, ``eval_bsize``,
+    ``data_norm``), failing in one line naming ``path`` on anything it cannot run."""
+    cfg = load_config(path, TEST_CONFIG_KEYS)
+    if 'test_dataset' not in cfg:
+        raise UserError(f'{path}: missing key test_dataset')
+    check_keys(cfg['test_dataset'], TEST_DATASET_KEYS, f'{path}: test_dataset')
+    for key in ('dataset', 'wrapper'):
+        if key not in cfg['test_dataset']:
+            raise UserError(f'{path}: test_dataset needs a {key} spec')
+    try:
+        metrics.parse_eval_type(cfg.get('eval_type'))
+    except UserError as e:
+        raise UserError(f'{path}: {e}') from None
+    bsize = cfg.get('eval_bsize')
+    if bsize is not None and (type(bsize) is not int or bsize < 1):
+        raise UserError(f'{path}: eval_bsize must be a positive integer, got {bsize!r}')
+    batch_size = cfg['test_dataset'].get('batch_size', 1)
+    if type(batch_size) is not int or batch_size < 1:
+        raise UserError(f'{path}: test_dataset batch_size must be a positive integer, '
+                        f'got {batch_size!r}')
+    return cfg
+
+
+def data_paths(cfg):
+    """Files and folders the config's test dataset reads (``PATH_ARGS`` values)."""
+    args = cfg['test_dataset']['dataset'].get('args') or {}
+    return [Path(args[k]) for k in PATH_ARGS if args.get(k) is not None]
+
+
+def make_test_loader(spec, device, workers=0):
+    """DataLoader over ``test_dataset`` (dataset + wrapper), in dataset order."""
+    dataset = datasets.make(spec['dataset'])
+    dataset = datasets.make(spec['wrapper'], args={'dataset': dataset})
+    return torch.utils.data.DataLoader(dataset, batch_size=spec.get('batch_size', 1),
+                                       shuffle=False, num_workers=workers,
+                                       pin_memory=device.type == 'cuda')
+
+
+def image_names(dataset):
+    """File name of each item's (HR) image, when the wrapped dataset lists its files."""
+    files = getattr(getattr(dataset, 'dataset', None), 'files', None)
+    if not files:
+        return None
+    last = lambda f: Path(f[-1] if isinstance(f, (tuple, list)) else f).name  # noqa: E731
+    return [last(files[i % len(files)]) for i in range(len(dataset))]
+
+
+def evaluate_config(model, cfg, device, default_data_norm=None, workers=0, progress=True,
+                    tile=None):
+    """``evaluate`` on a loaded test config: its dataset, eval_type and eval_bsize.
+
+    ``data_norm`` comes from the config, else ``default_data_norm`` (e.g. the one a
+    checkpoint stores), else none -- as in the original test.py. Rows get the image's
+    file ``name`` when the dataset lists its files.
+    """
+    data_norm = DataNorm(cfg.get('data_norm', default_data_norm))
+    loader = make_test_loader(cfg['test_dataset'], device, workers)
+    stats = evaluate(model, loader, data_norm, eval_type=cfg.get('eval_type'),
+                     eval_bsize=cfg.get('eval_bsize'), device=device, progress=progress,
+                     tile=tile)
+    names = image_names(loader.dataset)
+    if names and len(names) == len(stats['rows']) and not _distributed():
+        for row in stats['rows']:
+            row['name'] = names[row['index']]
+    return stats

@@ -1,0 +1,105 @@
+"""Evaluate a checkpoint on a test config (PSNR/SSIM with the benchmark protocol).
+
+    python test.py --config configs/test/test-div2k-4.yaml --model save/_train_edsr-baseline-liif/epoch-last.pth
+    python test.py --config configs/test/test-set5-4.yaml --model rdn-liif.pth --gpu 0
+    python test.py --config configs/test/test-b100-6.yaml --model rdn-liif.pth --device cpu --out b100-x6.csv
+
+The last line printed is ``result: <psnr>`` (4 decimals), as in the original code;
+``ssim: <value>`` comes just before it. ``--out FILE.json|.csv`` writes the per-image
+PSNR/SSIM with the LR/HR sizes and the scale. The protocol (spec section 7) is in
+``utils/evaluate.py`` and ``utils/metrics.py``.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from utils.checkpoint import load_model
+from utils.device import select_device
+from utils.errors import UserError, run_cli
+from utils.evaluate import evaluate_config, load_test_config
+from utils.render import DEFAULT_TILE, set_query_impl
+
+ROW_FIELDS = ['index', 'name', 'psnr', 'ssim', 'lr_h', 'lr_w', 'hr_h', 'hr_w', 'scale']
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--config', required=True, help='test config (configs/test/*.yaml)')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth)')
+    parser.add_argument('--gpu', default=None, help='CUDA device ids, e.g. 0 (as the original)')
+    parser.add_argument('--device', default=None,
+                        help='cpu, cuda, cuda:N or mps (default: the best available)')
+    parser.add_argument('--out', default=None, help='per-image results: FILE.json or FILE.csv')
+    parser.add_argument('--query', choices=['fast', 'plain'], default=None,
+                        help="LIIF query path (default: the model's own)")
+    parser.add_argument('--tile', type=int, default=0,
+                        help=f'encode LR images larger than this in overlapping tiles that give '
+                             f'the same features (saves memory; e.g. {DEFAULT_TILE}); 0: whole')
+    parser.add_argument('--workers', type=int, default=4, help='data loader worker processes')
+    parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    return parser.parse_args(argv)
+
+
+def check_out_path(out):
+    """The results file must end in .json or .csv and its folder exist (checked first)."""
+    if out is None:
+        return None
+    out = Path(out)
+    if out.suffix.lower() not in ('.json', '.csv'):
+        raise UserError(f'--out {out}: the file name must end in .json or .csv')
+    if not out.parent.is_dir():
+        raise UserError(f'--out {out}: folder {out.parent} does not exist')
+    return out
+
+
+def write_results(stats, path, meta):
+    """Per-image rows as CSV, or summary + rows as JSON; written atomically."""
+    if path.suffix.lower() == '.csv':
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=ROW_FIELDS, extrasaction='ignore')
+        writer.writeheader()
+        writer.writerows(stats['rows'])
+        text = buf.getvalue()
+    else:
+        summary = {k: stats[k] for k in ('psnr', 'ssim', 'n')}
+        text = json.dumps({**meta, **summary, 'images': stats['rows']}, indent=2) + '\n'
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'w', newline='') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(args):
+    out = check_out_path(args.out)
+    if args.tile < 0 or args.workers < 0:
+        raise UserError('--tile and --workers must be 0 or more')
+    cfg = load_test_config(args.config)
+    device = select_device(args.device, args.gpu)
+    model, ckpt = load_model(args.model, device)
+    if not set_query_impl(model, args.query):
+        print(f'note: --query ignored, model {ckpt["model"]["name"]!r} has one query path',
+              file=sys.stderr)
+    stats = evaluate_config(model, cfg, device, default_data_norm=ckpt.get('data_norm'),
+                            workers=args.workers, progress=not args.no_progress,
+                            tile=args.tile or None)
+    if out is not None:
+        write_results(stats, out, {'config': str(args.config), 'model': str(args.model),
+                                   'eval_type': cfg.get('eval_type')})
+        print(f'per-image results: {out}')
+    if stats['ssim'] is not None:
+        print(f'ssim: {stats["ssim"]:.4f}')
+    print(f'result: {stats["psnr"]:.4f}')
+
+
+if __name__ == '__main__':
+    run_cli(main, parse_args())
