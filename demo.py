@@ -1,0 +1,189 @@
+"""Super-resolve an image (or a folder of images) to any size with a LIIF checkpoint.
+
+    python demo.py --input input.png --model rdn-liif.pth --resolution 512,512 --output output.png --gpu 0
+    python demo.py --input photo.jpg --model rdn-liif.pth --scale 3.5 --output photo_x3.5.png
+    python demo.py --input photo.jpg --model rdn-liif.pth --scale 2,3 --output wide.png --device cpu
+    python demo.py --input lr_folder --model rdn-liif.pth --scale 4 --output sr_folder
+
+``--resolution`` is ``HEIGHT,WIDTH`` of the output (as in the original demo);
+``--scale S`` or ``--scale SH,SW`` multiplies the input size instead (any positive
+number; output side = round(input side * S)). A folder as ``--input`` processes every
+image in it into the existing ``--output`` folder, keeping the file names.
+
+Inputs: anything Pillow reads -- RGB, grayscale, palette, 16-bit, JPEG; an alpha
+channel is upscaled with Pillow bicubic and kept (RGBA output; dropped with a note when
+the output format has no alpha, e.g. JPEG). Outputs are 8-bit, written atomically,
+never over the input. Memory stays bounded by the output image plus a constant: the
+output is decoded in chunks of ``--bsize`` queries into the 8-bit image, and inputs
+larger than ``--tile`` pixels are encoded in overlapping tiles that give the same
+features. The checkpoint's ``data_norm`` is used when it has one, else 0.5/0.5 like the
+published models.
+"""
+import argparse
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from utils.checkpoint import load_model
+from utils.data_norm import PUBLISHED, DataNorm
+from utils.device import select_device
+from utils.errors import UserError, run_cli
+from utils.image_io import image_size, read_image_with_alpha
+from utils.render import DEFAULT_CHUNK, DEFAULT_TILE, render, set_query_impl
+
+# Pillow formats that store an alpha channel.
+ALPHA_FORMATS = {'PNG', 'WEBP', 'TIFF'}
+SAVE_OPTIONS = {'JPEG': {'quality': 95}}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--input', required=True, help='image file or folder of images')
+    parser.add_argument('--model', required=True, help='checkpoint (.pth)')
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument('--resolution', help='output HEIGHT,WIDTH, e.g. 512,768')
+    size.add_argument('--scale', help='S or SH,SW: output = input size x scale (e.g. 3.5 or 2,3)')
+    parser.add_argument('--output', required=True,
+                        help='output file (or existing folder when --input is a folder)')
+    parser.add_argument('--gpu', default=None, help='CUDA device ids, e.g. 0 (as the original)')
+    parser.add_argument('--device', default=None,
+                        help='cpu, cuda, cuda:N or mps (default: the best available)')
+    parser.add_argument('--query', choices=['fast', 'plain'], default=None,
+                        help="LIIF query path (default: the model's own)")
+    parser.add_argument('--bsize', type=int, default=DEFAULT_CHUNK,
+                        help='queries decoded at once (memory per chunk)')
+    parser.add_argument('--tile', type=int, default=DEFAULT_TILE,
+                        help='encode inputs larger than this many pixels per side in '
+                             'overlapping tiles (same result, less memory); 0: never')
+    return parser.parse_args(argv)
+
+
+def parse_pair(text, flag, kind):
+    """``'A,B'`` (or ``'A'`` when ``kind`` is float, meaning ``A,A``) -> two positive numbers."""
+    parts = str(text).split(',')
+    try:
+        values = [kind(p.strip()) for p in parts]
+    except ValueError:
+        values = []
+    if kind is float and len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
+        what = 'HEIGHT,WIDTH with positive integers' if kind is int else \
+            'a positive number S or SH,SW'
+        raise UserError(f'{flag} must be {what}, got {text!r}')
+    return tuple(values)
+
+
+def output_size(lr_size, resolution=None, scale=None, name='input'):
+    """``(H, W)`` of the output for an LR image of ``lr_size = (h, w)``."""
+    if resolution is not None:
+        return resolution
+    size = (round(lr_size[0] * scale[0]), round(lr_size[1] * scale[1]))
+    if min(size) < 1:
+        raise UserError(f'--scale {scale[0]:g},{scale[1]:g} makes a {size[0]}x{size[1]} output '
+                        f'from {name} ({lr_size[0]}x{lr_size[1]})')
+    return size
+
+
+def save_format(path):
+    """Pillow format name for ``path``'s extension, or ``UserError`` if it cannot save it."""
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise UserError(f'--output {path}: unknown or unwritable image format '
+                        f'{path.suffix or "(no extension)"!r}; use e.g. .png')
+    return fmt
+
+
+def plan_jobs(input_path, output_path):
+    """``[(input file, output file)]``, checked before any work: the input exists, the
+    output folder exists, the output format is writable, no input is overwritten."""
+    src, dst = Path(input_path), Path(output_path)
+    if not src.exists():
+        raise UserError(f'input not found: {src}')
+    if src.is_dir():
+        if not dst.is_dir():
+            raise UserError(f'--output {dst}: output folder does not exist (a folder --input '
+                            'needs an existing output folder)')
+        if dst.resolve() == src.resolve():
+            raise UserError(f'--output {dst} is the input folder: the outputs would overwrite '
+                            'the inputs')
+        extensions = Image.registered_extensions()
+        names = sorted(p.name for p in src.iterdir()
+                       if p.is_file() and not p.name.startswith('.')
+                       and p.suffix.lower() in extensions)
+        if not names:
+            raise UserError(f'no images in folder {src}')
+        jobs = [(src / n, dst / n) for n in names]
+    else:
+        if dst.is_dir():
+            dst = dst / src.name
+        if not dst.parent.is_dir():
+            raise UserError(f'--output {dst}: folder {dst.parent} does not exist')
+        if dst.resolve() == src.resolve():
+            raise UserError(f'--output {dst} is the input file: refusing to overwrite it')
+        jobs = [(src, dst)]
+    for _, out in jobs:
+        save_format(out)
+    return jobs
+
+
+def save_image(image, path):
+    """Save a Pillow image atomically (temp file in the same folder, then rename)."""
+    fmt = save_format(path)
+    if image.mode == 'RGBA' and fmt not in ALPHA_FORMATS:
+        print(f'note: {path.name}: {fmt} has no alpha channel, alpha dropped', file=sys.stderr)
+        image = image.convert('RGB')
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        image.save(tmp, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def check_memory(size, name):
+    """Refuse an output whose 8-bit image cannot fit in this machine's memory."""
+    needed = size[0] * size[1] * 4  # Pillow keeps RGB(A) at 4 bytes per pixel
+    try:
+        total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (AttributeError, ValueError, OSError):
+        return
+    if needed > total:
+        raise UserError(f'{name}: a {size[0]}x{size[1]} output needs {needed / 2**30:.1f} GiB, '
+                        f'more than this machine has ({total / 2**30:.1f} GiB)')
+
+
+def main(args):
+    resolution = None if args.resolution is None else parse_pair(args.resolution, '--resolution', int)
+    scale = None if args.scale is None else parse_pair(args.scale, '--scale', float)
+    if args.bsize < 1 or args.tile < 0:
+        raise UserError('--bsize must be positive and --tile 0 or more')
+    jobs = plan_jobs(args.input, args.output)
+    # Sizes from the headers, so a bad size fails before the model loads.
+    sizes = [output_size(image_size(src), resolution, scale, src) for src, _ in jobs]
+    for (src, _), size in zip(jobs, sizes):
+        check_memory(size, src)
+    device = select_device(args.device, args.gpu)
+    model, ckpt = load_model(args.model, device)
+    if not set_query_impl(model, args.query):
+        print(f'note: --query ignored, model {ckpt["model"]["name"]!r} has one query path',
+              file=sys.stderr)
+    data_norm = DataNorm(ckpt.get('data_norm') or PUBLISHED)
+    for (src, dst), size in zip(jobs, sizes):
+        lr, alpha = read_image_with_alpha(src)
+        image = render(model, lr.to(device), size, data_norm, chunk=args.bsize,
+                       tile=args.tile or None, alpha=alpha,
+                       progress=size[0] * size[1] > args.bsize)
+        save_image(image, dst)
+        print(f'{src} ({lr.shape[1]}x{lr.shape[2]}) -> {dst} ({size[0]}x{size[1]})')
+
+
+if __name__ == '__main__':
+    run_cli(main, parse_args())
