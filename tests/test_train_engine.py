@@ -80,12 +80,7 @@ def test_non_finite_loss_raises_before_the_step():
         assert torch.equal(v, before[k]), k
 
 
-FAST_BF16_BUG = pytest.mark.xfail(
-    raises=RuntimeError, strict=True,
-    reason='models/liif_fast.py: in-place addmm_ mixes bfloat16 and float32 under autocast')
-
-
-@pytest.mark.parametrize('query', ['plain', pytest.param('fast', marks=FAST_BF16_BUG)])
+@pytest.mark.parametrize('query', ['plain', 'fast'])
 def test_bf16_autocast_runs_the_encoder_in_bfloat16(query):
     model = models.make(TINY_LIIF)
     model.query_impl = query
