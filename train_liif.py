@@ -85,18 +85,19 @@ def parse_args(argv=None):
 def main(args):
     """Train as ``args`` says; returns the final state (used by tests)."""
     env = distributed.env_from_torchrun()
-    device = distributed.process_device(select_device(args.device, args.gpu), env)
-    config = load_config(args.config)
-    check_config(config, args.config)
-    distributed.init(env, device)
     try:
-        return train(config, args, env, device)
+        device = distributed.process_device(select_device(args.device, args.gpu), env)
+        config = load_config(args.config)
+        check_config(config, args.config)
+        distributed.init(env, device)
+        try:
+            return train(config, args, env, device)
+        finally:
+            distributed.shutdown(env)
     except UserError:
         if not env.is_main:  # rank 0 prints the one line; the others just stop
             raise SystemExit(2)
         raise
-    finally:
-        distributed.shutdown(env)
 
 
 def check_config(config, path):
