@@ -8,12 +8,12 @@
 # Data: ./load/benchmark/<Set>/HR and ./load/benchmark/<Set>/LR_bicubic/X{2,3,4}.
 # Prints each set and scale, then test.py's output ending in "result: <psnr>".
 set -euo pipefail
-cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
   echo "usage: bash scripts/test-benchmark.sh MODEL.pth [GPU]" >&2
   exit 2
 fi
-model=$1
+case "$1" in /*) model=$1 ;; *) model="$PWD/$1" ;; esac  # before leaving the caller's folder
+cd "$(dirname "$0")/.."  # the configs read ./load/...
 gpu_args=()
 if [ -n "${2:-}" ]; then gpu_args=(--gpu "$2"); fi
 for set in set5 set14 b100 urban100; do

@@ -279,7 +279,7 @@ def test_shell_scripts_run_every_config(script, n, tmp_path):
     assert len(calls) == n
     for call in calls:
         config = re.search(r'--config (\S+)', call).group(1)
-        assert (REPO / config).is_file() and call.endswith('--model m.pth --gpu 1')
+        assert (REPO / config).is_file() and call.endswith(f'--model {REPO}/m.pth --gpu 1')
     usage = subprocess.run(['bash', f'scripts/{script}'], cwd=REPO, capture_output=True, text=True)
     assert usage.returncode == 2 and 'usage' in usage.stderr
 

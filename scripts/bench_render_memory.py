@@ -1,0 +1,109 @@
+"""Peak memory of rendering a large output with utils.render (CPU, this process).
+
+    python scripts/bench_render_memory.py                          # 1000x1000 input at x8, all chunks
+    python scripts/bench_render_memory.py --chunks 20              # stop after 20 chunks (steady state)
+    python scripts/bench_render_memory.py --encoder rdn --query plain --size 500 --scale 4
+
+Builds a random-weight model of the published architecture (EDSR-baseline-LIIF or
+RDN-LIIF: memory does not depend on the weights), renders a random ``size x size`` input
+at ``--scale`` like demo.py does (tiled encoding, prepare once, chunks of ``--bsize``
+queries into the 8-bit output image) and prints the peak resident memory (ru_maxrss)
+after each stage next to the sizes of the main buffers. Run it in a fresh process: the
+peak of a process never goes down.
+
+``--chunks N`` stops after N chunks. The output image is allocated (and its pages
+touched) before the first chunk, so the peak after a few chunks is already the steady
+state of the full render; the full x8 render of 1000x1000 (64M queries) takes a long time
+on a CPU.
+"""
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import models  # noqa: E402
+from utils.data_norm import PUBLISHED, DataNorm  # noqa: E402
+from utils.render import (DEFAULT_CHUNK, DEFAULT_TILE, encode, paste_flat,  # noqa: E402
+                          render_chunks, set_query_impl)
+
+ENCODERS = {'edsr-baseline': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}},
+            'rdn': {'name': 'rdn', 'args': {'no_upsampling': True}}}
+
+
+def peak_mib():
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def mib(n_bytes):
+    return n_bytes / 2 ** 20
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--size', type=int, default=1000, help='input side (pixels)')
+    parser.add_argument('--scale', type=float, default=8)
+    parser.add_argument('--encoder', choices=list(ENCODERS), default='edsr-baseline')
+    parser.add_argument('--query', choices=['fast', 'plain'], default=None)
+    parser.add_argument('--bsize', type=int, default=DEFAULT_CHUNK)
+    parser.add_argument('--tile', type=int, default=DEFAULT_TILE, help='0: encode whole')
+    parser.add_argument('--chunks', type=int, default=None, help='stop after this many chunks')
+    parser.add_argument('--save', action='store_true', help='also save the PNG (temp file)')
+    parser.add_argument('--threads', type=int, default=None, help='torch threads')
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    model = models.make({'name': 'liif', 'args': {
+        'encoder_spec': ENCODERS[args.encoder],
+        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}}).eval()
+    set_query_impl(model, args.query)
+    lr = torch.rand(3, args.size, args.size)
+    out_side = round(args.size * args.scale)
+    size = (out_side, out_side)
+    n_queries = out_side * out_side
+    n_chunks = -(-n_queries // args.bsize)
+    print(f'{args.encoder}-liif ({getattr(model, "query_impl", "-")} query), input '
+          f'{args.size}x{args.size}, output {out_side}x{out_side} ({n_queries / 1e6:.1f}M queries, '
+          f'{n_chunks} chunks of {args.bsize}), tile {args.tile or "none"}')
+    print(f'peak after building the model: {peak_mib():8.0f} MiB')
+
+    with torch.no_grad():
+        feat = encode(model, DataNorm(PUBLISHED).inp(lr.unsqueeze(0)), args.tile or None)
+    print(f'peak after encoding alone:     {peak_mib():8.0f} MiB   (feature map '
+          f'{mib(feat.numel() * feat.element_size()):.0f} MiB)')
+    del feat
+
+    image = Image.new('RGB', (size[1], size[0]))  # zero-filled: its pages are resident
+    print(f'peak with the output image:    {peak_mib():8.0f} MiB   (output image '
+          f'{mib(n_queries * 4):.0f} MiB: Pillow keeps 4 bytes per RGB pixel)')
+    start = time.time()
+    done = 0
+    for done, (first, rgb) in enumerate(render_chunks(model, lr, size, DataNorm(PUBLISHED),
+                                                      args.bsize, args.tile or None), 1):
+        paste_flat(image, first, rgb)
+        if done == 1:
+            print(f'peak after the first chunk:    {peak_mib():8.0f} MiB')
+        if args.chunks and done >= args.chunks:
+            break
+    seconds = time.time() - start
+    print(f'peak after {done} chunk(s):     {peak_mib():8.0f} MiB   ({seconds:.1f} s; '
+          f'~{seconds / done * n_chunks / 60:.0f} min for all {n_chunks} at this rate)')
+    if args.save:
+        with tempfile.TemporaryDirectory() as tmp:
+            image.save(Path(tmp) / 'out.png')
+        print(f'peak after saving the PNG:     {peak_mib():8.0f} MiB')
+
+
+if __name__ == '__main__':
+    main()
