@@ -119,7 +119,7 @@ def grid_sample_rounding_is_fused(device, dtype):
     index_map = torch.arange(size, dtype=dtype, device=device).view(1, 1, 1, size)
     grid = torch.tensor([coord, 0.0], dtype=dtype, device=device).view(1, 1, 1, 2)  # (x, y)
     picked = F.grid_sample(index_map, grid, mode='nearest', align_corners=False).item()
-    fused = nearest_index(torch.tensor(coord, dtype=dtype), size, fused=True).item()
+    fused = nearest_index(torch.tensor(coord, dtype=dtype, device=device), size, fused=True).item()
     return picked == fused
 
 

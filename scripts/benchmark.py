@@ -1,0 +1,454 @@
+"""Speed and memory of LIIF's plain and fast query paths, printed as a markdown table.
+
+    python scripts/benchmark.py                        # EDSR-baseline-LIIF and RDN-LIIF; CPU, and CUDA when present
+    python scripts/benchmark.py --quick                # small sizes (a minute or two): it works, rough ratios
+    python scripts/benchmark.py --models edsr-baseline-liif --devices cpu --tasks render-x4 train
+    python scripts/benchmark.py --set5 load/benchmark/Set5/HR --weights edsr-baseline-liif=edsr-baseline-liif.pth
+    python scripts/benchmark.py --json bench.json      # also write every figure as JSON
+
+Tasks (random weights unless --weights: speed and memory do not depend on them):
+- ``render-x4`` / ``render-x30``: super-resolve a 128x128 LR image to 512x512 / a 64x64
+  one to 1920x1920 with ``utils.render.render``, the path of demo.py: encode, prepare
+  once, query chunks of ``--chunk`` pixels, write an image. Output pixels per second.
+- ``query-x4`` / ``query-x30``: the decoder alone on the same outputs (the feature map is
+  computed before timing): prepare + all chunks. Output pixels per second.
+- ``train``: seconds per iteration at the paper recipe (batch 16 of 48x48 LR patches,
+  sample_q 2304, Adam lr 1e-4) with ``utils.engine.train_step`` (forward, L1 loss,
+  backward, step) on synthetic batches made like ``sr-implicit-downsampled``'s (scale
+  drawn from U(1, 4), queries sampled from the HR crop's pixels).
+Each is timed for ``--repeats`` runs (renders) or ``--train-iters`` iterations after a
+warm-up, for the plain and the fast query path; the table gives their ratio.
+
+Peak memory: each (model, device, task, path) runs in a fresh subprocess. CPU: the peak
+resident set during the task minus the resident set before it (VmHWM reset through
+/proc/self/clear_refs; ru_maxrss where that is unavailable, which then also counts the
+start-up). CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before the task.
+
+bf16 (on CUDA by default; ``--bf16 on`` forces it, e.g. on a CPU with bf16 support):
+an extra column with the fast path under ``torch.autocast(dtype=torch.bfloat16)``, and
+the PSNR change of bf16 against fp32 on Set5 x4 (benchmark-4 protocol, LR by Pillow
+bicubic) when ``--set5`` names a folder of its HR images. Use ``--weights`` with a
+trained checkpoint: with random weights the change only shows bf16's rounding.
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python scripts/benchmark.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import models  # noqa: E402
+from datasets.sampling import make_item  # noqa: E402
+from utils.checkpoint import load_model  # noqa: E402
+from utils.coords import make_cell  # noqa: E402
+from utils.data_norm import PUBLISHED, DataNorm  # noqa: E402
+from utils.engine import train_step  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.image_io import atomic_path, read_image, resize_bicubic  # noqa: E402
+from utils.metrics import psnr  # noqa: E402
+from utils.render import OutputGrid, render  # noqa: E402
+
+MLP_256x4 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}
+MODEL_SPECS = {
+    name: {'name': 'liif', 'args': {'encoder_spec': {'name': encoder,
+                                                     'args': {'no_upsampling': True}},
+                                    'imnet_spec': MLP_256x4}}
+    for name, encoder in [('edsr-baseline-liif', 'edsr-baseline'), ('rdn-liif', 'rdn'),
+                          ('rcan-liif', 'rcan')]}
+# task -> (LR side, scale) for renders and decoder-only runs
+RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30)}
+QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30)}
+TASKS = ('render-x4', 'render-x30', 'query-x4', 'query-x30', 'train')
+IMPLS = ('plain', 'fast')
+IMAGE_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--models', nargs='+', default=['edsr-baseline-liif', 'rdn-liif'],
+                        choices=sorted(MODEL_SPECS))
+    parser.add_argument('--devices', nargs='+', default=None,
+                        help='cpu, cuda, cuda:N (default: cpu, and cuda when present)')
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
+    parser.add_argument('--quick', action='store_true',
+                        help='small sizes: renders 32->128 and 16->480, training batch 2 of '
+                             '24 px with sample_q 576, 2 iterations')
+    parser.add_argument('--chunk', type=int, default=30000, help='queries per chunk (eval_bsize)')
+    parser.add_argument('--repeats', type=int, default=1, help='timed renders per figure')
+    parser.add_argument('--batch', type=int, default=16, help='training batch size')
+    parser.add_argument('--patch', type=int, default=48, help='training LR patch side')
+    parser.add_argument('--sample-q', type=int, default=2304, help='queries per training patch')
+    parser.add_argument('--train-iters', type=int, default=3, help='timed training iterations')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed training iterations first')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch\'s own choice)')
+    parser.add_argument('--bf16', choices=['auto', 'on', 'off'], default='auto',
+                        help='bf16 autocast column: auto = on CUDA devices only')
+    parser.add_argument('--set5', default=None,
+                        help='folder of the Set5 HR images for the bf16 PSNR change')
+    parser.add_argument('--weights', nargs='*', default=[], metavar='MODEL=CKPT',
+                        help='trained checkpoints for the PSNR figure, e.g. rdn-liif=rdn-liif.pth')
+    parser.add_argument('--json', default=None, help='also write all figures to this file')
+    parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.patch, args.sample_q, args.train_iters = 2, 24, 576, 2
+    for name in ('chunk', 'repeats', 'batch', 'patch', 'sample_q', 'train_iters'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1')
+    return args
+
+
+# --- the measurements (run inside a worker subprocess) --------------------------------
+
+def current_rss_mib():
+    """Resident set of this process now, MiB (Linux), else None."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Reset this process's VmHWM to its current RSS; False where the kernel forbids it."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib():
+    """VmHWM (peak resident set since the last reset) in MiB, else ru_maxrss."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakMemory:
+    """Peak memory of the work inside ``with``, above what was in use when it began."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            self.start = current_rss_mib() if reset_peak_rss() else 0.0
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self.start) / 2 ** 20
+        else:
+            # RSS counters are cached per thread (off by a few pages): never below 0.
+            self.mib = max(0.0, peak_rss_mib() - (self.start or 0.0))
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def random_lr(side, device, seed=0):
+    """A ``(3, side, side)`` LR image in [0, 1] (smooth plus noise, like a photo's range)."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, side)
+    img = 0.5 * (ramp.view(1, -1, 1) + ramp.view(1, 1, -1)) + 0.2 * torch.rand(3, side, side, generator=g)
+    return img.clamp(0, 1).to(device)
+
+
+def time_render(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
+    """Output pixels per second of ``utils.render.render`` (encode, prepare, chunks)."""
+    lr = random_lr(lr_side, device)
+    size = (lr_side * scale, lr_side * scale)
+    data_norm = DataNorm(PUBLISHED)
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                        enabled=autocast_dtype is not None):
+        render(model, lr, (lr_side, lr_side), data_norm, chunk=chunk)   # warm-up
+        seconds = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            render(model, lr, size, data_norm, chunk=chunk)          # ends on the host
+            seconds.append(time.perf_counter() - start)
+    return size[0] * size[1] / float(np.mean(seconds))
+
+
+def time_query(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
+    """Output pixels per second of the decoder alone: prepare once, query every chunk."""
+    lr = DataNorm(PUBLISHED).inp(random_lr(lr_side, device).unsqueeze(0))
+    size = (lr_side * scale, lr_side * scale)
+    grid = OutputGrid(size, device=device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                         enabled=autocast_dtype is not None):
+        feat = model.encode(lr)
+        warm = grid.coord(0, min(chunk, len(grid))).unsqueeze(0)
+        model.query(model.prepare(feat), warm, make_cell(warm, size))   # warm-up
+        seconds = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            prepared = model.prepare(feat)
+            for first in range(0, len(grid), chunk):
+                coord = grid.coord(first, min(first + chunk, len(grid))).unsqueeze(0)
+                model.query(prepared, coord, make_cell(coord, size))
+            synchronize(device)
+            seconds.append(time.perf_counter() - start)
+    return len(grid) / float(np.mean(seconds))
+
+
+def synthetic_batch(batch, patch, sample_q, rng):
+    """A training batch made like ``sr-implicit-downsampled``'s: for each item a scale
+    s ~ U(1, 4), an HR crop of side round(patch * s) and ``sample_q`` of its pixels as
+    queries. Pixel values are random (they do not change the work)."""
+    items = []
+    for _ in range(batch):
+        hr_side = max(round(patch * rng.uniform(1, 4)), int(np.ceil(np.sqrt(sample_q))))
+        hr = torch.from_numpy(rng.random((3, hr_side, hr_side), dtype=np.float32))
+        lr = torch.from_numpy(rng.random((3, patch, patch), dtype=np.float32))
+        items.append(make_item(lr, hr, rng, sample_q=sample_q))
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def time_train(model, device, batch, patch, sample_q, iters, warmup, autocast_dtype):
+    """Seconds per training iteration (``utils.engine.train_step``, Adam lr 1e-4)."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    data_norm = DataNorm(PUBLISHED)
+    rng = np.random.default_rng(0)
+    batches = [synthetic_batch(batch, patch, sample_q, rng) for _ in range(warmup + iters)]
+    seconds = []
+    for i, data in enumerate(batches):
+        synchronize(device)
+        start = time.perf_counter()
+        train_step(model, data, optimizer, device, data_norm, amp_dtype=autocast_dtype)
+        synchronize(device)
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return float(np.mean(seconds))
+
+
+def set5_psnr(model, device, folder, autocast_dtype, data_norm):
+    """Mean PSNR (benchmark-4) of x4 renders of the Set5 HR images in ``folder``."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise UserError(f'--set5 {folder}: no images there')
+    values = []
+    for path in files:
+        hr = read_image(path)
+        h, w = hr.shape[-2] // 4, hr.shape[-1] // 4
+        hr = hr[:, :h * 4, :w * 4]
+        lr = resize_bicubic(hr, (h, w)).to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                            enabled=autocast_dtype is not None):
+            image = render(model, lr, (h * 4, w * 4), data_norm)
+        sr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+        values.append(psnr(sr, hr, 'benchmark', 4))
+    return float(np.mean(values))
+
+
+def worker(job):
+    """Run one measurement; returns a dict of figures (printed as JSON by the caller)."""
+    if job['threads']:
+        torch.set_num_threads(job['threads'])
+    device = torch.device(job['device'])
+    torch.manual_seed(0)
+    amp = torch.bfloat16 if job['bf16'] else None
+    if job['task'] == 'psnr':
+        data_norm = DataNorm(PUBLISHED)
+        if job['weights']:
+            model, ckpt = load_model(job['weights'], device)
+            data_norm = DataNorm(ckpt.get('data_norm') or PUBLISHED)
+        else:
+            model = models.make(MODEL_SPECS[job['model']]).to(device).eval()
+        model.query_impl = 'fast'
+        return {'fp32': set5_psnr(model, device, job['set5'], None, data_norm),
+                'bf16': set5_psnr(model, device, job['set5'], torch.bfloat16, data_norm)}
+    model = models.make(MODEL_SPECS[job['model']]).to(device)
+    model.query_impl = job['impl']
+    kind, _, scale = job['task'].partition('-')
+    with PeakMemory(device) as peak:
+        if kind == 'train':
+            value = time_train(model, device, job['batch'], job['patch'], job['sample_q'],
+                               job['train_iters'], job['warmup'], amp)
+        else:
+            model.eval()
+            lr_side, factor = job['sizes'][scale]
+            timer = time_render if kind == 'render' else time_query
+            value = timer(model, device, lr_side, factor, job['chunk'], job['repeats'], amp)
+    return {'value': value, 'peak_mib': peak.mib}
+
+
+# --- the driver ------------------------------------------------------------------------
+
+def default_devices():
+    return ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+def make_jobs(args):
+    """Every measurement to run, in the order of the table."""
+    devices = args.devices or default_devices()
+    sizes = QUICK_RENDER_SIZES if args.quick else RENDER_SIZES
+    common = {'threads': args.threads, 'chunk': args.chunk, 'repeats': args.repeats,
+              'batch': args.batch, 'patch': args.patch, 'sample_q': args.sample_q,
+              'train_iters': args.train_iters, 'warmup': args.warmup, 'sizes': sizes}
+    weights = parse_weights(args.weights)
+    jobs = []
+    for device in devices:
+        bf16 = args.bf16 == 'on' or (args.bf16 == 'auto' and device.startswith('cuda'))
+        for model in args.models:
+            for task in args.tasks:
+                for impl in IMPLS:
+                    jobs.append({**common, 'model': model, 'device': device, 'task': task,
+                                 'impl': impl, 'bf16': False})
+                if bf16:
+                    jobs.append({**common, 'model': model, 'device': device, 'task': task,
+                                 'impl': 'fast', 'bf16': True})
+            if bf16 and args.set5:
+                jobs.append({**common, 'model': model, 'device': device, 'task': 'psnr',
+                             'impl': 'fast', 'bf16': True, 'set5': args.set5,
+                             'weights': weights.get(model)})
+    return jobs
+
+
+def parse_weights(pairs):
+    weights = {}
+    for pair in pairs:
+        model, sep, path = pair.partition('=')
+        if not sep or model not in MODEL_SPECS or not path:
+            raise UserError(f'--weights {pair!r}: expected MODEL=CHECKPOINT with MODEL one of '
+                            f'{", ".join(sorted(MODEL_SPECS))}')
+        if not Path(path).is_file():
+            raise UserError(f'--weights {pair!r}: {path} not found')
+        weights[model] = path
+    return weights
+
+
+def run_job(job):
+    """Run ``job`` in a fresh Python process; its figures, or ``{'error': message}``."""
+    command = [sys.executable, str(Path(__file__).resolve()), '--worker', json.dumps(job)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        tail = (result.stderr.strip().splitlines() or ['no output'])[-1]
+        return {'error': tail}
+    return json.loads(lines[-1])
+
+
+def job_label(job):
+    flavour = 'bf16' if job['bf16'] else job['impl']
+    return f"{job['model']} {job['device']} {job['task']} {flavour}"
+
+
+def format_rate(value):
+    return '-' if value is None else f'{value / 1e6:.3f} Mpx/s' if value >= 1e5 else f'{value:,.0f} px/s'
+
+
+def format_value(task, value):
+    if value is None:
+        return '-'
+    return f'{value:.3f} s/it' if task == 'train' else format_rate(value)
+
+
+def table(jobs, results):
+    """Markdown table: one row per (model, device, task)."""
+    rows = {}
+    for job, result in zip(jobs, results):
+        key = (job['model'], job['device'], 'render-x4' if job['task'] == 'psnr' else job['task'])
+        row = rows.setdefault(key, {})
+        if 'error' in result:
+            row.setdefault('errors', []).append(f"{job_label(job)}: {result['error']}")
+        elif job['task'] == 'psnr':
+            row['dpsnr'] = result['bf16'] - result['fp32']
+            row['psnr_weights'] = 'trained' if job.get('weights') else 'random'
+        elif job['bf16']:
+            row['bf16'] = result['value']
+        else:
+            row[job['impl']] = result['value']
+            row[job['impl'] + '_mib'] = result['peak_mib']
+    lines = ['| model | device | task | plain | fast | fast vs plain | plain peak MiB | '
+             'fast peak MiB | fast bf16 | bf16 ΔPSNR Set5 x4 (dB) |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    errors = []
+    for (model, device, task), row in rows.items():
+        plain, fast = row.get('plain'), row.get('fast')
+        ratio = '-'
+        if plain and fast:
+            ratio = f'{plain / fast:.2f}x' if task == 'train' else f'{fast / plain:.2f}x'
+        mib = [f"{row[k]:.0f}" if row.get(k) is not None else '-' for k in ('plain_mib', 'fast_mib')]
+        dpsnr = f"{row['dpsnr']:+.3f} ({row['psnr_weights']} weights)" if 'dpsnr' in row else '-'
+        lines.append(f'| {model} | {device} | {task} | {format_value(task, plain)} | '
+                     f'{format_value(task, fast)} | {ratio} | {mib[0]} | {mib[1]} | '
+                     f"{format_value(task, row.get('bf16'))} | {dpsnr} |")
+        errors += row.get('errors', [])
+    return '\n'.join(lines), errors
+
+
+def write_json(path, payload):
+    """Write ``payload`` to ``path`` atomically (an old file stays whole on a crash)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=1))
+
+
+def main(args):
+    if args.worker is not None:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise UserError(f'--json {args.json}: folder does not exist')
+    if args.set5 and not Path(args.set5).is_dir():
+        raise UserError(f'--set5 {args.set5}: not a folder')
+    for device in args.devices or []:
+        if device.startswith('cuda') and not torch.cuda.is_available():
+            raise UserError(f'--devices {device}: CUDA is not available here')
+        if device != 'cpu' and not device.startswith('cuda'):
+            raise UserError(f'--devices {device}: expected cpu, cuda or cuda:N')
+    jobs = make_jobs(args)
+    results = []
+    with tqdm(jobs, desc='benchmark', unit='run') as bar:
+        for job in bar:
+            bar.set_postfix_str(job_label(job))
+            results.append(run_job(job))
+            figure = results[-1]
+            shown = figure.get('error') or json.dumps(figure)
+            tqdm.write(f'{job_label(job)}: {shown}')
+    markdown, errors = table(jobs, results)
+    threads = args.threads or torch.get_num_threads()
+    print(f'\ntorch {torch.__version__}, {threads} CPU threads, chunk {args.chunk}, '
+          f'train batch {args.batch} x {args.patch}px, sample_q {args.sample_q}'
+          f"{', quick sizes' if args.quick else ''}. Render/query: output px/s (higher is "
+          'better); train: s/iteration (lower is better); peak memory above the '
+          'start of the task.\n')
+    print(markdown)
+    for error in errors:
+        print(f'failed: {error}')
+    if args.json:
+        write_json(args.json, {'jobs': jobs, 'results': results, 'table': markdown})
+
+
+if __name__ == '__main__':
+    run_cli(main, parse_args())

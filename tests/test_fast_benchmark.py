@@ -1,0 +1,122 @@
+"""scripts/benchmark.py: its measurements run and its table reports them correctly.
+
+These tests check the script works (tiny sizes), not speed: speed figures come from
+running the script itself."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import make_test_image
+from utils.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location('benchmark', REPO / 'scripts' / 'benchmark.py')
+benchmark = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(benchmark)
+
+# One thread: tiny tensors gain nothing from more, and on a busy machine every parallel
+# region can wait for a descheduled thread.
+TINY = {'threads': 1, 'chunk': 100, 'repeats': 1, 'batch': 2, 'patch': 8, 'sample_q': 16,
+        'train_iters': 1, 'warmup': 1, 'sizes': {'x4': [8, 4], 'x30': [3, 30]},
+        'model': 'edsr-baseline-liif', 'device': 'cpu', 'bf16': False}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()   # the worker sets the job's thread count
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('task', ['render-x4', 'query-x30', 'train'])
+@pytest.mark.parametrize('impl', ['plain', 'fast'])
+def test_worker_measures_every_task_kind(task, impl):
+    result = benchmark.worker({**TINY, 'task': task, 'impl': impl})
+    assert result['value'] > 0 and np.isfinite(result['value'])
+    assert result['peak_mib'] >= 0
+
+
+def test_synthetic_batch_is_shaped_like_the_training_data():
+    batch = benchmark.synthetic_batch(3, 8, 20, np.random.default_rng(0))
+    assert batch['inp'].shape == (3, 3, 8, 8)
+    assert batch['coord'].shape == batch['cell'].shape == (3, 20, 2)
+    assert batch['gt'].shape == (3, 20, 3)
+    # cells of HR crops between 8 and 32 pixels: 2/H with 8 <= H <= 32
+    assert torch.all(batch['cell'] >= 2 / 32) and torch.all(batch['cell'] <= 2 / 8)
+    assert batch['coord'].abs().max() < 1
+
+
+def test_bf16_psnr_job_on_generated_images(tmp_path):
+    for seed in range(2):
+        Image.fromarray(make_test_image(16, 20, seed)).save(tmp_path / f'img{seed}.png')
+    result = benchmark.worker({**TINY, 'task': 'psnr', 'impl': 'fast', 'bf16': True,
+                               'set5': str(tmp_path), 'weights': None})
+    assert np.isfinite(result['fp32']) and np.isfinite(result['bf16'])
+    assert abs(result['bf16'] - result['fp32']) < 1.0
+
+
+def test_jobs_cover_models_tasks_paths_and_bf16():
+    args = benchmark.parse_args(['--quick', '--devices', 'cpu', '--bf16', 'on',
+                                 '--tasks', 'render-x4', 'train'])
+    jobs = benchmark.make_jobs(args)
+    assert len(jobs) == 2 * 2 * 3                # models x tasks x (plain, fast, bf16)
+    assert {(j['impl'], j['bf16']) for j in jobs} == {('plain', False), ('fast', False),
+                                                      ('fast', True)}
+    assert jobs[0]['batch'] == 2 and jobs[0]['sizes'] == benchmark.QUICK_RENDER_SIZES
+    default = benchmark.make_jobs(benchmark.parse_args(['--devices', 'cpu']))
+    assert not any(j['bf16'] for j in default)   # auto: bf16 only on CUDA
+    assert {j['task'] for j in default} == set(benchmark.TASKS)
+    assert default[0]['batch'] == 16 and default[0]['sample_q'] == 2304
+
+
+def test_table_gives_ratios_memory_and_failures():
+    jobs = [{'model': 'm', 'device': 'cpu', 'task': task, 'impl': impl, 'bf16': bf16}
+            for task in ('render-x4', 'train')
+            for impl, bf16 in (('plain', False), ('fast', False), ('fast', True))]
+    jobs.append({'model': 'm', 'device': 'cpu', 'task': 'psnr', 'impl': 'fast', 'bf16': True,
+                 'weights': None})
+    results = [{'value': 1e5, 'peak_mib': 300}, {'value': 3e5, 'peak_mib': 100},
+               {'error': 'boom'},
+               {'value': 2.0, 'peak_mib': 900}, {'value': 1.25, 'peak_mib': 800},
+               {'value': 1.0, 'peak_mib': 700}, {'fp32': 30.0, 'bf16': 29.95}]
+    markdown, errors = benchmark.table(jobs, results)
+    rows = markdown.splitlines()
+    assert len(rows) == 4
+    render, train = rows[2], rows[3]
+    assert '| 0.100 Mpx/s | 0.300 Mpx/s | 3.00x | 300 | 100 |' in render
+    assert '-0.050 (random weights)' in render
+    assert '| 2.000 s/it | 1.250 s/it | 1.60x | 900 | 800 | 1.000 s/it |' in train
+    assert errors == ['m cpu render-x4 bf16: boom']
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match='--weights'):
+        benchmark.parse_weights(['edsr-baseline-liif'])
+    with pytest.raises(UserError, match='not found'):
+        benchmark.parse_weights([f'rdn-liif={tmp_path / "missing.pth"}'])
+    with pytest.raises(UserError, match='--set5'):
+        benchmark.main(benchmark.parse_args(['--set5', str(tmp_path / 'nope')]))
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match='CUDA is not available'):
+            benchmark.main(benchmark.parse_args(['--devices', 'cuda']))
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(['--chunk', '0'])
+
+
+@pytest.mark.slow
+def test_quick_run_prints_the_table(tmp_path):
+    out = tmp_path / 'bench.json'
+    result = subprocess.run(
+        [sys.executable, 'scripts/benchmark.py', '--quick', '--models', 'edsr-baseline-liif',
+         '--devices', 'cpu', '--tasks', 'render-x4', 'train', '--threads', '1', '--json', str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '| edsr-baseline-liif | cpu | render-x4 |' in result.stdout
+    assert '| edsr-baseline-liif | cpu | train |' in result.stdout
+    assert out.is_file() and 'failed:' not in result.stdout
