@@ -110,12 +110,12 @@ def parse_args(argv=None):
 
 # --- the measurements (run inside a worker subprocess) --------------------------------
 
-def current_rss_mib():
-    """Resident set of this process now, MiB (Linux), else None."""
+def proc_status_mib(key):
+    """A memory figure of this process from /proc/self/status (Linux), MiB, else None."""
     try:
         with open('/proc/self/status') as f:
             for line in f:
-                if line.startswith('VmRSS:'):
+                if line.startswith(key + ':'):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -133,15 +133,9 @@ def reset_peak_rss():
 
 
 def peak_rss_mib():
-    """VmHWM (peak resident set since the last reset) in MiB, else ru_maxrss."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set since the last reset (VmHWM), MiB; ru_maxrss where absent."""
+    peak = proc_status_mib('VmHWM')
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class PeakMemory:
@@ -156,7 +150,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
         else:
-            self.start = current_rss_mib() if reset_peak_rss() else 0.0
+            self.start = proc_status_mib('VmRSS') if reset_peak_rss() else 0.0
         return self
 
     def __exit__(self, *exc):
