@@ -152,3 +152,20 @@ def test_sampled_queries_give_psnr_without_ssim():
 def test_empty_loader_is_a_user_error():
     with pytest.raises(UserError, match='empty'):
         evaluate(RowRamp(), [], DataNorm(), progress=False)
+
+
+def test_distributed_path_reduces_sums_and_gathers_rows(tmp_path):
+    """One-process gloo group: the all-reduce / gather code runs and keeps the figures."""
+    import torch.distributed as dist
+    batches = [ramp_batch(8, 8, 2), ramp_batch(8, 8, 2, b=2)]
+    batches[0]['gt'] = batches[0]['gt'] * 0.8
+    single = evaluate(RowRamp(), batches, DataNorm(), progress=False)
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "rendezvous"}',
+                            rank=0, world_size=1)
+    try:
+        reduced = evaluate(RowRamp(), batches, DataNorm(), progress=False)
+    finally:
+        dist.destroy_process_group()
+    assert reduced['n'] == 3 and reduced['psnr'] == pytest.approx(single['psnr'], abs=1e-9)
+    assert reduced['ssim'] == pytest.approx(single['ssim'], abs=1e-12)
+    assert [r['rank'] for r in reduced['rows']] == [0, 0, 0]

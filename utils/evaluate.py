@@ -18,7 +18,6 @@ the whole batch, and the dataset PSNR is the batch-size-weighted mean of batch P
 as the original code computes them.
 """
 import math
-
 from pathlib import Path
 
 import torch
@@ -52,11 +51,9 @@ def hr_size(lr_size, n_queries):
     return round(h * s), round(w * s)
 
 
-def _as_images(pred, batch, size):
-    """``(B, Q, 3)`` pred and gt -> ``(B, 3, H, W)`` images (row-major query order)."""
-    b = pred.shape[0]
-    as_image = lambda t: t.reshape(b, size[0], size[1], -1).permute(0, 3, 1, 2)  # noqa: E731
-    return as_image(pred), as_image(batch['gt'])
+def _as_image(values, size):
+    """``(B, Q, C)`` values of every pixel in row-major order -> ``(B, C, H, W)``."""
+    return values.reshape(values.shape[0], size[0], size[1], -1).permute(0, 3, 1, 2)
 
 
 def _is_full_grid(coord, size):
@@ -96,7 +93,7 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
         raise UserError(f'eval_type {eval_type} needs every HR pixel of each image as a query, '
                         'in order: remove sample_q / inp_size from the test wrapper')
     if full:
-        pred_img, gt_img = _as_images(pred, batch, size)           # (B, 3, H, W)
+        pred_img, gt_img = _as_image(pred, size), _as_image(gt, size)  # (B, 3, H, W)
         ssims = metrics.ssim_per_image(pred_img, gt_img, protocol, scale).tolist()
     else:
         pred_img, gt_img = pred, gt                                # PSNR over the queries
