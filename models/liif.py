@@ -152,7 +152,7 @@ class LIIF(nn.Module):
         if self.imnet is None:
             return LIIFPrepared(feat, latent_code_rows(feat))
         code_dim = feat.shape[1] * (9 if self.feat_unfold else 1)
-        w_code, _, _ = split_first_layer(self.imnet.layers[0], code_dim)
+        w_code, _ = split_first_layer(self.imnet.layers[0], code_dim)
         return LIIFPrepared(feat, project_latent_codes(feat, w_code, self.feat_unfold))
 
     def query(self, feat, coord, cell=None):
@@ -255,21 +255,21 @@ class LIIF(nn.Module):
         rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
                                  for vx, vy in shifts], dim=-2)                      # (B, Q, S, 2)
 
-        # First layer = projected code + W_coord rel_coord (+ W_cell rel_cell) + bias;
-        # the last two are the same for every shift of a query.
-        first, rest = self.imnet.layers[0], self.imnet.layers[1:]
-        rel_width = 4 if self.cell_decode else 2
-        _, w_rel, bias = split_first_layer(first, first.in_features - rel_width)
+        # The first layer's inputs besides the latent code: rel_coord, rel_cell (the
+        # same for every shift of a query) and 1 for the bias.
+        rel = [rel_coord]
         if self.cell_decode:
-            rel_cell = cell * cell.new_tensor([h, w])
-            per_query = F.linear(rel_cell, w_rel[:, 2:], bias).flatten(0, 1)         # (B*Q, D)
-        else:
-            per_query = bias.expand(b * coord.shape[1], -1)                          # (B*Q, D)
+            rel_cell = cell * cell.new_tensor([h, w])                                 # (B, Q, 2)
+            rel.append(rel_cell.unsqueeze(-2).expand(-1, -1, len(shifts), -1))
+        rel.append(rel_coord.new_ones(rel_coord.shape[:-1] + (1,)))
+        rel = torch.cat(rel, dim=-1)                                                 # (B, Q, S, R+1)
+        first, rest = self.imnet.layers[0], self.imnet.layers[1:]
+        _, w_rel = split_first_layer(first, first.in_features - (rel.shape[-1] - 1))
         if self.local_ensemble:
             weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)      # (B, Q, 4)
         else:
             weights = rel_coord.new_ones(rel_coord.shape[:-1])                       # (B, Q, 1)
-        index, rel_coord, weights = index.flatten(0, 1), rel_coord.flatten(0, 1), weights.flatten(0, 1)
+        index, rel, weights = index.flatten(0, 1), rel.flatten(0, 1), weights.flatten(0, 1)
 
         # Decode all shifts of a block of queries in one pass. Without autograd, blocks
         # bound the working set (cache- and allocator-friendly on CPU) and reuse one
@@ -285,8 +285,8 @@ class LIIF(nn.Module):
         outs = []
         for start in range(0, n, block_size):
             block = slice(start, start + block_size)
-            preds = decode_block(prepared.codes, index[block], rel_coord[block], per_query[block],
-                                 w_rel[:, :2], rest, workspace)                      # (m, S, out)
+            preds = decode_block(prepared.codes, index[block], rel[block], w_rel, rest,
+                                 workspace)                                          # (m, S, out)
             outs.append((preds * weights[block].unsqueeze(-1)).sum(dim=1))          # (m, out)
         return torch.cat(outs).view(b, coord.shape[1], -1)
 

@@ -14,8 +14,9 @@ The fast query computes the same function with less work:
 2. The latent code a (shifted) query uses is found by index arithmetic per axis
    (``utils.coords.nearest_index``, the same cell ``grid_sample`` picks, ties
    included), and its projected code is gathered by row index.
-3. ``rel_coord`` and ``rel_cell`` enter the first layer linearly: they are added as
-   small matrix products, then the remaining layers run once over all 4 shifts.
+3. ``rel_coord``, ``rel_cell`` and the bias enter the first layer linearly: one small
+   matrix product (inner size 5) adds them to the gathered codes, then the remaining
+   layers run once over all 4 shifts.
 
 Gradients flow through the convolution and the gather, so training with the fast
 query is the same computation as with the plain one.
@@ -48,18 +49,23 @@ class LIIFPrepared:
 
 def fast_query_supported(imnet):
     """Whether ``query_fast`` can decode with ``imnet``: no decoder, or the registry's
-    ``mlp`` (its first layer is the Linear layer the fast path splits)."""
-    return imnet is None or (isinstance(imnet, MLP) and isinstance(imnet.layers[0], nn.Linear))
+    ``mlp`` (its first layer is the Linear layer, with bias, that the fast path splits)."""
+    if imnet is None:
+        return True
+    return (isinstance(imnet, MLP) and isinstance(imnet.layers[0], nn.Linear)
+            and imnet.layers[0].bias is not None)
 
 
 def split_first_layer(linear, code_dim):
-    """Split a Linear layer over ``concat(code (code_dim), rel_coord (2)[, rel_cell (2)])``.
+    """Split a Linear layer over ``concat(code (code_dim), rel (R))`` with its bias.
 
-    Returns ``(w_code (hidden, code_dim), w_rel (hidden, 2 or 4), bias (hidden,))``;
-    slices of the layer's own parameters, so gradients reach them.
+    Returns ``w_code (hidden, code_dim)`` and ``w_rel (hidden, R + 1)``: the columns for
+    ``rel`` (``rel_coord`` and ``rel_cell``) followed by the bias as one more column,
+    to multiply an input of ones. Made from the layer's parameters by slicing and
+    concatenating, so gradients reach them.
     """
     weight = linear.weight
-    return weight[:, :code_dim], weight[:, code_dim:], linear.bias
+    return weight[:, :code_dim], torch.cat([weight[:, code_dim:], linear.bias[:, None]], dim=1)
 
 
 def project_latent_codes(feat, w_code, feat_unfold):
@@ -160,15 +166,15 @@ class DecodeWorkspace:
         return buf[:rows * width].view(rows, width)
 
 
-def decode_block(codes, index, rel_coord, per_query, w_coord, layers, workspace=None):
+def decode_block(codes, index, rel, w_rel, layers, workspace=None):
     """Decoder outputs for ``m`` queries with ``S`` latent codes (shifts) each.
 
     Args:
         codes: ``(N, D)`` projected latent codes (``LIIFPrepared.codes``).
         index: ``(m, S)`` int64 rows of ``codes``.
-        rel_coord: ``(m, S, 2)`` relative coordinates.
-        per_query: ``(m, D)`` the first layer's ``rel_cell`` term plus its bias.
-        w_coord: ``(D, 2)`` the first layer's columns for ``rel_coord``.
+        rel: ``(m, S, R + 1)`` the first layer's other inputs: ``rel_coord`` (and
+            ``rel_cell``), then 1 for the bias.
+        w_rel: ``(D, R + 1)`` their columns of the first layer (``split_first_layer``).
         layers: the decoder's layers after its first Linear (ReLU, Linear, ...).
         workspace: a ``DecodeWorkspace`` to write into (only without autograd and
             autocast), or ``None`` for fresh tensors.
@@ -176,15 +182,15 @@ def decode_block(codes, index, rel_coord, per_query, w_coord, layers, workspace=
         ``(m, S, out_dim)``; with a workspace, a view that the next call overwrites.
     """
     m, s = index.shape
-    width = codes.shape[1]
     if workspace is None:
         hidden = codes.index_select(0, index.view(-1))                   # (m*S, D)
     else:
         hidden = torch.index_select(codes, 0, index.view(-1),
-                                    out=workspace.take(0, m * s, width, codes))
-    # In-place ops are not autocast: match the codes' dtype (bf16 under autocast).
-    hidden.addmm_(rel_coord.reshape(m * s, 2).to(hidden.dtype), w_coord.t().to(hidden.dtype))
-    hidden.view(m, s, width).add_(per_query.unsqueeze(1))
+                                    out=workspace.take(0, m * s, codes.shape[1], codes))
+    # First layer = projected code + W_rel [rel, 1]. In place on a tensor that is not a
+    # view (autograd would copy a view's base back), and in the codes' dtype (in-place
+    # ops are not autocast: bf16 codes under autocast).
+    hidden.addmm_(rel.reshape(m * s, -1).to(hidden.dtype), w_rel.t().to(hidden.dtype))
     slot = 0
     for layer in layers:
         if isinstance(layer, nn.ReLU):
