@@ -100,7 +100,8 @@ class LIIF(nn.Module):
     QUERY_IMPLS = ('fast', 'plain')
     # Queries decoded together by query_fast (with all their shifts), per device type.
     # On CPU 1024 queries keep a 256-wide hidden layer (4 MiB) near the cache, measured
-    # fastest; elsewhere one pass over all queries. Any value gives the same result.
+    # fastest; elsewhere one pass over all queries. Blocks change no value (up to
+    # float rounding).
     QUERY_BLOCK = {'cpu': 1024}
 
     def __init__(self, encoder_spec, imnet_spec=None, local_ensemble=True,

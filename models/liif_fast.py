@@ -197,7 +197,7 @@ def decode_block(codes, index, rel, w_rel, layers, workspace=None):
             # Every tensor here is this function's own and no backward needs the
             # pre-activation (Linear saves its input, ReLU its output): in place is safe.
             hidden = hidden.relu_()
-        elif isinstance(layer, nn.Linear) and workspace is not None:
+        elif isinstance(layer, nn.Linear) and layer.bias is not None and workspace is not None:
             slot = 1 - slot
             out = workspace.take(slot, m * s, layer.out_features, hidden)
             hidden = torch.addmm(layer.bias, hidden, layer.weight.t(), out=out)

@@ -16,8 +16,10 @@ Tasks (random weights unless --weights: speed and memory do not depend on them):
   sample_q 2304, Adam lr 1e-4) with ``utils.engine.train_step`` (forward, L1 loss,
   backward, step) on synthetic batches made like ``sr-implicit-downsampled``'s (scale
   drawn from U(1, 4), queries sampled from the HR crop's pixels).
-Each is timed for ``--repeats`` runs (renders) or ``--train-iters`` iterations after a
-warm-up, for the plain and the fast query path; the table gives their ratio.
+Renders are timed ``--repeats`` times after a warm-up and the fastest counts (the
+least disturbed by other processes); training iterations are averaged over
+``--train-iters`` after ``--warmup``. Both query paths are measured; the table gives
+their ratio.
 
 Peak memory: each (model, device, task, path) runs in a fresh subprocess. CPU: the peak
 resident set during the task minus the resident set before it (VmHWM reset through
@@ -83,7 +85,8 @@ def parse_args(argv=None):
                         help='small sizes: renders 32->128 and 16->480, training batch 2 of '
                              '24 px with sample_q 576, 2 iterations')
     parser.add_argument('--chunk', type=int, default=30000, help='queries per chunk (eval_bsize)')
-    parser.add_argument('--repeats', type=int, default=1, help='timed renders per figure')
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='timed renders per figure (the fastest counts)')
     parser.add_argument('--batch', type=int, default=16, help='training batch size')
     parser.add_argument('--patch', type=int, default=48, help='training LR patch side')
     parser.add_argument('--sample-q', type=int, default=2304, help='queries per training patch')
@@ -189,7 +192,7 @@ def time_render(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
             start = time.perf_counter()
             render(model, lr, size, data_norm, chunk=chunk)          # ends on the host
             seconds.append(time.perf_counter() - start)
-    return size[0] * size[1] / float(np.mean(seconds))
+    return size[0] * size[1] / min(seconds)
 
 
 def time_query(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
@@ -212,7 +215,7 @@ def time_query(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
                 model.query(prepared, coord, make_cell(coord, size))
             synchronize(device)
             seconds.append(time.perf_counter() - start)
-    return len(grid) / float(np.mean(seconds))
+    return len(grid) / min(seconds)
 
 
 def synthetic_batch(batch, patch, sample_q, rng):
@@ -358,14 +361,10 @@ def job_label(job):
     return f"{job['model']} {job['device']} {job['task']} {flavour}"
 
 
-def format_rate(value):
-    return '-' if value is None else f'{value / 1e6:.3f} Mpx/s' if value >= 1e5 else f'{value:,.0f} px/s'
-
-
 def format_value(task, value):
     if value is None:
         return '-'
-    return f'{value:.3f} s/it' if task == 'train' else format_rate(value)
+    return f'{value:.3f} s/it' if task == 'train' else f'{value / 1e3:.1f} kpx/s'
 
 
 def table(jobs, results):

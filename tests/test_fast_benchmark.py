@@ -89,7 +89,7 @@ def test_table_gives_ratios_memory_and_failures():
     rows = markdown.splitlines()
     assert len(rows) == 4
     render, train = rows[2], rows[3]
-    assert '| 0.100 Mpx/s | 0.300 Mpx/s | 3.00x | 300 | 100 |' in render
+    assert '| 100.0 kpx/s | 300.0 kpx/s | 3.00x | 300 | 100 |' in render
     assert '-0.050 (random weights)' in render
     assert '| 2.000 s/it | 1.250 s/it | 1.60x | 900 | 800 | 1.000 s/it |' in train
     assert errors == ['m cpu render-x4 bf16: boom']
