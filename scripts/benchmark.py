@@ -11,7 +11,8 @@ Tasks (random weights unless --weights: speed and memory do not depend on them):
   one to 1920x1920 with ``utils.render.render``, the path of demo.py: encode, prepare
   once, query chunks of ``--chunk`` pixels, write an image. Output pixels per second.
 - ``query-x4`` / ``query-x30``: the decoder alone on the same outputs (the feature map is
-  computed before timing): prepare + all chunks. Output pixels per second.
+  computed before timing and before the memory baseline): prepare + all chunks. Output
+  pixels per second.
 - ``train``: seconds per iteration at the paper recipe (batch 16 of 48x48 LR patches,
   sample_q 2304, Adam lr 1e-4) with ``utils.engine.train_step`` (forward, L1 loss,
   backward, step) on synthetic batches made like ``sr-implicit-downsampled``'s (scale
@@ -22,9 +23,10 @@ least disturbed by other processes); training iterations are averaged over
 their ratio.
 
 Peak memory: each (model, device, task, path) runs in a fresh subprocess. CPU: the peak
-resident set during the task minus the resident set before it (VmHWM reset through
-/proc/self/clear_refs; ru_maxrss where that is unavailable, which then also counts the
-start-up). CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before the task.
+resident set during the task minus the resident set before it, after the C heap's free
+pages are returned to the OS (VmHWM reset through /proc/self/clear_refs; ru_maxrss where
+that is unavailable, which then also counts the start-up). CUDA:
+``torch.cuda.max_memory_allocated`` minus the allocation before the task.
 
 bf16 (on CUDA by default; ``--bf16 on`` forces it, e.g. on a CPU with bf16 support):
 an extra column with the fast path under ``torch.autocast(dtype=torch.bfloat16)``, and
@@ -33,6 +35,7 @@ bicubic) when ``--set5`` names a folder of its HR images. Use ``--weights`` with
 trained checkpoint: with random weights the change only shows bf16's rounding.
 """
 import argparse
+import ctypes
 import json
 import resource
 import subprocess
@@ -125,6 +128,16 @@ def proc_status_mib(key):
     return None
 
 
+def release_free_memory():
+    """Return the C heap's free pages to the OS (glibc ``malloc_trim``), so that memory
+    freed by earlier work is not resident at the baseline and memory the measured work
+    uses must become resident again (and counts). No-op without glibc."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):
+        pass
+
+
 def reset_peak_rss():
     """Reset this process's VmHWM to its current RSS; False where the kernel forbids it."""
     try:
@@ -153,6 +166,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
         else:
+            release_free_memory()
             self.start = proc_status_mib('VmRSS') if reset_peak_rss() else 0.0
         return self
 
@@ -195,14 +209,21 @@ def time_render(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
     return size[0] * size[1] / min(seconds)
 
 
-def time_query(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
-    """Output pixels per second of the decoder alone: prepare once, query every chunk."""
+def encode_lr(model, device, lr_side, autocast_dtype):
+    """The feature map of the LR image the ``query`` tasks decode."""
     lr = DataNorm(PUBLISHED).inp(random_lr(lr_side, device).unsqueeze(0))
-    size = (lr_side * scale, lr_side * scale)
+    with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                                         enabled=autocast_dtype is not None):
+        return model.encode(lr)
+
+
+def time_query(model, feat, size, chunk, repeats, autocast_dtype):
+    """Output pixels per second of the decoder alone: prepare once, query every chunk
+    of an output of ``size`` from the feature map ``feat``."""
+    device = feat.device
     grid = OutputGrid(size, device=device)
     with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                                          enabled=autocast_dtype is not None):
-        feat = model.encode(lr)
         warm = grid.coord(0, min(chunk, len(grid))).unsqueeze(0)
         model.query(model.prepare(feat), warm, make_cell(warm, size))   # warm-up
         seconds = []
@@ -288,15 +309,20 @@ def worker(job):
     model = models.make(MODEL_SPECS[job['model']]).to(device)
     model.query_impl = job['impl']
     kind, _, scale = job['task'].partition('-')
+    if kind != 'train':
+        model.eval()
+        lr_side, factor = job['sizes'][scale]
+    if kind == 'query':  # the encoder is neither timed nor counted in the peak memory
+        feat = encode_lr(model, device, lr_side, amp)
     with PeakMemory(device) as peak:
         if kind == 'train':
             value = time_train(model, device, job['batch'], job['patch'], job['sample_q'],
                                job['train_iters'], job['warmup'], amp)
+        elif kind == 'render':
+            value = time_render(model, device, lr_side, factor, job['chunk'], job['repeats'], amp)
         else:
-            model.eval()
-            lr_side, factor = job['sizes'][scale]
-            timer = time_render if kind == 'render' else time_query
-            value = timer(model, device, lr_side, factor, job['chunk'], job['repeats'], amp)
+            value = time_query(model, feat, (lr_side * factor,) * 2, job['chunk'],
+                               job['repeats'], amp)
     return {'value': value, 'peak_mib': peak.mib}
 
 
