@@ -284,12 +284,13 @@ class LIIF(nn.Module):
             workspace = None if autocast else DecodeWorkspace()
             block_size = self.QUERY_BLOCK.get(coord.device.type) or max(n, 1)
         outs = []
-        for start in range(0, n, block_size):
+        for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
             block = slice(start, start + block_size)
             preds = decode_block(prepared.codes, index[block], rel[block], w_rel, rest,
                                  workspace)                                          # (m, S, out)
             outs.append((preds * weights[block].unsqueeze(-1)).sum(dim=1))          # (m, out)
-        return torch.cat(outs).view(b, coord.shape[1], -1)
+        out = torch.cat(outs)
+        return out.view(b, coord.shape[1], out.shape[-1])
 
     @staticmethod
     def _axis_lookup(coord_axis, v, size, eps, centres, fused):

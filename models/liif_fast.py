@@ -190,7 +190,7 @@ def decode_block(codes, index, rel, w_rel, layers, workspace=None):
     # First layer = projected code + W_rel [rel, 1]. In place on a tensor that is not a
     # view (autograd would copy a view's base back), and in the codes' dtype (in-place
     # ops are not autocast: bf16 codes under autocast).
-    hidden.addmm_(rel.reshape(m * s, -1).to(hidden.dtype), w_rel.t().to(hidden.dtype))
+    hidden.addmm_(rel.reshape(m * s, rel.shape[-1]).to(hidden.dtype), w_rel.t().to(hidden.dtype))
     slot = 0
     for layer in layers:
         if isinstance(layer, nn.ReLU):
@@ -203,4 +203,4 @@ def decode_block(codes, index, rel, w_rel, layers, workspace=None):
             hidden = torch.addmm(layer.bias, hidden, layer.weight.t(), out=out)
         else:
             hidden = layer(hidden)
-    return hidden.view(m, s, -1)
+    return hidden.view(m, s, hidden.shape[-1])

@@ -310,3 +310,12 @@ def test_bf16_autocast_training_step_runs_and_stays_close_to_plain():
             rendered = model.query(model.encode(lr), coord, cell)     # no-grad path
         assert torch.allclose(rendered.float(), outs[impl].float(), atol=1e-6)
     assert (outs['fast'].float() - outs['plain'].float()).abs().max() < 0.05
+
+
+def test_no_queries_give_an_empty_result():
+    model = make_liif()
+    feat = torch.randn(2, 8, 4, 4)
+    coord = torch.zeros(2, 0, 2)
+    with torch.no_grad():
+        assert model.query(feat, coord, coord).shape == (2, 0, 3)
+    assert model.query(feat, coord, coord).shape == (2, 0, 3)   # recording autograd
