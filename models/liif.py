@@ -252,7 +252,8 @@ class LIIF(nn.Module):
         shifts = ENSEMBLE_SHIFTS if self.local_ensemble else ((0, 0),)
         # Grouped by query (B, Q, S), so that a block of queries holds all its shifts.
         index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
-                                torch.stack([cols[vy][0] for _, vy in shifts], dim=-1), h, w)
+                                torch.stack([cols[vy][0] for _, vy in shifts], dim=-1),
+                                h, w)                                                # (B, Q, S)
         rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
                                  for vx, vy in shifts], dim=-2)                      # (B, Q, S, 2)
 
