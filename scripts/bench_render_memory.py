@@ -6,15 +6,15 @@
 
 Builds a random-weight model of the published architecture (EDSR-baseline-LIIF or
 RDN-LIIF: memory does not depend on the weights), renders a random ``size x size`` input
-at ``--scale`` like demo.py does (tiled encoding, prepare once, chunks of ``--bsize``
-queries into the 8-bit output image) and prints the peak resident memory (ru_maxrss)
-after each stage next to the sizes of the main buffers. Run it in a fresh process: the
-peak of a process never goes down.
+at ``--scale`` like demo.py does (``utils.render.render_blocks``: encoder tiles, small
+decoding windows, chunks of ``--bsize`` queries, pasted into the 8-bit output image) and
+prints the peak resident memory (ru_maxrss) after each stage next to the size of the
+output image. Run it in a fresh process: the peak of a process never goes down.
 
 ``--chunks N`` stops after N chunks. The output image is allocated (and its pages
-touched) before the first chunk, so the peak after a few chunks is already the steady
-state of the full render; the full x8 render of 1000x1000 (64M queries) takes a long time
-on a CPU.
+touched) before the first chunk; every encoder tile and decoding window has the same
+bounded size, so once the first tile's windows have run the peak is the steady state;
+the full x8 render of 1000x1000 (64M queries) takes a long time on a CPU.
 """
 import argparse
 import resource
@@ -32,8 +32,9 @@ from PIL import Image  # noqa: E402
 
 import models  # noqa: E402
 from utils.data_norm import PUBLISHED, DataNorm  # noqa: E402
-from utils.render import (DEFAULT_CHUNK, DEFAULT_TILE, encode, paste_flat,  # noqa: E402
-                          render_chunks, set_query_impl)
+from utils.image_io import to_uint8_array  # noqa: E402
+from utils.render import (DEFAULT_CHUNK, DEFAULT_TILE, render_blocks,  # noqa: E402
+                          set_query_impl)
 
 ENCODERS = {'edsr-baseline': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}},
             'rdn': {'name': 'rdn', 'args': {'no_upsampling': True}}}
@@ -78,27 +79,21 @@ def main(argv=None):
           f'{n_chunks} chunks of {args.bsize}), tile {args.tile or "none"}')
     print(f'peak after building the model: {peak_mib():8.0f} MiB')
 
-    with torch.no_grad():
-        feat = encode(model, DataNorm(PUBLISHED).inp(lr.unsqueeze(0)), args.tile or None)
-    print(f'peak after encoding alone:     {peak_mib():8.0f} MiB   (feature map '
-          f'{mib(feat.numel() * feat.element_size()):.0f} MiB)')
-    del feat
-
     image = Image.new('RGB', (size[1], size[0]))  # zero-filled: its pages are resident
     print(f'peak with the output image:    {peak_mib():8.0f} MiB   (output image '
           f'{mib(n_queries * 4):.0f} MiB: Pillow keeps 4 bytes per RGB pixel)')
     start = time.time()
     done = 0
-    for done, (first, rgb) in enumerate(render_chunks(model, lr, size, DataNorm(PUBLISHED),
-                                                      args.bsize, args.tile or None), 1):
-        paste_flat(image, first, rgb)
+    blocks = render_blocks(model, lr, size, DataNorm(PUBLISHED), args.bsize, args.tile or None)
+    for done, (top, left, rgb) in enumerate(blocks, 1):
+        image.paste(Image.fromarray(to_uint8_array(rgb.permute(2, 0, 1))), (left, top))
         if done == 1:
             print(f'peak after the first chunk:    {peak_mib():8.0f} MiB')
         if args.chunks and done >= args.chunks:
             break
     seconds = time.time() - start
     print(f'peak after {done} chunk(s):     {peak_mib():8.0f} MiB   ({seconds:.1f} s; '
-          f'~{seconds / done * n_chunks / 60:.0f} min for all {n_chunks} at this rate)')
+          f'~{seconds / done * n_chunks / 60:.0f} min for all ~{n_chunks} at this rate)')
     if args.save:
         with tempfile.TemporaryDirectory() as tmp:
             image.save(Path(tmp) / 'out.png')

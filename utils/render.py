@@ -1,16 +1,20 @@
 """Chunked and tiled prediction: any output size in bounded memory.
 
-Shared by ``test.py`` (through ``utils.evaluate``), ``demo.py`` and training validation.
-The order of work for one image is always::
+Two entry points:
 
-    feat = encode(model, inp, tile)        # once; tile by tile for large inputs
-    prepared = model.prepare(feat)         # once: per-image work of the query
-    for each chunk of queries:             # coords made per chunk, never the full grid
-        model.query(prepared, coord, cell)
+- ``predict`` (``test.py`` through ``utils.evaluate``, training validation): arbitrary
+  query points of one image::
 
-Peak memory of ``render`` is the 8-bit output image, the feature map (and what
-``prepare`` derives from it), one encoder tile and one chunk of queries -- not the
-per-query tensors of the whole output, nor its coordinate grid.
+      feat = encode(model, inp, tile)        # once; tile by tile for large inputs
+      prepared = model.prepare(feat)         # once: per-image work of the query
+      for each chunk of queries:
+          model.query(prepared, coord, cell)
+
+- ``render`` / ``render_blocks`` (``demo.py``): a whole output image, region by region.
+  The LR image is encoded tile by tile and decoded in small windows of latent cells;
+  each window is prepared on its own and its output pixels are queried in the
+  window's coordinate frame. Peak memory is the 8-bit output image plus one encoder
+  tile, one window and one chunk of queries, whatever the input and output sizes.
 
 Tiled encoding is exact: each tile is encoded with a margin at least as wide as the
 encoder's receptive field (``receptive_radius``), and only the tile's core is kept,
@@ -18,14 +22,13 @@ so the features equal those of the whole image (up to float rounding). Encoders 
 global operations (RCAN's channel attention averages over the whole image) cannot be
 tiled exactly; they are encoded whole.
 """
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
 from utils.checkpoint import unwrap
-from utils.coords import make_cell, make_coord
+from utils.coords import make_coord
 from utils.errors import UserError
 from utils.image_io import to_uint8_array
 
@@ -85,21 +88,12 @@ def encode(model, inp, tile=None):
     if radius is None:
         return model.encode(inp)
     feat = None
-    for top in range(0, h, tile):
-        bottom = min(top + tile, h)
-        for left in range(0, w, tile):
-            right = min(left + tile, w)
-            # Tile with its margin, clipped to the image: (B, 3, h_t, w_t).
-            r0, r1 = max(top - radius, 0), min(bottom + radius, h)
-            c0, c1 = max(left - radius, 0), min(right + radius, w)
-            part = model.encode(inp[:, :, r0:r1, c0:c1])
-            if part.shape[-2:] != (r1 - r0, c1 - c0):
-                raise ValueError('tiled encoding needs an encoder whose features have the '
-                                 f'input size, got {tuple(part.shape[-2:])} for {(r1 - r0, c1 - c0)}')
+    for rows in spans(h, tile):
+        for cols in spans(w, tile):
+            part = encode_region(model, inp, rows, cols, radius)
             if feat is None:
                 feat = part.new_empty(part.shape[0], part.shape[1], h, w)
-            feat[:, :, top:bottom, left:right] = \
-                part[:, :, top - r0:bottom - r0, left - c0:right - c0]
+            feat[:, :, rows[0]:rows[1], cols[0]:cols[1]] = part
             del part
     return feat
 
@@ -153,48 +147,140 @@ class OutputGrid:
         return torch.stack([self.rows[index // self.size[1]], self.cols[index % self.size[1]]], -1)
 
 
-def render_chunks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE):
-    """Super-resolve ``lr`` to ``size``, one chunk of output pixels at a time.
+# Latent cells of context kept around a decoding window's core: a query uses the codes
+# at most one cell from its own (local ensemble), and those read their 3x3 neighbours
+# (feature unfolding / the first-layer convolution): 2 cells, plus 1 for coordinates
+# exactly on a cell boundary.
+WINDOW_MARGIN = 3
+DECODE_TILE = 128  # latent cells per side of a decoding window's core
 
-    A generator: encodes and prepares once, then for each chunk of ``chunk`` pixels
-    (row-major order) makes their coords and cells, queries, de-normalises and yields
-    ``(start, rgb)``: the flat index of the chunk's first pixel and its ``(n, 3)``
-    uint8 values (rounded, clamped). Nothing of the size of the output is held here.
+
+def output_start(cell, lat_size, out_size):
+    """First output pixel (along one axis) whose centre lies in latent cell >= ``cell``.
+
+    Output pixel ``I`` of ``out_size`` has its centre in latent cell
+    ``floor((2I + 1) * lat_size / (2 * out_size))`` of ``lat_size`` (spec section 1), so
+    this is ``ceil(cell * out_size / lat_size - 1/2)``, in exact integer arithmetic.
+    ``output_start(0) = 0`` and ``output_start(lat_size) = out_size``: consecutive latent
+    ranges own disjoint, consecutive output ranges that cover the axis.
+    """
+    return max(0, -((lat_size - 2 * cell * out_size) // (2 * lat_size)))
+
+
+def window_axis(first, last, out_size, lat_size, start, stop, device, dtype):
+    """Coordinates of output pixels ``first .. last - 1`` (one axis) in the frame of the
+    latent window ``[start, stop)`` of ``lat_size`` cells: the window spans ``[-1, 1]``.
+
+    Returns ``(last - first,)``. For the whole axis this is ``make_coord``'s value bit
+    for bit; otherwise ``((2I + 1) * lat_size / out_size - 2 * start) / (stop - start) - 1``
+    computed in float64 (the global coordinate mapped affinely, so that distances in
+    latent cells -- LIIF's ``rel_coord`` -- are unchanged).
+    """
+    if start == 0 and stop == lat_size:
+        return make_coord((out_size,), device=device, dtype=dtype)[first:last, 0]
+    index = torch.arange(first, last, device=device, dtype=torch.float64)
+    local = ((2 * index + 1) * (lat_size / out_size) - 2 * start) / (stop - start) - 1
+    return local.to(dtype)
+
+
+def encode_region(model, inp, rows, cols, radius):
+    """Features of the region ``rows x cols`` (``(start, stop)`` pairs) of ``inp``,
+    encoding it with ``radius`` more pixels on each side (clipped at the image border)
+    so that they equal the features of the whole image. ``(B, C, len(rows), len(cols))``."""
+    h, w = inp.shape[-2:]
+    r0, r1 = max(rows[0] - radius, 0), min(rows[1] + radius, h)
+    c0, c1 = max(cols[0] - radius, 0), min(cols[1] + radius, w)
+    part = model.encode(inp[:, :, r0:r1, c0:c1])
+    if part.shape[-2:] != (r1 - r0, c1 - c0):
+        raise ValueError('tiled encoding needs an encoder whose features have the input '
+                         f'size, got {tuple(part.shape[-2:])} for {(r1 - r0, c1 - c0)}')
+    return part[:, :, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
+
+
+def spans(n, step):
+    """``[(0, step), (step, 2 step), ..., (.., n)]`` covering ``range(n)``."""
+    return [(s, min(s + step, n)) for s in range(0, n, step)]
+
+
+def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE):
+    """Super-resolve ``lr`` to ``size`` region by region, in bounded memory.
+
+    A generator of ``(top, left, rgb)``: ``rgb`` is an ``(n_rows, n_cols, 3)`` float
+    block of the output (de-normalised, not clamped) with at most ``chunk`` pixels
+    (or one row piece of ``chunk`` pixels); the blocks cover the output exactly once.
+
+    How: the LR image is encoded in tiles of ``tile`` pixels (whole when it fits in one
+    tile or the encoder cannot be tiled, see ``receptive_radius``); each tile is decoded
+    in windows of ``DECODE_TILE`` latent cells plus ``WINDOW_MARGIN`` cells of context:
+    ``model.prepare`` runs on the window, and the output pixels whose centres fall in
+    the window's core are queried with coordinates and cells expressed in the window's
+    frame. LIIF depends on a query only through its distances to nearby latent codes,
+    in latent-cell units, so this equals decoding from the whole image (up to float
+    rounding) while holding one encoder tile, one window and one chunk at a time.
 
     Args:
-        model: LIIF-style model in eval mode on ``lr``'s device.
-        lr: ``(3, h, w)`` LR image in ``[0, 1]`` (not normalised).
-        size: ``(H, W)`` of the output.
-        data_norm: ``utils.data_norm.DataNorm`` of the model.
-        chunk: queries per chunk; tile: see ``encode``.
+        model: LIIF-style model (``encode``, ``prepare``, ``query``) in eval mode on
+            ``lr``'s device; lr: ``(3, h, w)`` in ``[0, 1]`` (not normalised);
+        size: ``(H, W)``; data_norm: ``utils.data_norm.DataNorm``; chunk: queries per
+            ``query`` call; tile: encoder tile side in LR pixels (``None``/0: whole).
     """
     model = unwrap(model)
-    grid = OutputGrid(size, device=lr.device, dtype=lr.dtype)
+    out_h, out_w = int(size[0]), int(size[1])
+    h, w = lr.shape[-2:]
+    radius = None
+    if tile and (h > tile or w > tile) and hasattr(model, 'encoder'):
+        radius = receptive_radius(model.encoder)
+    enc_tile = tile if radius is not None else max(h, w)
+    device, dtype = lr.device, lr.dtype
     with torch.no_grad():
-        prepared = model.prepare(encode(model, data_norm.inp(lr.unsqueeze(0)), tile))
-        for start in range(0, len(grid), chunk):
-            coord = grid.coord(start, min(start + chunk, len(grid))).unsqueeze(0)  # (1, n, 2)
-            pred = model.query(prepared, coord, make_cell(coord, grid.size))       # (1, n, 3)
-            rgb = data_norm.denorm(pred[0])
-            yield start, to_uint8_array(rgb.t().unsqueeze(1))[0]                  # (n, 3)
+        inp = data_norm.inp(lr.unsqueeze(0))
+        whole = model.encode(inp) if radius is None else None
+        for er in spans(h, enc_tile):
+            for ec in spans(w, enc_tile):
+                # Features of the encoder tile grown by the window margin.
+                fr = (max(er[0] - WINDOW_MARGIN, 0), min(er[1] + WINDOW_MARGIN, h))
+                fc = (max(ec[0] - WINDOW_MARGIN, 0), min(ec[1] + WINDOW_MARGIN, w))
+                if whole is None:
+                    feat = encode_region(model, inp, fr, fc, radius)
+                else:
+                    feat = whole[:, :, fr[0]:fr[1], fc[0]:fc[1]]
+                for dr in spans(er[1] - er[0], DECODE_TILE):
+                    for dc in spans(ec[1] - ec[0], DECODE_TILE):
+                        core_r = (er[0] + dr[0], er[0] + dr[1])
+                        core_c = (ec[0] + dc[0], ec[0] + dc[1])
+                        yield from _decode_window(model, feat, fr, fc, core_r, core_c,
+                                                  (h, w), (out_h, out_w), data_norm,
+                                                  chunk, device, dtype)
 
 
-def paste_flat(image, start, values):
-    """Write ``values`` ``(n, C)`` uint8 into the Pillow ``image`` at flat (row-major)
-    pixel indices ``start .. start + n - 1``: at most three rectangles (end of a
-    row, full rows, start of a row)."""
-    width = image.width
-    done = 0
-    while done < len(values):
-        row, col = divmod(start + done, width)
-        if col == 0 and len(values) - done >= width:
-            take = (len(values) - done) // width * width
-            block = values[done:done + take].reshape(take // width, width, -1)
-        else:
-            take = min(width - col, len(values) - done)
-            block = values[done:done + take].reshape(1, take, -1)
-        image.paste(Image.fromarray(np.ascontiguousarray(block)), (col, row))
-        done += take
+def _decode_window(model, feat, fr, fc, core_r, core_c, lat_size, size, data_norm,
+                   chunk, device, dtype):
+    """Blocks of the output pixels whose centres lie in latent cells ``core_r x core_c``
+    (see ``render_blocks``); ``feat`` holds latent rows ``fr`` and columns ``fc``."""
+    (h, w), (out_h, out_w) = lat_size, size
+    o_r = (output_start(core_r[0], h, out_h), output_start(core_r[1], h, out_h))
+    o_c = (output_start(core_c[0], w, out_w), output_start(core_c[1], w, out_w))
+    if o_r[0] == o_r[1] or o_c[0] == o_c[1]:
+        return
+    wr = (max(core_r[0] - WINDOW_MARGIN, 0), min(core_r[1] + WINDOW_MARGIN, h))
+    wc = (max(core_c[0] - WINDOW_MARGIN, 0), min(core_c[1] + WINDOW_MARGIN, w))
+    window = feat[:, :, wr[0] - fr[0]:wr[1] - fr[0], wc[0] - fc[0]:wc[1] - fc[0]]
+    prepared = model.prepare(window)
+    rows = window_axis(*o_r, out_h, h, *wr, device, dtype)
+    cols = window_axis(*o_c, out_w, w, *wc, device, dtype)
+    # The cell in window units: (2 / H) output pixels scaled like the coordinates.
+    cell = torch.tensor([2 / out_h * h / (wr[1] - wr[0]), 2 / out_w * w / (wc[1] - wc[0])],
+                        device=device, dtype=dtype)
+    n_cols = o_c[1] - o_c[0]
+    rows_per_chunk = max(1, chunk // n_cols)
+    col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk
+    for r0, r1 in spans(len(rows), rows_per_chunk):
+        for c0, c1 in spans(n_cols, col_step):
+            grid = torch.stack(torch.meshgrid(rows[r0:r1], cols[c0:c1], indexing='ij'), -1)
+            coord = grid.view(1, -1, 2)                                  # (1, n, 2)
+            pred = model.query(prepared, coord, cell.expand_as(coord))   # (1, n, 3)
+            rgb = data_norm.denorm(pred[0]).view(r1 - r0, c1 - c0, -1)
+            yield o_r[0] + r0, o_c[0] + c0, rgb
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
@@ -214,9 +300,10 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
     image = Image.new('RGB' if alpha is None else 'RGBA', (width, height))
     with tqdm(total=height * width, disable=not progress, unit='px', unit_scale=True,
               desc='render', leave=False) as bar:
-        for start, rgb in render_chunks(model, lr, size, data_norm, chunk, tile):
-            paste_flat(image, start, rgb)
-            bar.update(len(rgb))
+        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile):
+            block = to_uint8_array(rgb.permute(2, 0, 1))                  # (rows, cols, 3)
+            image.paste(Image.fromarray(block), (left, top))
+            bar.update(block.shape[0] * block.shape[1])
     if alpha is not None:
         small = Image.fromarray(to_uint8_array(alpha)[..., 0])  # (h, w) uint8: mode L
         image.putalpha(small.resize((width, height), Image.BICUBIC))  # in place for RGBA
