@@ -23,7 +23,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from PIL import Image
@@ -32,6 +31,7 @@ from utils.checkpoint import load_model
 from utils.data_norm import PUBLISHED, DataNorm
 from utils.device import select_device
 from utils.errors import UserError, run_cli
+from utils.files import atomic_path
 from utils.image_io import image_size, read_image_with_alpha
 from utils.render import DEFAULT_CHUNK, DEFAULT_TILE, render, set_query_impl
 
@@ -137,15 +137,8 @@ def save_image(image, path):
     if image.mode == 'RGBA' and fmt not in ALPHA_FORMATS:
         print(f'note: {path.name}: {fmt} has no alpha channel, alpha dropped', file=sys.stderr)
         image = image.convert('RGB')
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         image.save(tmp, format=fmt, **SAVE_OPTIONS.get(fmt, {}))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def check_memory(size, name):

@@ -13,15 +13,14 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from utils.checkpoint import load_model
 from utils.device import select_device
 from utils.errors import UserError, run_cli
 from utils.evaluate import evaluate_config, load_test_config
+from utils.files import write_text_atomic
 from utils.render import DEFAULT_TILE, set_query_impl
 
 ROW_FIELDS = ['index', 'name', 'psnr', 'ssim', 'lr_h', 'lr_w', 'hr_h', 'hr_w', 'scale']
@@ -68,15 +67,7 @@ def write_results(stats, path, meta):
     else:
         summary = {k: stats[k] for k in ('psnr', 'ssim', 'n')}
         text = json.dumps({**meta, **summary, 'images': stats['rows']}, indent=2) + '\n'
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w', newline='') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
 
 
 def main(args):

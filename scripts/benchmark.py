@@ -58,7 +58,8 @@ from utils.coords import make_cell  # noqa: E402
 from utils.data_norm import PUBLISHED, DataNorm  # noqa: E402
 from utils.engine import train_step  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.image_io import atomic_path, read_image, resize_bicubic  # noqa: E402
+from utils.files import atomic_path  # noqa: E402
+from utils.image_io import read_image, resize_bicubic  # noqa: E402
 from utils.metrics import psnr  # noqa: E402
 from utils.render import OutputGrid, render  # noqa: E402
 

@@ -15,7 +15,7 @@ import datasets
 from datasets import cache as bin_cache
 from datasets.image_folder import pair_key
 from tests.conftest import make_test_image
-from utils.errors import UserError, run_cli
+from utils.errors import run_cli
 from utils.image_io import read_image
 
 
@@ -216,7 +216,7 @@ def test_bin_cache_falls_back_to_user_cache_when_folder_not_writable(tmp_path, m
         return real_mkstemp(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr('datasets.cache.tempfile.mkstemp', read_only_beside)
-    monkeypatch.setattr('utils.image_io.tempfile.mkstemp', read_only_beside)
+    monkeypatch.setattr('utils.files.tempfile.mkstemp', read_only_beside)
     with pytest.warns(UserWarning, match='using .*xdg'):
         ds = folder(root, cache='bin')
     assert _same_items(ds, folder(root))

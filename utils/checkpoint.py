@@ -6,10 +6,8 @@ new top-level keys, so published files load here and ours load in the original c
 Files are written atomically (temp file in the same folder, fsync, rename) and read
 with ``torch.load(weights_only=True)``: a checkpoint cannot run code when loaded.
 """
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,6 +15,7 @@ import torch
 import models
 from utils.config import thaw
 from utils.errors import UserError
+from utils.files import atomic_path
 
 FORMAT_HINT = "expected {'model': {'name', 'args', 'sd'}, 'optimizer': ..., 'epoch': ...}"
 
@@ -39,17 +38,8 @@ def save_checkpoint(obj, path):
     """Write ``obj`` to ``path`` atomically: a crash leaves the old file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path, map_location='cpu'):

@@ -20,9 +20,7 @@ Every failure to read a file raises ``UserError`` with one line naming the file.
 """
 import contextlib
 import io
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import torch
 from PIL import Image
 
 from utils.errors import UserError
+from utils.files import atomic_path
 
 # Pillow modes that carry an alpha channel; palette images may also carry one in
 # ``info['transparency']``.
@@ -160,26 +159,6 @@ def write_image(img, path):
     # Pillow picks the format from the extension, so the temporary file keeps it.
     with atomic_path(path, suffix=path.suffix) as tmp:
         Image.fromarray(arr).save(tmp)
-
-
-@contextlib.contextmanager
-def atomic_path(path, suffix='.tmp'):
-    """Write a file atomically: yields a temporary path in the same folder; when the
-    block succeeds the file is flushed to disk and renamed to ``path``, when it fails
-    (or is interrupted) the temporary file is removed. ``path`` is therefore either
-    untouched or complete, never half-written."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def resize_bicubic(img, size):

@@ -12,13 +12,13 @@
 Unlike the original code, an existing folder is never deleted: starting a new run in
 a folder that holds files is an error unless the run is resumed.
 """
-import os
 from pathlib import Path
 
 import torch
 import yaml
 
 from utils.errors import UserError
+from utils.files import write_text_atomic
 
 
 def run_name(config_path, name=None, tag=None):
@@ -90,7 +90,7 @@ def save_config(config, run_dir, epoch_start):
     candidates += [run_dir / f'config-from-epoch{epoch_start}-{i}.yaml' for i in range(2, 100)]
     for path in candidates:
         if not path.exists():
-            _write_text_atomic(path, text)
+            write_text_atomic(path, text)
             return path
         if path.read_text() == text:
             return None
@@ -142,14 +142,3 @@ def time_text(seconds):
     return f'{seconds:.1f}s'
 
 
-def _write_text_atomic(path, text):
-    # A temp file in the same folder, then a rename: readers see the old or the new file.
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
