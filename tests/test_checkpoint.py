@@ -1,11 +1,11 @@
 """Checkpoint save/load in the published format, atomic writes, refused pickles."""
 import os
-import pickle
 
 import pytest
 import torch
 
 import models
+from helpers import save_evil_checkpoint
 from utils.checkpoint import (build_model, load_checkpoint, load_model, model_entry,
                               save_checkpoint)
 from utils.config import freeze
@@ -90,22 +90,9 @@ def test_wrong_format(tmp_path):
         load_checkpoint(path)
 
 
-class Payload:
-    """Unpickling this would create a file: the loader must refuse it."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, 'w'))
-
-
 def test_pickled_code_is_refused_not_executed(tmp_path):
     marker = tmp_path / 'pwned'
-    path = tmp_path / 'evil.pth'
-    with open(path, 'wb') as f:
-        torch.save({'model': {'name': 'mlp', 'args': {}, 'sd': {}}, 'x': Payload(str(marker))},
-                   f, pickle_module=pickle)
+    path = save_evil_checkpoint(tmp_path / 'evil.pth', marker)
     with pytest.raises(UserError, match='evil.pth: refused'):
         load_checkpoint(path)
     assert not marker.exists()

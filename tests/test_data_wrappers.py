@@ -14,8 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import datasets
-from tests.conftest import make_test_image, shared_dataset
-from tests.test_datasets import folder, save
+from helpers import folder, make_test_image, save, shared_dataset
 from utils.coords import make_coord
 from utils.errors import UserError
 

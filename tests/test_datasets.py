@@ -14,26 +14,15 @@ from PIL import Image
 import datasets
 from datasets import cache as bin_cache
 from datasets.image_folder import pair_key
-from tests.conftest import make_test_image
+from helpers import folder, make_test_image, save
 from utils.errors import run_cli
 from utils.image_io import read_image
-
-
-def save(path, arr):
-    """Write a uint8 (H, W, 3) / (H, W) array (or uint16 (H, W)) with Pillow."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return path
 
 
 def make_folder(root, names, size=(20, 24)):
     for k, name in enumerate(names):
         save(root / name, make_test_image(*size, seed=k))
     return root
-
-
-def folder(root, **args):
-    return datasets.make({'name': 'image-folder', 'args': {'root_path': str(root), **args}})
 
 
 def assert_cli_error(build, *fragments, capsys):

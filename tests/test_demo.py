@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_test_image
-from test_eval_cli import (assert_one_line_error, load_script, run_main, save_evil_checkpoint,
-                           save_tiny_checkpoint)
+from helpers import make_test_image
+from helpers import (assert_one_line_error, load_script, run_main, save_evil_checkpoint,
+                     save_tiny_checkpoint)
 from utils.checkpoint import load_model
 from utils.data_norm import PUBLISHED, DataNorm
 from utils.image_io import read_image_with_alpha

@@ -1,14 +1,11 @@
 """test.py, the test configs, scripts/eval_all.py, test-*.sh and the LR-making script,
 on generated images and a generated checkpoint (real images only when present)."""
-import importlib.util
 import json
 import math
 import os
-import pickle
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,82 +14,20 @@ import yaml
 from PIL import Image
 
 import datasets
-import models
-from conftest import REPO, make_test_image, shared_dataset
-from utils.checkpoint import load_model, model_entry, save_checkpoint
+from helpers import (PUBLISHED_NORM, REPO, assert_one_line_error, load_script,
+                     make_test_image, run_main, save_evil_checkpoint, save_tiny_checkpoint,
+                     shared_dataset)
+from utils.checkpoint import load_model
 from utils.coords import make_cell, make_coord
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 from utils.evaluate import PATH_ARGS, TEST_CONFIG_KEYS, load_test_config
 from utils.image_io import read_image
 from utils.metrics import psnr
 from utils.registry import check_kwargs
 
-TINY_SPEC = {'name': 'liif', 'args': {
-    'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8,
-                                                       'no_upsampling': True}},
-    'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}}
-PUBLISHED_NORM = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
-
-
-def load_script(relpath):
-    """Import a script by path (``test.py`` would clash with the stdlib ``test`` package)."""
-    path = REPO / relpath
-    spec = importlib.util.spec_from_file_location(f'_script_{path.stem.replace("-", "_")}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 test_cli = load_script('test.py')
 make_lr = load_script('scripts/make_lr_bicubic.py')
 eval_all = load_script('scripts/eval_all.py')
-
-
-def save_tiny_checkpoint(path, data_norm=None):
-    """A random-weight LIIF (1 res-block EDSR, 16-unit MLP) in the published format."""
-    model = models.make(TINY_SPEC)
-    ckpt = {'model': model_entry(TINY_SPEC, model),
-            'optimizer': {'name': 'adam', 'args': {'lr': 1e-4}, 'sd': {}}, 'epoch': 1}
-    if data_norm is not None:
-        ckpt['data_norm'] = data_norm
-    save_checkpoint(ckpt, path)
-    return path
-
-
-class Payload:
-    """Unpickling this would create ``marker``: loaders must refuse it unexecuted."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, 'w'))
-
-
-def save_evil_checkpoint(path, marker):
-    with open(path, 'wb') as f:
-        torch.save({'model': {'name': 'liif', 'args': {}, 'sd': {}}, 'x': Payload(str(marker))},
-                   f, pickle_module=pickle)
-    return path
-
-
-def run_main(main, args, capsys):
-    """Run a script's main through ``run_cli``: ``(exit code, stdout, stderr)``."""
-    try:
-        run_cli(main, args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, pattern):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), err
-    assert re.search(pattern, lines[0]), lines[0]
-    assert 'Traceback' not in err
 
 
 def write_hr_folder(folder, sizes=((48, 40), (36, 52), (45, 45))):

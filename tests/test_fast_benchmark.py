@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_test_image
+from helpers import make_test_image
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import make_test_image
+from helpers import make_test_image
 from utils.errors import UserError
 from utils.image_io import (array_to_tensor, image_size, read_array, read_image,
                             read_image_with_alpha, resize_bicubic, to_uint8_array, write_image)

@@ -16,7 +16,7 @@ from PIL import Image
 import datasets
 import models
 import train_liif
-from conftest import REPO, make_test_image
+from helpers import REPO, make_test_image
 from utils.checkpoint import load_checkpoint, load_model
 from utils.config import freeze
 from utils.data_norm import DataNorm

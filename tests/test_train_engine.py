@@ -5,7 +5,6 @@ import random
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 import models
