@@ -25,4 +25,4 @@ class MLP(nn.Module):
 
     def forward(self, x):
         lead = x.shape[:-1]
-        return self.layers(x.reshape(-1, x.shape[-1])).view(*lead, -1)
+        return self.layers(x.reshape(-1, x.shape[-1])).view(*lead, self.out_dim)

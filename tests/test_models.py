@@ -132,3 +132,14 @@ def test_make_with_args_override_and_load_sd():
 def test_bad_upsampling_scale_is_a_clear_error():
     with pytest.raises(UserError, match='scale'):
         models.make({'name': 'rdn', 'args': {'scale': 5}})
+
+
+def test_mlp_and_plain_query_accept_zero_queries():
+    mlp = models.make({'name': 'mlp', 'args': {'in_dim': 5, 'out_dim': 3, 'hidden_list': [4]}})
+    assert mlp(torch.zeros(2, 0, 5)).shape == (2, 0, 3)
+    model = models.make({'name': 'liif', 'args': {
+        'encoder_spec': TINY_ENCODER,
+        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [8]}}}})
+    model.query_impl = 'plain'
+    coord = torch.zeros(1, 0, 2)
+    assert model.query(torch.rand(1, 8, 4, 4), coord, coord.clone()).shape == (1, 0, 3)
