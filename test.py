@@ -3,6 +3,7 @@
     python test.py --config configs/test/test-div2k-4.yaml --model save/_train_edsr-baseline-liif/epoch-last.pth
     python test.py --config configs/test/test-set5-4.yaml --model rdn-liif.pth --gpu 0
     python test.py --config configs/test/test-b100-6.yaml --model rdn-liif.pth --device cpu --out b100-x6.csv
+    python test.py --config configs/test/test-set5-4.yaml --baseline bicubic     # the "Bicubic" row
 
 The last line printed is ``result: <psnr>`` (4 decimals), as in the original code;
 ``ssim: <value>`` comes just before it. ``--out FILE.json|.csv`` writes the per-image
@@ -19,7 +20,8 @@ from pathlib import Path
 from utils.checkpoint import load_model
 from utils.device import select_device
 from utils.errors import UserError, run_cli
-from utils.evaluate import evaluate_config, load_test_config
+from utils.data_norm import DataNorm
+from utils.evaluate import BicubicBaseline, evaluate_config, load_test_config
 from utils.files import write_text_atomic
 from utils.render import DEFAULT_TILE, set_query_impl
 
@@ -29,7 +31,10 @@ ROW_FIELDS = ['index', 'name', 'psnr', 'ssim', 'lr_h', 'lr_w', 'hr_h', 'hr_w', '
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', required=True, help='test config (configs/test/*.yaml)')
-    parser.add_argument('--model', required=True, help='checkpoint (.pth)')
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument('--model', help='checkpoint (.pth)')
+    which.add_argument('--baseline', choices=['bicubic'],
+                       help='evaluate Pillow bicubic upscaling instead of a model')
     parser.add_argument('--gpu', default=None, help='CUDA device ids, e.g. 0 (as the original)')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:N or mps (default: the best available)')
@@ -76,15 +81,19 @@ def main(args):
         raise UserError('--tile and --workers must be 0 or more')
     cfg = load_test_config(args.config)
     device = select_device(args.device, args.gpu)
-    model, ckpt = load_model(args.model, device)
+    if args.baseline:
+        model, ckpt = BicubicBaseline(DataNorm(cfg.get('data_norm'))), {}
+    else:
+        model, ckpt = load_model(args.model, device)
     if not set_query_impl(model, args.query):
-        print(f'note: --query ignored, model {ckpt["model"]["name"]!r} has one query path',
-              file=sys.stderr)
+        print(f'note: --query ignored, {args.baseline or repr(ckpt["model"]["name"])} '
+              'has one query path', file=sys.stderr)
     stats = evaluate_config(model, cfg, device, default_data_norm=ckpt.get('data_norm'),
                             workers=args.workers, progress=not args.no_progress,
                             tile=args.tile or None)
     if out is not None:
-        write_results(stats, out, {'config': str(args.config), 'model': str(args.model),
+        write_results(stats, out, {'config': str(args.config),
+                                   'model': str(args.model or args.baseline),
                                    'eval_type': cfg.get('eval_type')})
         print(f'per-image results: {out}')
     if stats['ssim'] is not None:

@@ -21,7 +21,7 @@ from utils.checkpoint import load_model
 from utils.coords import make_cell, make_coord
 from utils.errors import UserError
 from utils.evaluate import PATH_ARGS, TEST_CONFIG_KEYS, load_test_config
-from utils.image_io import read_image
+from utils.image_io import read_image, resize_bicubic
 from utils.metrics import psnr
 from utils.registry import check_kwargs
 
@@ -121,6 +121,34 @@ def test_downsampled_div2k_protocol_and_csv(bench, capsys):
     # 48x40 at x3: LR floor(48/3) x floor(40/3) = 16 x 13, HR crop 48 x 39
     assert rows[1].startswith('0,img0.png,') and rows[1].endswith(',16,13,48,39,3.0')
     assert len(rows) == 4
+
+
+def test_bicubic_baseline_equals_pillow_bicubic_upscaling(bench, capsys):
+    # x3 downsampled on the fly, div2k-3 protocol: test.py --baseline bicubic against
+    # the same numbers computed here from the files with Pillow directly.
+    code, out, err = run_main(test_cli.main, cli('--config', bench['x3'], '--baseline', 'bicubic',
+                                                 '--out', bench['dir'] / 'bic.json'), capsys)
+    assert code == 0, err
+    result = float(out.strip().splitlines()[-1].split()[1])
+    expected = []
+    for k in range(3):
+        hr = read_image(bench['hr'] / f'img{k}.png')
+        h, w = hr.shape[-2] // 3, hr.shape[-1] // 3
+        hr = hr[:, :h * 3, :w * 3]
+        up = resize_bicubic(resize_bicubic(hr, (h, w)), (h * 3, w * 3))
+        expected.append(psnr(up.unsqueeze(0), hr.unsqueeze(0), 'div2k', 3))
+    assert result == pytest.approx(sum(expected) / 3, abs=1e-4)
+    report = json.loads((bench['dir'] / 'bic.json').read_text())
+    assert report['model'] == 'bicubic'
+    for row, value in zip(report['images'], expected):
+        assert row['psnr'] == pytest.approx(value, abs=1e-4)
+
+
+def test_model_or_baseline_is_required(bench, capsys):
+    with pytest.raises(SystemExit):
+        cli('--config', bench['x3'])
+    with pytest.raises(SystemExit):
+        cli('--config', bench['x3'], '--model', bench['model'], '--baseline', 'bicubic')
 
 
 def test_cli_subprocess_last_line_is_result(bench):

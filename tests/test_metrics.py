@@ -50,5 +50,7 @@ def test_parse_eval_type():
     assert parse_eval_type('benchmark-4') == ('benchmark', 4)
     assert parse_eval_type('div2k-30') == ('div2k', 30)
     assert parse_eval_type(None) == (None, 0)
-    with pytest.raises(UserError, match='div2k-S'):
-        parse_eval_type('set5-4')
+    assert parse_eval_type('benchmark-3.5') == ('benchmark', 4)   # shave ceil(S)
+    for bad in ('set5-4', 'benchmark-x', 'div2k-0', 'benchmark--2', 'div2k-inf'):
+        with pytest.raises(UserError, match='div2k-S'):
+            parse_eval_type(bad)

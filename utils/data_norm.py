@@ -30,6 +30,10 @@ class DataNorm:
         """``(B, C, h, w)`` image in [0, 1] -> model input."""
         return (x - self.inp_sub.to(x).view(1, -1, 1, 1)) / self.inp_div.to(x).view(1, -1, 1, 1)
 
+    def inp_inverse(self, x):
+        """Model input ``(B, C, h, w)`` -> the image in [0, 1] it was made from."""
+        return x * self.inp_div.to(x).view(1, -1, 1, 1) + self.inp_sub.to(x).view(1, -1, 1, 1)
+
     def gt(self, x):
         """``(..., C)`` target values in [0, 1] -> normalised targets."""
         return (x - self.gt_sub.to(x)) / self.gt_div.to(x)

@@ -31,15 +31,51 @@ from utils.config import check_keys, load_config
 from utils.coords import make_coord
 from utils.data_norm import DataNorm
 from utils.errors import UserError
+from utils.image_io import resize_bicubic
 from utils.render import predict
 
-__all__ = ['predict', 'evaluate_batch', 'evaluate', 'hr_size', 'load_test_config',
+__all__ = ['BicubicBaseline', 'predict', 'evaluate_batch', 'evaluate', 'hr_size', 'load_test_config',
            'make_test_loader', 'evaluate_config', 'data_paths']
 
 TEST_CONFIG_KEYS = {'test_dataset', 'eval_type', 'eval_bsize', 'data_norm'}
 TEST_DATASET_KEYS = {'dataset', 'wrapper', 'batch_size'}
 # Dataset args that name files or folders (checked by data_paths / scripts/eval_all.py).
 PATH_ARGS = ('root_path', 'root_path_1', 'root_path_2', 'split_file')
+
+
+class BicubicBaseline(torch.nn.Module):
+    """The "Bicubic" row of SR tables as a model: every LR image is upscaled to the HR
+    size with Pillow's bicubic (on the 8-bit image, like the data pipeline's
+    downsampling), then evaluated by the same code and protocol as a real model.
+
+    It answers queries at output pixel centres only (the HR size comes from the cell,
+    ``H = 2 / cell``), which is what evaluation asks for.
+    """
+
+    def __init__(self, data_norm):
+        super().__init__()
+        self.data_norm = data_norm
+
+    def encode(self, inp):
+        return self.data_norm.inp_inverse(inp)           # (B, 3, h, w) in [0, 1]
+
+    def prepare(self, lr):
+        return {'lr': lr, 'upscaled': {}}
+
+    def query(self, prepared, coord, cell):
+        """``coord``/``cell`` ``(B, Q, 2)`` of HR pixel centres -> ``(B, Q, 3)`` normalised
+        like the model outputs (``data_norm``'s ``gt`` entry)."""
+        size = (round(2 / cell[0, 0, 0].item()), round(2 / cell[0, 0, 1].item()))
+        if size not in prepared['upscaled']:
+            prepared['upscaled'][size] = torch.stack(
+                [resize_bicubic(img.cpu(), size) for img in prepared['lr']]).to(coord.device)
+        up = prepared['upscaled'][size]                   # (B, 3, H, W)
+        # Pixel (i, j) has its centre at -1 + (2i + 1) / H (spec section 1).
+        rows = (((coord[..., 0] + 1) * size[0] - 1) / 2).round().long().clamp_(0, size[0] - 1)
+        cols = (((coord[..., 1] + 1) * size[1] - 1) / 2).round().long().clamp_(0, size[1] - 1)
+        flat = up.flatten(2)                               # (B, 3, H*W)
+        values = flat.gather(2, (rows * size[1] + cols).unsqueeze(1).expand(-1, 3, -1))
+        return self.data_norm.gt(values.permute(0, 2, 1))
 
 
 def hr_size(lr_size, n_queries):

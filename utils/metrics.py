@@ -30,14 +30,22 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
 def parse_eval_type(eval_type):
-    """``'benchmark-4'`` -> ``('benchmark', 4)``; ``None`` -> ``(None, 0)``."""
+    """``'benchmark-4'`` -> ``('benchmark', 4)``; ``None`` -> ``(None, 0)``.
+
+    The second value is the protocol's S in whole pixels: a fractional scale such as
+    ``'benchmark-3.5'`` (non-integer SR) shaves ``ceil(S)`` = 4 pixels.
+    """
     if eval_type is None:
         return None, 0
     name, _, scale = str(eval_type).rpartition('-')
-    if name not in ('benchmark', 'div2k') or not scale.isdigit():
-        raise UserError(f'eval_type must be "div2k-S" or "benchmark-S" with an integer S, '
+    try:
+        value = float(scale)
+    except ValueError:
+        value = -1.0
+    if name not in ('benchmark', 'div2k') or not value > 0 or not math.isfinite(value):
+        raise UserError(f'eval_type must be "div2k-S" or "benchmark-S" with a scale S > 0, '
                         f'got {eval_type!r}')
-    return name, int(scale)
+    return name, math.ceil(value)
 
 
 def shave_border(x, shave):
