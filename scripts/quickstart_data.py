@@ -45,9 +45,13 @@ def skimage_photo(name):
     return arr
 
 
-def generated_image(seed, size=384):
+GENERATED_SIZE = 384  # side of the generated fallback images
+
+
+def generated_image(seed, size=None):
     """Random antialiased shapes over a smooth gradient plus fine texture: edges and
     detail that bicubic interpolation blurs and a trained model can restore."""
+    size = size or GENERATED_SIZE
     rng = np.random.default_rng(seed)
     big = size * 4
     yy, xx = np.mgrid[0:big, 0:big] / big
@@ -80,12 +84,23 @@ def save_png(arr, path):
     tmp.replace(path)
 
 
-def write_images(out):
+def write_images(out, source='auto'):
+    """Fill ``out/train`` and ``out/test``; ``source`` is ``auto`` (scikit-image when
+    installed, else generated), ``scikit-image`` or ``generated``. Returns the source."""
     train, test = out / 'train', out / 'test'
+    previous = (out / 'source.txt').read_text().strip() if (out / 'source.txt').is_file() else None
+    photos = {} if source == 'generated' else {
+        name: skimage_photo(name) for name in TEST_PHOTOS + TRAIN_PHOTOS}
+    found = bool(photos) and all(photos[name] is not None for name in TEST_PHOTOS)
+    if source == 'scikit-image' and not found:
+        raise UserError('--source scikit-image: scikit-image is not installed '
+                        '(pip install -r requirements-quickstart.txt)')
+    wanted = 'scikit-image' if found else 'generated'
+    if previous is not None and previous != wanted:
+        raise UserError(f'{out} holds {previous} images; use another --out for {wanted} ones')
     train.mkdir(parents=True, exist_ok=True)
     test.mkdir(parents=True, exist_ok=True)
-    photos = {name: skimage_photo(name) for name in TEST_PHOTOS + TRAIN_PHOTOS}
-    if all(photos[name] is not None for name in TEST_PHOTOS):
+    if found:
         source = 'scikit-image'
         for name in TEST_PHOTOS:
             save_png(photos[name], test / f'{name}.png')
@@ -105,11 +120,13 @@ def write_images(out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='load/quickstart', help='output folder')
+    parser.add_argument('--source', choices=['auto', 'scikit-image', 'generated'], default='auto',
+                        help='auto: scikit-image photos when installed, else generated images')
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f'--out {out} exists and is not a folder')
-    source = write_images(out)
+    source = write_images(out, args.source)
     n_train = len(list((out / 'train').glob('*.png')))
     n_test = len(list((out / 'test').glob('*.png')))
     print(f'quickstart data: {n_train} training and {n_test} held-out images from {source} in {out}')

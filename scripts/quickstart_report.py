@@ -1,0 +1,214 @@
+"""The quickstart's demo input, figures and summary (called by scripts/quickstart.sh).
+
+    python scripts/quickstart_report.py demo-input --data load/quickstart --run save/quickstart-X
+    python scripts/quickstart_report.py report --data load/quickstart --run save/quickstart-X
+
+``demo-input`` writes the LR input of the demo: the first held-out photo, cropped to a
+multiple of 4 and downsampled x4 with Pillow bicubic (the data pipeline's rule), as
+``<run>/demo/<name>_lr_x4.png``; it prints that path.
+
+``report`` reads what the quickstart produced in ``<run>``: ``test-x{2,3.5,4}.json`` and
+``bicubic-x{2,3.5,4}.json`` (test.py ``--out``), ``demo/<name>_liif_x4.png`` (demo.py)
+and ``log.txt`` (train_liif.py). It writes ``comparison.png`` (bicubic | LIIF | ground
+truth, a zoomed crop of the demo photo) and ``training_curve.png``, prints a table, and
+ends with ``quickstart: LIIF <p> dB vs bicubic <q> dB on <what> at x4``. It fails
+(exit status 2) if LIIF does not beat bicubic at x4.
+"""
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.image_io import read_image, resize_bicubic, to_uint8_array, write_image  # noqa: E402
+from utils.metrics import psnr  # noqa: E402
+
+SCALES = ('2', '3.5', '4')
+DEMO_SCALE = 4
+CROP = 96          # side of the zoomed crop, HR pixels
+ZOOM = 3           # nearest-neighbour magnification of the crop in the figure
+EPOCH_LINE = re.compile(r'^epoch (\d+)/\d+, train: loss=([0-9.eE+-]+)')
+
+
+def held_out(data):
+    """Sorted held-out test photos of the quickstart data folder."""
+    photos = sorted((Path(data) / 'test').glob('*.png'))
+    if not photos:
+        raise UserError(f'no held-out images in {Path(data) / "test"}: run '
+                        'scripts/quickstart_data.py first')
+    return photos
+
+
+def demo_paths(data, run):
+    photo = held_out(data)[0]
+    demo = Path(run) / 'demo'
+    return photo, demo / f'{photo.stem}_lr_x{DEMO_SCALE}.png', demo / f'{photo.stem}_liif_x{DEMO_SCALE}.png'
+
+
+def ground_truth(photo):
+    """The HR photo cropped to a multiple of the demo scale: ``(3, H, W)``."""
+    hr = read_image(photo)
+    h, w = hr.shape[-2] // DEMO_SCALE, hr.shape[-1] // DEMO_SCALE
+    return hr[:, :h * DEMO_SCALE, :w * DEMO_SCALE]
+
+
+def make_demo_input(data, run):
+    photo, lr_path, _ = demo_paths(data, run)
+    hr = ground_truth(photo)
+    lr_path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(resize_bicubic(hr, (hr.shape[-2] // DEMO_SCALE, hr.shape[-1] // DEMO_SCALE)), lr_path)
+    print(lr_path)
+
+
+def busiest_crop(img, side):
+    """Top-left ``(row, col)`` of the ``side`` x ``side`` window with the most detail
+    (largest sum of absolute gradients), on a coarse grid of positions."""
+    gray = img.mean(0).numpy()
+    energy = np.abs(np.diff(gray, axis=0))[:, :-1] + np.abs(np.diff(gray, axis=1))[:-1, :]
+    best, where = -1.0, (0, 0)
+    step = max(side // 4, 1)
+    for top in range(0, energy.shape[0] - side + 1, step):
+        for left in range(0, energy.shape[1] - side + 1, step):
+            e = energy[top:top + side, left:left + side].sum()
+            if e > best:
+                best, where = e, (top, left)
+    return where
+
+
+def labelled(tile, text):
+    """A crop enlarged ``ZOOM`` times with a caption strip above it."""
+    big = tile.resize((tile.width * ZOOM, tile.height * ZOOM), Image.NEAREST)
+    canvas = Image.new('RGB', (big.width, big.height + 24), 'white')
+    canvas.paste(big, (0, 24))
+    ImageDraw.Draw(canvas).text((6, 6), text, fill='black')
+    return canvas
+
+
+def comparison_figure(data, run, out):
+    """bicubic | LIIF | ground truth on the busiest crop of the demo photo, with the
+    whole-image PSNRs (benchmark-4 protocol). Returns those two PSNRs."""
+    photo, lr_path, liif_path = demo_paths(data, run)
+    hr = ground_truth(photo)
+    if not liif_path.is_file():
+        raise UserError(f'demo output not found: {liif_path} (run demo.py first)')
+    liif = read_image(liif_path)
+    bicubic = resize_bicubic(read_image(lr_path), tuple(hr.shape[-2:]))
+    if liif.shape != hr.shape:
+        raise UserError(f'{liif_path} is {tuple(liif.shape[-2:])}, expected {tuple(hr.shape[-2:])}')
+    scores = {name: psnr(img.unsqueeze(0), hr.unsqueeze(0), 'benchmark', DEMO_SCALE)
+              for name, img in (('bicubic', bicubic), ('liif', liif))}
+    side = min(CROP, hr.shape[-2], hr.shape[-1])
+    top, left = busiest_crop(hr, side)
+    crops = [Image.fromarray(to_uint8_array(img[:, top:top + side, left:left + side]))
+             for img in (bicubic, liif, hr)]
+    captions = [f'Bicubic x{DEMO_SCALE}: {scores["bicubic"]:.2f} dB',
+                f'LIIF x{DEMO_SCALE}: {scores["liif"]:.2f} dB', 'Ground truth']
+    panels = [labelled(c, t) for c, t in zip(crops, captions)]
+    gap = 8
+    figure = Image.new('RGB', (sum(p.width for p in panels) + gap * 4,
+                               panels[0].height + gap * 2 + 20), 'white')
+    x = gap
+    for panel in panels:
+        figure.paste(panel, (x, gap))
+        x += panel.width + gap
+    ImageDraw.Draw(figure).text(
+        (gap, figure.height - 22),
+        f'{photo.name}, held out; {side}x{side} crop at ({top}, {left}) shown {ZOOM}x; '
+        'PSNR of the whole image (Y, shave 4)', fill='black')
+    figure.save(out)
+    return scores
+
+
+def training_curve(run, out):
+    """Plot the per-epoch training loss from ``log.txt`` (matplotlib, else Pillow)."""
+    log = Path(run) / 'log.txt'
+    points = [(int(m[1]), float(m[2])) for line in log.read_text().splitlines()
+              if (m := EPOCH_LINE.match(line))] if log.is_file() else []
+    if not points:
+        raise UserError(f'no "epoch N/M, train: loss=..." lines in {log}')
+    epochs, losses = zip(*points)
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _pillow_curve(epochs, losses, out)
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    ax.plot(epochs, losses, marker='o', markersize=3)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('L1 loss (normalised pixels)')
+    ax.set_title('quickstart training loss')
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def _pillow_curve(epochs, losses, out, width=640, height=360, pad=50):
+    image = Image.new('RGB', (width, height), 'white')
+    draw = ImageDraw.Draw(image)
+    lo, hi = min(losses), max(losses)
+    span_x, span_y = max(max(epochs) - min(epochs), 1), max(hi - lo, 1e-12)
+    xy = [(pad + (e - min(epochs)) / span_x * (width - 2 * pad),
+           height - pad - (v - lo) / span_y * (height - 2 * pad)) for e, v in zip(epochs, losses)]
+    draw.line([(pad, pad), (pad, height - pad), (width - pad, height - pad)], fill='black')
+    draw.line(xy, fill='blue', width=2)
+    draw.text((pad, 10), f'quickstart training loss: {hi:.4f} -> {losses[-1]:.4f}', fill='black')
+    draw.text((width - pad - 40, height - pad + 10), 'epoch', fill='black')
+    image.save(out)
+
+
+def read_result(path):
+    if not path.is_file():
+        raise UserError(f'test result not found: {path} (run test.py --out first)')
+    return json.loads(path.read_text())
+
+
+def report(data, run, started=None):
+    run = Path(run)
+    rows = []
+    for s in SCALES:
+        liif, bic = read_result(run / f'test-x{s}.json'), read_result(run / f'bicubic-x{s}.json')
+        rows.append((s, liif['psnr'], bic['psnr'], liif['ssim'], bic['ssim']))
+    demo_scores = comparison_figure(data, run, run / 'comparison.png')
+    training_curve(run, run / 'training_curve.png')
+    names = [p.stem for p in held_out(data)]
+    source = (Path(data) / 'source.txt').read_text().strip() if (Path(data) / 'source.txt').is_file() else '?'
+    what = f'{len(names)} held-out {source} images ({", ".join(names)})'
+    print(f'\nheld-out: {what}; benchmark-S protocol (Y channel, shave ceil(S))')
+    print('| scale | LIIF PSNR | bicubic PSNR | gain | LIIF SSIM | bicubic SSIM |')
+    print('|---|---|---|---|---|---|')
+    for s, p, q, ps, qs in rows:
+        print(f'| x{s} | {p:.2f} | {q:.2f} | {p - q:+.2f} | {ps:.4f} | {qs:.4f} |')
+    print(f'demo ({demo_paths(data, run)[0].name}, x{DEMO_SCALE}): LIIF {demo_scores["liif"]:.2f} dB, '
+          f'bicubic {demo_scores["bicubic"]:.2f} dB')
+    print(f'figures: {run / "comparison.png"}, {run / "training_curve.png"}')
+    _, p4, q4, _, _ = rows[SCALES.index('4')]
+    if started is not None:
+        print(f'quickstart wall time: {time.time() - started:.0f} s')
+    print(f'quickstart: LIIF {p4:.2f} dB vs bicubic {q4:.2f} dB on {what} at x4')
+    if not p4 > q4:
+        raise UserError(f'LIIF ({p4:.2f} dB) did not beat bicubic ({q4:.2f} dB) at x4')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('step', choices=['demo-input', 'report'])
+    parser.add_argument('--data', default='load/quickstart', help='quickstart data folder')
+    parser.add_argument('--run', required=True, help='the quickstart run folder')
+    parser.add_argument('--started', type=float, help='start time (Unix seconds) to report')
+    args = parser.parse_args(argv)
+    if args.step == 'demo-input':
+        make_demo_input(args.data, args.run)
+    else:
+        report(args.data, args.run, args.started)
+
+
+if __name__ == '__main__':
+    run_cli(main)

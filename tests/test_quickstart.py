@@ -1,0 +1,65 @@
+"""The quickstart's data export and report (the training itself runs in the quickstart)."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import load_script, make_test_image, run_main
+
+data_script = load_script('scripts/quickstart_data.py')
+report_script = load_script('scripts/quickstart_report.py')
+
+
+def test_generated_source_writes_train_and_held_out_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_script, 'GENERATED_SIZE', 64)   # the quickstart uses 384
+    out = tmp_path / 'qs'
+    assert data_script.write_images(out, 'generated') == 'generated'
+    assert len(list((out / 'train').glob('*.png'))) == 12
+    assert len(list((out / 'test').glob('*.png'))) == 3
+    assert (out / 'source.txt').read_text().strip() == 'generated'
+    before = (out / 'test' / 'generated_0.png').read_bytes()
+    data_script.write_images(out, 'generated')                 # existing files kept
+    assert (out / 'test' / 'generated_0.png').read_bytes() == before
+
+
+def test_scikit_image_photos_are_held_out_from_training(tmp_path):
+    pytest.importorskip('skimage')
+    out = tmp_path / 'qs'
+    assert data_script.write_images(out, 'auto') == 'scikit-image'
+    train = {p.stem for p in (out / 'train').glob('*.png')}
+    test = {p.stem for p in (out / 'test').glob('*.png')}
+    assert test == set(data_script.TEST_PHOTOS) and not train & test and len(train) >= 10
+
+
+def test_epoch_line_matches_what_train_liif_logs():
+    line = 'epoch 3/40, train: loss=0.0431, 10.5s 31.6s/7.1m'    # train_liif.py's format
+    m = report_script.EPOCH_LINE.match(line)
+    assert m and (int(m[1]), float(m[2])) == (3, 0.0431)
+
+
+def test_report_writes_figures_and_ends_with_the_summary_line(tmp_path, capsys):
+    data, run = tmp_path / 'data', tmp_path / 'run'
+    (data / 'test').mkdir(parents=True)
+    Image.fromarray(make_test_image(40, 52)).save(data / 'test' / 'cat.png')
+    (data / 'source.txt').write_text('generated\n')
+    report_script.make_demo_input(data, run)
+    lr = run / 'demo' / 'cat_lr_x4.png'
+    assert Image.open(lr).size == (13, 10)
+    # stand-in for demo.py's output: the ground truth itself (LIIF "wins")
+    Image.fromarray(make_test_image(40, 52)).save(run / 'demo' / 'cat_liif_x4.png')
+    (run / 'log.txt').write_text('world_size=1\nepoch 1/2, train: loss=0.2000, 1.0s 1.0s/2.0s\n'
+                                 'epoch 2/2, train: loss=0.1000, 1.0s 2.0s/2.0s\n')
+    for s, (p, q) in zip(report_script.SCALES, [(30, 29), (28, 27.5), (27, 26)]):
+        (run / f'test-x{s}.json').write_text(json.dumps({'psnr': p, 'ssim': 0.9}))
+        (run / f'bicubic-x{s}.json').write_text(json.dumps({'psnr': q, 'ssim': 0.8}))
+    code, out, err = run_main(report_script.main, ['report', '--data', str(data), '--run', str(run)], capsys)
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == ('quickstart: LIIF 27.00 dB vs bicubic 26.00 dB on '
+                                            '1 held-out generated images (cat) at x4')
+    figure = np.asarray(Image.open(run / 'comparison.png'))
+    assert figure.shape[1] > 3 * 40 and Image.open(run / 'training_curve.png').size[0] > 100
+    # LIIF not above bicubic at x4: the report fails
+    (run / 'bicubic-x4.json').write_text(json.dumps({'psnr': 27.5, 'ssim': 0.8}))
+    code, out, err = run_main(report_script.main, ['report', '--data', str(data), '--run', str(run)], capsys)
+    assert code == 2 and 'did not beat bicubic' in err
