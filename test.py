@@ -14,6 +14,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def parse_args(argv=None):
     parser.add_argument('--tile', type=int, default=0,
                         help=f'encode LR images larger than this in overlapping tiles that give '
                              f'the same features (saves memory; e.g. {DEFAULT_TILE}); 0: whole')
-    parser.add_argument('--workers', type=int, default=4, help='data loader worker processes')
+    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
+                        help='data loader worker processes (default: min(4, CPUs))')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     return parser.parse_args(argv)
 

@@ -13,6 +13,7 @@ checkpoint's model and encoder names; ``--paper`` picks another row).
 import argparse
 import math
 import re
+import os
 import sys
 from pathlib import Path
 
@@ -98,7 +99,8 @@ def main(argv=None):
     parser.add_argument('--only', nargs='+', choices=list(TEST_SETS), help='test sets to run')
     parser.add_argument('--paper', choices=list(PAPER), default=None,
                         help="paper row to compare with (default: from the checkpoint)")
-    parser.add_argument('--workers', type=int, default=4)
+    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
+                        help='data loader worker processes (default: min(4, CPUs))')
     args = parser.parse_args(argv)
 
     configs = find_configs(args.configs, args.only)
