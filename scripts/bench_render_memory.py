@@ -73,27 +73,31 @@ def main(argv=None):
     out_side = round(args.size * args.scale)
     size = (out_side, out_side)
     n_queries = out_side * out_side
-    n_chunks = -(-n_queries // args.bsize)
     print(f'{args.encoder}-liif ({getattr(model, "query_impl", "-")} query), input '
           f'{args.size}x{args.size}, output {out_side}x{out_side} ({n_queries / 1e6:.1f}M queries, '
-          f'{n_chunks} chunks of {args.bsize}), tile {args.tile or "none"}')
+          f'chunks of at most {args.bsize}), tile {args.tile or "none"}')
     print(f'peak after building the model: {peak_mib():8.0f} MiB')
 
     image = Image.new('RGB', (size[1], size[0]))  # zero-filled: its pages are resident
     print(f'peak with the output image:    {peak_mib():8.0f} MiB   (output image '
           f'{mib(n_queries * 4):.0f} MiB: Pillow keeps 4 bytes per RGB pixel)')
     start = time.time()
-    done = 0
+    done = pixels = 0
     blocks = render_blocks(model, lr, size, DataNorm(PUBLISHED), args.bsize, args.tile or None)
     for done, (top, left, rgb) in enumerate(blocks, 1):
         image.paste(Image.fromarray(to_uint8_array(rgb.permute(2, 0, 1))), (left, top))
+        pixels += rgb.shape[0] * rgb.shape[1]
         if done == 1:
             print(f'peak after the first chunk:    {peak_mib():8.0f} MiB')
         if args.chunks and done >= args.chunks:
             break
     seconds = time.time() - start
-    print(f'peak after {done} chunk(s):     {peak_mib():8.0f} MiB   ({seconds:.1f} s; '
-          f'~{seconds / done * n_chunks / 60:.0f} min for all ~{n_chunks} at this rate)')
+    if pixels < n_queries:
+        minutes = seconds * n_queries / pixels / 60
+        rate = f'{pixels / n_queries:.1%} of the output; ~{minutes:.0f} min for all at this rate'
+    else:
+        rate = f'the whole output, {n_queries / seconds / 1e3:.0f} kpx/s'
+    print(f'peak after {done} chunk(s):     {peak_mib():8.0f} MiB   ({seconds:.1f} s; {rate})')
     if args.save:
         with tempfile.TemporaryDirectory() as tmp:
             image.save(Path(tmp) / 'out.png')
