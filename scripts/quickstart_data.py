@@ -4,7 +4,10 @@
 
 Real photographs come from scikit-image, which ships sample images inside its wheel.
 Three colour photos are held out for testing (``test/``); the others, colour and
-grayscale, are for training (``train/``). Without scikit-image, generated images with
+grayscale, are for training (``train/``), with scikit-image's colour wheel and
+channel-rotated copies of three colour photos (``*_gbr``, ``*_brg``). Most bundled photos
+are grayscale or reddish; without these the small model learns little about greens and
+blues and shifts those colours on new photos. Without scikit-image, generated images with
 edges and textures are written instead (and the quickstart says so).
 
 Layout written: ``<out>/train/*.png``, ``<out>/test/*.png``, ``<out>/source.txt``
@@ -19,12 +22,16 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.files import atomic_path  # noqa: E402
 
 # Held-out colour photographs (never seen in training) and the training photographs.
 TEST_PHOTOS = ('chelsea', 'coffee', 'rocket')
 TRAIN_PHOTOS = ('astronaut', 'motorcycle_left', 'motorcycle_right', 'hubble_deep_field',
                 'retina', 'immunohistochemistry', 'camera', 'coins', 'moon', 'brick',
-                'grass', 'gravel', 'cell', 'page', 'text')
+                'grass', 'gravel', 'cell', 'page', 'text', 'colorwheel')
+# Colour training photos also written with their channels rotated, for hue coverage.
+ROTATED_PHOTOS = ('astronaut', 'motorcycle_left', 'immunohistochemistry')
+ROTATIONS = {'gbr': (1, 2, 0), 'brg': (2, 0, 1)}  # suffix -> source channel of R, G, B
 
 
 def skimage_photo(name):
@@ -79,9 +86,8 @@ def generated_image(seed, size=None):
 def save_png(arr, path):
     if path.exists():
         return
-    tmp = path.with_name(f'.{path.name}.tmp.png')
-    Image.fromarray(arr).save(tmp)
-    tmp.replace(path)
+    with atomic_path(path, suffix='.png') as tmp:
+        Image.fromarray(arr).save(tmp)
 
 
 def write_images(out, source='auto'):
@@ -107,6 +113,10 @@ def write_images(out, source='auto'):
         for name in TRAIN_PHOTOS:
             if photos[name] is not None:
                 save_png(photos[name], train / f'{name}.png')
+        for name in ROTATED_PHOTOS:
+            for suffix, order in ROTATIONS.items():
+                if photos[name] is not None:
+                    save_png(photos[name][..., order], train / f'{name}_{suffix}.png')
     else:
         source = 'generated'
         for i in range(3):

@@ -30,6 +30,10 @@ def test_scikit_image_photos_are_held_out_from_training(tmp_path):
     train = {p.stem for p in (out / 'train').glob('*.png')}
     test = {p.stem for p in (out / 'test').glob('*.png')}
     assert test == set(data_script.TEST_PHOTOS) and not train & test and len(train) >= 10
+    source = np.asarray(Image.open(out / 'train' / 'astronaut.png'))
+    gbr = np.asarray(Image.open(out / 'train' / 'astronaut_gbr.png'))
+    assert np.array_equal(gbr[..., 0], source[..., 1]) and np.array_equal(gbr[..., 2], source[..., 0])
+    assert 'colorwheel' in train
 
 
 def test_epoch_line_matches_what_train_liif_logs():
