@@ -32,6 +32,8 @@ TRAIN_PHOTOS = ('astronaut', 'motorcycle_left', 'motorcycle_right', 'hubble_deep
 # Colour training photos also written with their channels rotated, for hue coverage.
 ROTATED_PHOTOS = ('astronaut', 'motorcycle_left', 'immunohistochemistry')
 ROTATIONS = {'gbr': (1, 2, 0), 'brg': (2, 0, 1)}  # suffix -> source channel of R, G, B
+# Training images either source writes, so both train the same number of iterations.
+N_TRAIN = len(TRAIN_PHOTOS) + len(ROTATED_PHOTOS) * len(ROTATIONS)
 
 
 def skimage_photo(name):
@@ -121,7 +123,7 @@ def write_images(out, source='auto'):
         source = 'generated'
         for i in range(3):
             save_png(generated_image(1000 + i), test / f'generated_{i}.png')
-        for i in range(12):
+        for i in range(N_TRAIN):
             save_png(generated_image(i), train / f'generated_{i:02d}.png')
     (out / 'source.txt').write_text(source + '\n')
     return source
