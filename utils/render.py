@@ -65,6 +65,15 @@ def receptive_radius(encoder):
     return radius
 
 
+def tiling_radius(model, size, tile):
+    """The margin (``receptive_radius``) with which an LR image of ``size = (h, w)`` is
+    encoded in tiles of ``tile`` pixels, or ``None`` when it is encoded whole: no
+    ``tile``, an image that fits in one tile, or an encoder that cannot be tiled."""
+    if not tile or (size[0] <= tile and size[1] <= tile) or not hasattr(model, 'encoder'):
+        return None
+    return receptive_radius(model.encoder)
+
+
 def encode(model, inp, tile=None):
     """Feature map ``model.encode(inp)``, computed tile by tile for large inputs.
 
@@ -82,9 +91,7 @@ def encode(model, inp, tile=None):
     """
     model = unwrap(model)
     h, w = inp.shape[-2:]
-    if not tile or (h <= tile and w <= tile):
-        return model.encode(inp)
-    radius = receptive_radius(model.encoder) if hasattr(model, 'encoder') else None
+    radius = tiling_radius(model, (h, w), tile)
     if radius is None:
         return model.encode(inp)
     feat = None
@@ -227,9 +234,7 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
     model = unwrap(model)
     out_h, out_w = int(size[0]), int(size[1])
     h, w = lr.shape[-2:]
-    radius = None
-    if tile and (h > tile or w > tile) and hasattr(model, 'encoder'):
-        radius = receptive_radius(model.encoder)
+    radius = tiling_radius(model, (h, w), tile)
     enc_tile = tile if radius is not None else max(h, w)
     device, dtype = lr.device, lr.dtype
     with torch.no_grad():
