@@ -28,7 +28,7 @@ import datasets
 from utils import metrics
 from utils.checkpoint import unwrap
 from utils.config import check_keys, load_config
-from utils.coords import make_coord
+from utils.coords import make_coord, nearest_index
 from utils.data_norm import DataNorm
 from utils.errors import UserError
 from utils.image_io import resize_bicubic
@@ -70,9 +70,9 @@ class BicubicBaseline(torch.nn.Module):
             prepared['upscaled'][size] = torch.stack(
                 [resize_bicubic(img.cpu(), size) for img in prepared['lr']]).to(coord.device)
         up = prepared['upscaled'][size]                   # (B, 3, H, W)
-        # Pixel (i, j) has its centre at -1 + (2i + 1) / H (spec section 1).
-        rows = (((coord[..., 0] + 1) * size[0] - 1) / 2).round().long().clamp_(0, size[0] - 1)
-        cols = (((coord[..., 1] + 1) * size[1] - 1) / 2).round().long().clamp_(0, size[1] - 1)
+        # The HR pixel whose cell holds each query (spec section 1).
+        rows = nearest_index(coord[..., 0], size[0], fused=False).clamp_(0, size[0] - 1)
+        cols = nearest_index(coord[..., 1], size[1], fused=False).clamp_(0, size[1] - 1)
         flat = up.flatten(2)                               # (B, 3, H*W)
         values = flat.gather(2, (rows * size[1] + cols).unsqueeze(1).expand(-1, 3, -1))
         return self.data_norm.gt(values.permute(0, 2, 1))
