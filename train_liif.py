@@ -26,7 +26,7 @@ import datasets
 import models
 from utils import distributed
 from utils.checkpoint import build_model, load_checkpoint, model_entry, save_checkpoint
-from utils.config import check_keys, load_config, thaw
+from utils.config import check_keys, load_config, positive_int, thaw
 from utils.data_norm import DataNorm
 from utils.device import select_device
 from utils.engine import (NonFiniteLoss, make_train_loader, set_loader_epoch,
@@ -130,11 +130,6 @@ def check_config(config, path):
     if amp not in (None, False, 'none') and amp not in AMP_DTYPES:
         raise UserError(f'{path}: amp must be one of {", ".join(AMP_DTYPES)} or none, got {amp!r}')
     parse_eval_type(config.get('eval_type'))
-
-
-def positive_int(value, what):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f'{what} must be a positive integer, got {value!r}')
 
 
 def train(config, args, env, device):

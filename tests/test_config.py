@@ -3,7 +3,7 @@ import copy
 
 import pytest
 
-from utils.config import check_keys, freeze, load_config, thaw
+from utils.config import check_keys, freeze, load_config, positive_int, thaw
 from utils.errors import UserError
 
 
@@ -60,3 +60,14 @@ def test_check_keys_and_freeze_thaw_round_trip():
         check_keys({'c': 1}, {'a', 'b'}, 'here')
     data = {'a': [1, {'b': [2]}]}
     assert thaw(freeze(data)) == data
+
+
+@pytest.mark.parametrize('bad', [0, -2, 1.5, True, '4', None])
+def test_positive_int_names_the_value(bad):
+    with pytest.raises(UserError, match=rf"^c.yaml: eval_bsize must be a positive integer, got {bad!r}$"):
+        positive_int(bad, 'c.yaml: eval_bsize')
+
+
+def test_positive_int_accepts_positive_ints():
+    for good in (1, 30000):
+        positive_int(good, 'x')

@@ -76,6 +76,13 @@ def check_keys(mapping, valid, where):
                         f'valid: {", ".join(sorted(valid))}')
 
 
+def positive_int(value, what):
+    """Raise ``UserError`` ``'<what> must be a positive integer, got <value>'`` unless
+    ``value`` is an int >= 1 (``True`` is not)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f'{what} must be a positive integer, got {value!r}')
+
+
 def load_config(path, valid_keys=None):
     """Load, check top-level keys against ``valid_keys`` (if given) and freeze."""
     data = load_yaml(path)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 import datasets
 from utils import metrics
 from utils.checkpoint import unwrap
-from utils.config import check_keys, load_config
+from utils.config import check_keys, load_config, positive_int
 from utils.coords import make_coord, nearest_index
 from utils.data_norm import DataNorm
 from utils.errors import UserError
@@ -205,13 +205,9 @@ def load_test_config(path):
         metrics.parse_eval_type(cfg.get('eval_type'))
     except UserError as e:
         raise UserError(f'{path}: {e}') from None
-    bsize = cfg.get('eval_bsize')
-    if bsize is not None and (type(bsize) is not int or bsize < 1):
-        raise UserError(f'{path}: eval_bsize must be a positive integer, got {bsize!r}')
-    batch_size = cfg['test_dataset'].get('batch_size', 1)
-    if type(batch_size) is not int or batch_size < 1:
-        raise UserError(f'{path}: test_dataset batch_size must be a positive integer, '
-                        f'got {batch_size!r}')
+    if cfg.get('eval_bsize') is not None:
+        positive_int(cfg['eval_bsize'], f'{path}: eval_bsize')
+    positive_int(cfg['test_dataset'].get('batch_size', 1), f'{path}: test_dataset batch_size')
     return cfg
 
 
