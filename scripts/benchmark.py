@@ -52,14 +52,16 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import models  # noqa: E402
+from datasets.image_folder import list_images  # noqa: E402
 from datasets.sampling import make_item  # noqa: E402
+from scripts.make_lr_bicubic import make_lr  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.coords import make_cell  # noqa: E402
 from utils.data_norm import PUBLISHED, DataNorm  # noqa: E402
 from utils.engine import train_step  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
-from utils.image_io import read_image, resize_bicubic  # noqa: E402
+from utils.image_io import read_image  # noqa: E402
 from utils.metrics import psnr  # noqa: E402
 from utils.render import OutputGrid, render  # noqa: E402
 
@@ -75,7 +77,6 @@ RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30)}
 QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30)}
 TASKS = ('render-x4', 'render-x30', 'query-x4', 'query-x30', 'train')
 IMPLS = ('plain', 'fast')
-IMAGE_EXTENSIONS = ('.png', '.bmp', '.jpg', '.jpeg', '.tif', '.tiff')
 
 
 def parse_args(argv=None):
@@ -273,15 +274,12 @@ def time_train(model, device, batch, patch, sample_q, iters, warmup, autocast_dt
 
 def set5_psnr(model, device, folder, autocast_dtype, data_norm):
     """Mean PSNR (benchmark-4) of x4 renders of the Set5 HR images in ``folder``."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise UserError(f'--set5 {folder}: no images there')
     values = []
-    for path in files:
-        hr = read_image(path)
-        h, w = hr.shape[-2] // 4, hr.shape[-1] // 4
+    for name in list_images(folder):
+        hr = read_image(Path(folder) / name)
+        lr = make_lr(hr, 4).to(device)                    # the benchmark-4 LR image
+        h, w = lr.shape[-2:]
         hr = hr[:, :h * 4, :w * 4]
-        lr = resize_bicubic(hr, (h, w)).to(device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                             enabled=autocast_dtype is not None):
             image = render(model, lr, (h * 4, w * 4), data_norm)

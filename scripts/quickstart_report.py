@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.make_lr_bicubic import make_lr  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.image_io import read_image, resize_bicubic, to_uint8_array, write_image  # noqa: E402
 from utils.metrics import psnr  # noqa: E402
@@ -60,9 +61,8 @@ def ground_truth(photo):
 
 def make_demo_input(data, run):
     photo, lr_path, _ = demo_paths(data, run)
-    hr = ground_truth(photo)
     lr_path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(resize_bicubic(hr, (hr.shape[-2] // DEMO_SCALE, hr.shape[-1] // DEMO_SCALE)), lr_path)
+    write_image(make_lr(read_image(photo), DEMO_SCALE), lr_path)
     print(lr_path)
 
 
