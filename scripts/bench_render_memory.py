@@ -31,13 +31,13 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import models  # noqa: E402
+from scripts.benchmark import MODEL_SPECS  # noqa: E402
 from utils.data_norm import PUBLISHED, DataNorm  # noqa: E402
 from utils.image_io import to_uint8_array  # noqa: E402
 from utils.render import (DEFAULT_CHUNK, DEFAULT_TILE, render_blocks,  # noqa: E402
                           set_query_impl)
 
-ENCODERS = {'edsr-baseline': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}},
-            'rdn': {'name': 'rdn', 'args': {'no_upsampling': True}}}
+ENCODERS = ('edsr-baseline', 'rdn')  # the <encoder>-liif models of scripts/benchmark.py
 
 
 def peak_mib():
@@ -65,9 +65,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    model = models.make({'name': 'liif', 'args': {
-        'encoder_spec': ENCODERS[args.encoder],
-        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}}).eval()
+    model = models.make(MODEL_SPECS[f'{args.encoder}-liif']).eval()
     set_query_impl(model, args.query)
     lr = torch.rand(3, args.size, args.size)
     out_side = round(args.size * args.scale)
