@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.make_lr_bicubic import make_lr  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
+from utils.files import atomic_path  # noqa: E402
 from utils.image_io import read_image, resize_bicubic, to_uint8_array, write_image  # noqa: E402
 from utils.metrics import psnr  # noqa: E402
 
@@ -121,7 +122,8 @@ def comparison_figure(data, run, out):
         (gap, figure.height - 22),
         f'{photo.name}, held out; {side}x{side} crop at ({top}, {left}) shown {ZOOM}x; '
         'PSNR of the whole image (Y, shave 4)', fill='black')
-    figure.save(out)
+    with atomic_path(out, suffix='.png') as tmp:
+        figure.save(tmp)
     return scores
 
 
@@ -146,7 +148,8 @@ def training_curve(run, out):
     ax.set_title('quickstart training loss')
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out)
+    with atomic_path(out, suffix='.png') as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -161,7 +164,8 @@ def _pillow_curve(epochs, losses, out, width=640, height=360, pad=50):
     draw.line(xy, fill='blue', width=2)
     draw.text((pad, 10), f'quickstart training loss: {hi:.4f} -> {losses[-1]:.4f}', fill='black')
     draw.text((width - pad - 40, height - pad + 10), 'epoch', fill='black')
-    image.save(out)
+    with atomic_path(out, suffix='.png') as tmp:
+        image.save(tmp)
 
 
 def read_result(path):
