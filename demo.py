@@ -17,7 +17,8 @@ never over the input. Memory stays bounded by the output image plus a constant: 
 output is decoded in chunks of ``--bsize`` queries into the 8-bit image, and inputs
 larger than ``--tile`` pixels are encoded in overlapping tiles that give the same
 features. The checkpoint's ``data_norm`` is used when it has one, else 0.5/0.5 like the
-published models.
+published models and the original demo.py (``engine.data_norm.choose``; test.py falls
+back to none instead, as the original test.py).
 """
 import argparse
 import math
@@ -27,13 +28,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from utils.checkpoint import load_model
-from utils.data_norm import PUBLISHED, DataNorm
+import models
+from datasets.image_folder import list_images
+from datasets.image_io import image_size, read_image_with_alpha
+from engine.checkpoint import load_model
+from engine.data_norm import PUBLISHED, DataNorm, choose
+from engine.render import DEFAULT_CHUNK, DEFAULT_TILE, render
 from utils.device import select_device
 from utils.errors import UserError, run_cli
 from utils.files import atomic_path
-from utils.image_io import image_size, read_image_with_alpha
-from utils.render import DEFAULT_CHUNK, DEFAULT_TILE, render, set_query_impl
 
 # Pillow formats that store an alpha channel.
 ALPHA_FORMATS = {'PNG', 'WEBP', 'TIFF'}
@@ -111,13 +114,7 @@ def plan_jobs(input_path, output_path):
         if dst.resolve() == src.resolve():
             raise UserError(f'--output {dst} is the input folder: the outputs would overwrite '
                             'the inputs')
-        extensions = Image.registered_extensions()
-        names = sorted(p.name for p in src.iterdir()
-                       if p.is_file() and not p.name.startswith('.')
-                       and p.suffix.lower() in extensions)
-        if not names:
-            raise UserError(f'no images in folder {src}')
-        jobs = [(src / n, dst / n) for n in names]
+        jobs = [(src / n, dst / n) for n in list_images(src)]
     else:
         if dst.is_dir():
             dst = dst / src.name
@@ -165,10 +162,10 @@ def main(args):
         check_memory(size, src)
     device = select_device(args.device, args.gpu)
     model, ckpt = load_model(args.model, device)
-    if not set_query_impl(model, args.query):
+    if not models.set_query_impl(model, args.query):
         print(f'note: --query ignored, model {ckpt["model"]["name"]!r} has one query path',
               file=sys.stderr)
-    data_norm = DataNorm(ckpt.get('data_norm') or PUBLISHED)
+    data_norm = DataNorm(choose(checkpoint=ckpt.get('data_norm'), default=PUBLISHED))
     for (src, dst), size in zip(jobs, sizes):
         lr, alpha = read_image_with_alpha(src)
         image = render(model, lr.to(device), size, data_norm, chunk=args.bsize,

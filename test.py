@@ -8,7 +8,10 @@
 The last line printed is ``result: <psnr>`` (4 decimals), as in the original code;
 ``ssim: <value>`` comes just before it. ``--out FILE.json|.csv`` writes the per-image
 PSNR/SSIM with the LR/HR sizes and the scale. The protocol (spec section 7) is in
-``utils/evaluate.py`` and ``utils/metrics.py``.
+``engine/evaluate.py`` and ``engine/metrics.py``.
+
+``data_norm``: the test config's, else the checkpoint's, else none (as the original
+test.py; ``engine.data_norm.choose``).
 """
 import argparse
 import csv
@@ -18,13 +21,13 @@ import os
 import sys
 from pathlib import Path
 
-from utils.checkpoint import load_model
+import models
+from engine.checkpoint import load_model
+from engine.evaluate import evaluate_config, load_test_config
+from engine.render import DEFAULT_TILE
 from utils.device import select_device
 from utils.errors import UserError, run_cli
-from utils.data_norm import DataNorm
-from utils.evaluate import BicubicBaseline, evaluate_config, load_test_config
 from utils.files import write_text_atomic
-from utils.render import DEFAULT_TILE, set_query_impl
 
 ROW_FIELDS = ['index', 'name', 'psnr', 'ssim', 'lr_h', 'lr_w', 'hr_h', 'hr_w', 'scale']
 
@@ -84,13 +87,14 @@ def main(args):
     cfg = load_test_config(args.config)
     device = select_device(args.device, args.gpu)
     if args.baseline:
-        model, ckpt = BicubicBaseline(DataNorm(cfg.get('data_norm'))), {}
+        model = models.make({'name': args.baseline, 'args': {'data_norm': cfg.get('data_norm')}})
+        ckpt = {}
     else:
         model, ckpt = load_model(args.model, device)
-    if not set_query_impl(model, args.query):
+    if not models.set_query_impl(model, args.query):
         print(f'note: --query ignored, {args.baseline or repr(ckpt["model"]["name"])} '
               'has one query path', file=sys.stderr)
-    stats = evaluate_config(model, cfg, device, default_data_norm=ckpt.get('data_norm'),
+    stats = evaluate_config(model, cfg, device, checkpoint_data_norm=ckpt.get('data_norm'),
                             workers=args.workers, progress=not args.no_progress,
                             tile=args.tile or None)
     if out is not None:

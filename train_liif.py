@@ -11,30 +11,34 @@
 The run folder is ``save/_<config name>[_<tag>]`` or ``save/<name>[_<tag>]`` (see
 ``utils/run_dir.py``); it is never deleted: a used folder must be resumed. Resuming
 from ``epoch-last.pth`` ends with the same weights as an uninterrupted run.
+
+This script builds the objects; the loop's pieces live in ``engine/``: the training step
+and epoch in ``engine/train.py``, validation in ``engine/evaluate.py``, checkpoints and
+resuming in ``engine/checkpoint.py``.
 """
 import argparse
 import os
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import datasets
 import models
+from engine.checkpoint import (load_checkpoint, restore_rng, restore_training, save_checkpoint,
+                               training_checkpoint)
+from engine.data_norm import DataNorm
+from engine.evaluate import evaluate
+from engine.metrics import parse_eval_type
+from engine.train import (NonFiniteLoss, make_train_loader, seed_everything, set_loader_epoch,
+                          train_one_epoch)
 from utils import distributed
-from utils.checkpoint import build_model, load_checkpoint, model_entry, save_checkpoint
 from utils.config import check_keys, load_config, positive_int, thaw
-from utils.data_norm import DataNorm
 from utils.device import select_device
-from utils.engine import (NonFiniteLoss, make_train_loader, set_loader_epoch,
-                          train_one_epoch, validate)
 from utils.errors import UserError, run_cli
-from utils.metrics import parse_eval_type
-from utils.optim import make_optimizer, make_scheduler, optimizer_entry
-from utils.run_dir import RunLog, check_run_dir, run_name, save_config, time_text
+from utils.optim import make_optimizer, make_scheduler
+from utils.run_dir import RunLog, check_run_dir, epoch_line, run_name, save_config
 
 # Top-level keys of a training config and what each means (unknown keys are errors).
 CONFIG_KEYS = {
@@ -56,7 +60,6 @@ CONFIG_KEYS = {
            '(CUDA; also accepted on CPU); default off',
     'num_workers': 'data-loading processes per training process (default min(8, CPUs))',
 }
-DATASET_KEYS = {'dataset', 'wrapper', 'batch_size'}
 DEFAULT_SEED = 0
 AMP_DTYPES = {'bf16': torch.bfloat16}
 
@@ -107,16 +110,8 @@ def check_config(config, path):
         if config.get(key) is None:
             raise UserError(f'{path}: missing required key {key!r}')
     for key in ('train_dataset', 'val_dataset'):
-        section = config.get(key)
-        if section is None:
-            continue
-        if not hasattr(section, 'get'):
-            raise UserError(f'{path}: {key} must be a mapping of {", ".join(sorted(DATASET_KEYS))}')
-        check_keys(section, DATASET_KEYS, f'{path}: {key}')
-        for sub in sorted(DATASET_KEYS):
-            if sub not in section:
-                raise UserError(f'{path}: {key} needs {sub!r}')
-        positive_int(section['batch_size'], f'{path}: {key}.batch_size')
+        if config.get(key) is not None:
+            datasets.check_section(config[key], f'{path}: {key}')
     positive_int(config['epoch_max'], f'{path}: epoch_max')
     for key in ('epoch_val', 'epoch_save', 'eval_bsize'):
         if config.get(key) is not None:
@@ -155,20 +150,20 @@ def train(config, args, env, device):
     seed_everything(seed)
 
     # Data (errors about missing folders or bad wrapper args surface here).
-    train_set = make_dataset(config['train_dataset'], seed)
+    train_set = datasets.make_sr_dataset(config['train_dataset'], seed)
     val_spec = config.get('val_dataset')
-    val_set = make_dataset(val_spec, seed) if val_spec is not None else None
+    val_set = datasets.make_sr_dataset(val_spec, seed) if val_spec is not None else None
     num_workers = config.get('num_workers')
     if num_workers is None:
         per_machine = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
         num_workers = min(8, max(1, (os.cpu_count() or 1) // per_machine))
-    worker_init_fn = getattr(datasets, 'seed_worker', None)
     train_loader = make_train_loader(train_set, config['train_dataset']['batch_size'], env, seed,
-                                     num_workers, worker_init_fn, pin_memory=device.type == 'cuda')
+                                     num_workers, datasets.seed_worker,
+                                     pin_memory=device.type == 'cuda')
 
     model_spec, opt_spec, model, optimizer, scheduler, epoch_start = build_training_state(
         config, ckpt, resume_path, device)
-    set_query_impl(model, args.query)
+    models.set_query_impl(model, args.query)
     net = model
     if env.distributed:
         model = DistributedDataParallel(
@@ -189,87 +184,77 @@ def train(config, args, env, device):
         save_config(thaw(config), run_dir, epoch_start)
     distributed.barrier(env)
     log = RunLog(run_dir, writer=env.is_main)
-    log(f'world_size={env.world_size}, device={device}, seed={seed}, run folder {run_dir}')
-    if ckpt is not None:
-        log(f'resumed from {resume_path} (epoch {ckpt["epoch"]})')
-        if model_spec['name'] != config['model']['name'] or \
-                thaw(model_spec['args']) != thaw(config['model'].get('args') or {}):
-            log('note: the model spec of the checkpoint differs from the config; '
-                'training continues with the checkpoint\'s')
-    log(f'train dataset: size={len(train_set)}, batch_size={config["train_dataset"]["batch_size"]}'
-        f' ({config["train_dataset"]["batch_size"] // env.world_size} per process)')
-    if val_set is not None:
-        log(f'val dataset: size={len(val_set)}, batch_size={val_spec["batch_size"]}')
-    n_params = sum(p.numel() for p in net.parameters())
-    log(f'model: {model_spec["name"]}, #params={n_params / 1e6:.2f}M'
-        + (f', query={net.query_impl}' if hasattr(net, 'query_impl') else ''))
-    if amp_dtype is not None:
-        log(f'amp: {config["amp"]} autocast on {device.type}')
+    try:  # the log (and its TensorBoard writer) is closed however the run ends
+        log(f'world_size={env.world_size}, device={device}, seed={seed}, run folder {run_dir}')
+        if ckpt is not None:
+            log(f'resumed from {resume_path} (epoch {ckpt["epoch"]})')
+            if model_spec['name'] != config['model']['name'] or \
+                    thaw(model_spec['args']) != thaw(config['model'].get('args') or {}):
+                log('note: the model spec of the checkpoint differs from the config; '
+                    'training continues with the checkpoint\'s')
+        batch_size = config['train_dataset']['batch_size']
+        log(f'train dataset: size={len(train_set)}, batch_size={batch_size}'
+            f' ({batch_size // env.world_size} per process)')
+        if val_set is not None:
+            log(f'val dataset: size={len(val_set)}, batch_size={val_spec["batch_size"]}')
+        n_params = sum(p.numel() for p in net.parameters())
+        log(f'model: {model_spec["name"]}, #params={n_params / 1e6:.2f}M'
+            + (f', query={net.query_impl}' if hasattr(net, 'query_impl') else ''))
+        if amp_dtype is not None:
+            log(f'amp: {config["amp"]} autocast on {device.type}')
 
-    restore_rng(resume.get('rng'), device)
-    best_psnr = resume.get('best_psnr')
-    epoch_max, epoch_val = config['epoch_max'], config.get('epoch_val')
-    epoch_save = config.get('epoch_save')
-    if epoch_start > epoch_max:
-        log(f'nothing to do: the checkpoint is at epoch {epoch_start - 1}, epoch_max={epoch_max}')
-    last_good = resume_path
-    for epoch in range(epoch_start, epoch_max + 1):
-        epoch_start_time = time.time()
-        log_info = [f'epoch {epoch}/{epoch_max}']
-        log.scalar('lr', optimizer.param_groups[0]['lr'], epoch)
-        set_loader_epoch(train_loader, epoch)
-        try:
-            stats = train_one_epoch(model, train_loader, optimizer, device, data_norm, epoch,
-                                    amp_dtype, env, progress)
-        except NonFiniteLoss as e:
-            kept = f'; the last good checkpoint is {last_good}' if last_good else ''
-            raise NonFiniteLoss(f'{e}{kept}') from None
-        if scheduler is not None:
-            scheduler.step()
-        log_info.append(f'train: loss={stats["loss"]:.4f}')
-        log.scalar('loss', stats['loss'], epoch)
+        restore_rng(resume.get('rng'), device)
+        best_psnr = resume.get('best_psnr')
+        epoch_max, epoch_val = config['epoch_max'], config.get('epoch_val')
+        epoch_save = config.get('epoch_save')
+        if epoch_start > epoch_max:
+            log(f'nothing to do: the checkpoint is at epoch {epoch_start - 1}, epoch_max={epoch_max}')
+        last_good = resume_path
+        for epoch in range(epoch_start, epoch_max + 1):
+            epoch_start_time = time.time()
+            log.scalar('lr', optimizer.param_groups[0]['lr'], epoch)
+            set_loader_epoch(train_loader, epoch)
+            try:
+                stats = train_one_epoch(model, train_loader, optimizer, device, data_norm, epoch,
+                                        amp_dtype, env, progress)
+            except NonFiniteLoss as e:
+                kept = f'; the last good checkpoint is {last_good}' if last_good else ''
+                raise NonFiniteLoss(f'{e}{kept}') from None
+            if scheduler is not None:
+                scheduler.step()
+            log.scalar('loss', stats['loss'], epoch)
 
-        val_psnr = None
-        if val_set is not None and epoch_val is not None and epoch % epoch_val == 0:
-            val_psnr = validate(model, val_set, val_spec['batch_size'], data_norm,
-                                config.get('eval_type'), config.get('eval_bsize'), device, env,
-                                num_workers, worker_init_fn, progress)['psnr']
-            log_info.append(f'val: psnr={val_psnr:.4f}')
-            log.scalar('psnr', val_psnr, epoch)
-        is_best = val_psnr is not None and (best_psnr is None or val_psnr > best_psnr)
-        if is_best:
-            best_psnr = val_psnr
-
-        if env.is_main:
-            ckpt_out = {
-                # the published format ...
-                'model': model_entry(model_spec, net),
-                'optimizer': optimizer_entry(opt_spec, optimizer),
-                'epoch': epoch,
-                # ... plus what exact resuming needs, under new keys
-                'resume': {'scheduler': scheduler.state_dict() if scheduler else None,
-                           'rng': rng_state(device), 'best_psnr': best_psnr,
-                           'val_psnr': val_psnr, 'seed': seed,
-                           'world_size': env.world_size},
-                'data_norm': data_norm.spec,
-            }
-            names = ['epoch-last.pth']
-            if epoch_save is not None and epoch % epoch_save == 0:
-                names.append(f'epoch-{epoch}.pth')
+            val_psnr = None
+            if val_set is not None and epoch_val is not None and epoch % epoch_val == 0:
+                val_psnr = evaluate(model, val_set, data_norm, val_spec['batch_size'],
+                                    config.get('eval_type'), config.get('eval_bsize'), device, env,
+                                    num_workers, progress)['psnr']
+                log.scalar('psnr', val_psnr, epoch)
+            is_best = val_psnr is not None and (best_psnr is None or val_psnr > best_psnr)
             if is_best:
-                names.append('epoch-best.pth')
-            for name in names:
-                save_checkpoint(ckpt_out, run_dir / name)
-        last_good = run_dir / 'epoch-last.pth'
+                best_psnr = val_psnr
 
-        now = time.time()
-        progress_frac = (epoch - epoch_start + 1) / (epoch_max - epoch_start + 1)
-        elapsed = now - start_time
-        log_info.append(f'{time_text(now - epoch_start_time)} '
-                        f'{time_text(elapsed)}/{time_text(elapsed / progress_frac)}')
-        log(', '.join(log_info))
-        log.flush()
-    log.close()
+            if env.is_main:
+                ckpt_out = training_checkpoint(model_spec, net, opt_spec, optimizer, epoch, scheduler,
+                                               device, data_norm.spec, seed, env.world_size,
+                                               best_psnr, val_psnr)
+                names = ['epoch-last.pth']
+                if epoch_save is not None and epoch % epoch_save == 0:
+                    names.append(f'epoch-{epoch}.pth')
+                if is_best:
+                    names.append('epoch-best.pth')
+                for name in names:
+                    save_checkpoint(ckpt_out, run_dir / name)
+            last_good = run_dir / 'epoch-last.pth'
+
+            now = time.time()
+            progress_frac = (epoch - epoch_start + 1) / (epoch_max - epoch_start + 1)
+            elapsed = now - start_time
+            log(epoch_line(epoch, epoch_max, stats['loss'], val_psnr, now - epoch_start_time,
+                           elapsed, elapsed / progress_frac))
+            log.flush()
+    finally:
+        log.close()
     distributed.barrier(env)
     return {'model': net, 'optimizer': optimizer, 'scheduler': scheduler,
             'best_psnr': best_psnr, 'run_dir': run_dir}
@@ -277,88 +262,17 @@ def train(config, args, env, device):
 
 def build_training_state(config, ckpt, resume_path, device):
     """Model, optimizer and lr schedule: new from the config, or from the checkpoint
-    ``ckpt`` when resuming (its model and optimizer specs, as the original code does).
+    ``ckpt`` when resuming (``engine.checkpoint.restore_training``).
 
     Returns ``(model_spec, optimizer_spec, model, optimizer, scheduler, epoch_start)``.
     """
-    if ckpt is None:
-        model_spec, opt_spec = config['model'], config['optimizer']
-        model = models.make(model_spec).to(device)
-        optimizer = make_optimizer(model.parameters(), opt_spec)
-        return (model_spec, opt_spec, model, optimizer,
-                make_scheduler(optimizer, config.get('multi_step_lr')), 1)
-    model_spec, opt_spec = ckpt['model'], ckpt['optimizer']
-    model = build_model(model_spec, resume_path).to(device)
-    optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'))
-    epoch_start = int(ckpt['epoch']) + 1
-    scheduler = make_scheduler(optimizer, config.get('multi_step_lr'))
-    if scheduler is not None:
-        restore_scheduler(scheduler, (ckpt.get('resume') or {}).get('scheduler'), epoch_start)
-    return model_spec, opt_spec, model, optimizer, scheduler, epoch_start
-
-
-def make_dataset(spec, seed):
-    """Dataset wrapped for SR, as the original: ``make(wrapper, {dataset: make(dataset)})``,
-    with the wrapper's randomness seeded from ``seed``."""
-    dataset = datasets.make(spec['dataset'])
-    dataset = datasets.make(spec['wrapper'], args={'dataset': dataset})
-    if hasattr(dataset, 'set_seed'):
-        dataset.set_seed(seed)
-    elif hasattr(dataset, 'seed'):
-        dataset.seed = seed
-    return dataset
-
-
-def set_query_impl(model, query):
-    """Select the LIIF query path (``--query``) on models that have one."""
-    if query is None or not hasattr(model, 'query_impl'):
-        return
-    valid = getattr(model, 'QUERY_IMPLS', (query,))
-    if query not in valid:
-        raise UserError(f'--query {query}: this model offers {", ".join(valid)}')
-    model.query_impl = query
-
-
-def restore_scheduler(scheduler, state, epoch_start):
-    """Scheduler state from our checkpoint, or (published checkpoints, which lack it)
-    the state after ``epoch_start - 1`` epochs; the optimizer's loaded lr is kept."""
-    if state is not None:
-        scheduler.load_state_dict(state)
-        return
-    scheduler.last_epoch = epoch_start - 1
-
-
-def seed_everything(seed):
-    """Seed Python, NumPy and torch (weight initialisation uses torch's RNG)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state(device):
-    """RNG states of Python, NumPy, torch (and CUDA) as checkpoint-safe plain types."""
-    np_state = np.random.get_state()
-    state = {'python': random.getstate(),
-             'numpy': {'name': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
-                       'pos': int(np_state[2]), 'has_gauss': int(np_state[3]),
-                       'cached_gaussian': float(np_state[4])},
-             'torch': torch.get_rng_state(),
-             'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None}
-    return state
-
-
-def restore_rng(state, device):
-    """Undo ``rng_state`` (no-op for ``None``, e.g. published checkpoints)."""
-    if state is None:
-        return
-    version, internal, gauss = state['python']
-    random.setstate((version, tuple(internal), gauss))
-    np_state = state['numpy']
-    np.random.set_state((np_state['name'], np_state['keys'].numpy().astype(np.uint32),
-                         np_state['pos'], np_state['has_gauss'], np_state['cached_gaussian']))
-    torch.set_rng_state(state['torch'])
-    if state.get('cuda') is not None and device.type == 'cuda':
-        torch.cuda.set_rng_state(state['cuda'], device)
+    if ckpt is not None:
+        return restore_training(ckpt, resume_path, config.get('multi_step_lr'), device)
+    model_spec, opt_spec = config['model'], config['optimizer']
+    model = models.make(model_spec).to(device)
+    optimizer = make_optimizer(model.parameters(), opt_spec)
+    return (model_spec, opt_spec, model, optimizer,
+            make_scheduler(optimizer, config.get('multi_step_lr')), 1)
 
 
 def run_bench(n_iters, model, loader, optimizer, device, data_norm, amp_dtype, env, epoch,

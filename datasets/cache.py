@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from utils.errors import UserError
 from utils.files import atomic_path
-from utils.image_io import read_array
+from datasets.image_io import read_array
 
 _ENTRY = re.compile(r'^(?P<source>.+)\.\d+-\d+\.npy$')
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,

@@ -1,7 +1,7 @@
 """Image folders: ``image-folder`` and ``paired-image-folders`` (spec sections 5-6).
 
 Items: ``image-folder`` gives ``(3, H, W)`` float32 RGB in ``[0, 1]`` (see
-``utils.image_io`` for how grayscale, palette, RGBA and 16-bit files are converted);
+``datasets.image_io`` for how grayscale, palette, RGBA and 16-bit files are converted);
 ``paired-image-folders`` gives ``(img_1, img_2)`` tuples of those (in the configs:
 ``root_path_1`` holds the LR images, ``root_path_2`` the HR ones).
 
@@ -29,7 +29,7 @@ from datasets.cache import load_entry, prepare_bin_cache
 from datasets.checks import check_int, item_index
 from datasets.datasets import register
 from utils.errors import UserError
-from utils.image_io import array_to_tensor, image_size, read_array
+from datasets.image_io import array_to_tensor, image_size, read_array, read_image, write_image
 
 CACHE_MODES = ('none', 'bin', 'in_memory')
 
@@ -67,6 +67,32 @@ def list_images(root_path, split_file=None, split_key=None, first_k=None):
     if not names:
         raise UserError(f'no images in {what}')
     return names
+
+
+def derive_folder(src_dir, targets_of, derive, overwrite=False, progress=True):
+    """Write images derived from each image of ``src_dir`` (``list_images`` order),
+    skipping outputs that exist (the data-preparation scripts' loop).
+
+    Args:
+        targets_of: file name -> ``{key: output path}``.
+        derive: ``(image (3, H, W) in [0, 1], key, source path)`` -> image to write.
+        overwrite: also rewrite outputs that exist.
+    Returns:
+        the number of files written (atomically; folders are created).
+    """
+    src_dir = Path(src_dir)
+    written = 0
+    for name in tqdm(list_images(src_dir), desc=f'from {src_dir}', disable=not progress,
+                     leave=False):
+        todo = {k: p for k, p in targets_of(name).items() if overwrite or not p.exists()}
+        if not todo:
+            continue
+        img = read_image(src_dir / name)  # decoded once for all its outputs
+        for key, path in todo.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_image(derive(img, key, src_dir / name), path)
+            written += 1
+    return written
 
 
 def _split_names(split_file, split_key):

@@ -27,10 +27,10 @@ from torch.utils.data import Dataset
 
 from datasets.checks import check_int, check_number, item_index
 from datasets.datasets import register
+from datasets.resize import downsampled_size, resize_bicubic
 from datasets.sampling import (AUGMENT_OPS, crop, item_rng, make_item, random_origin,
                                shorter_side_size)
 from utils.errors import UserError
-from utils.image_io import resize_bicubic
 
 
 class SRWrapper(Dataset):
@@ -93,8 +93,17 @@ class SRWrapper(Dataset):
 
     def image_name(self, idx):
         """The file behind item ``idx`` for messages, or ``item <idx>``."""
-        files = getattr(self.dataset, 'files', None)
-        return files[idx % len(files)] if files else f'item {idx}'
+        return item_file(self, idx) or f'item {idx}'
+
+
+def item_file(wrapper, idx):
+    """The image file behind item ``idx`` of an SR wrapper (a ``(lr, hr)`` pair of
+    paths for paired datasets), or ``None`` when its dataset does not list files.
+
+    Items repeat the dataset's files (``repeat``): item ``idx`` is file ``idx % n``.
+    """
+    files = getattr(getattr(wrapper, 'dataset', None), 'files', None)
+    return files[idx % len(files)] if files else None
 
 
 def item_size(dataset, idx):
@@ -145,9 +154,10 @@ class SRImplicitDownsampled(SRWrapper):
         sample_q: number of HR pixels to query (distinct); ``None`` for all.
 
     With ``inp_size``: HR crop of side ``round(inp_size * s)`` at a random position,
-    LR = Pillow bicubic of it to ``inp_size``. Without: ``h_lr = floor(H / s + 1e-9)``
-    (same for width), HR = the top-left ``round(h_lr * s) x round(w_lr * s)`` pixels,
-    LR = Pillow bicubic of that to ``(h_lr, w_lr)``.
+    LR = Pillow bicubic of it to ``inp_size``. Without: the whole image downsampled by
+    ``datasets.resize.downsampled_size``'s rule (``h_lr = floor(H / s + 1e-9)``, HR = the
+    top-left ``round(h_lr * s) x round(w_lr * s)`` pixels, LR = their Pillow bicubic),
+    the rule ``scripts/make_lr_bicubic.py`` writes LR files with.
     """
     name = 'sr-implicit-downsampled'
 
@@ -188,10 +198,9 @@ class SRImplicitDownsampled(SRWrapper):
         _check_fits(self.image_name(idx), size, (need, need), self._crop_reason())
         s = rng.uniform(self.scale_min, self.scale_max)
         if self.inp_size is None:
-            h_lr = math.floor(size[0] / s + 1e-9)
-            w_lr = math.floor(size[1] / s + 1e-9)
-            hr = load_region(self.dataset, idx, (0, 0, round(h_lr * s), round(w_lr * s)))
-            return resize_bicubic(hr, (h_lr, w_lr)), hr
+            lr_size, crop_size = downsampled_size(size, s)
+            hr = load_region(self.dataset, idx, (0, 0, *crop_size))
+            return resize_bicubic(hr, lr_size), hr
         side = round(self.inp_size * s)
         top, left = random_origin(rng, size, (side, side))
         hr = load_region(self.dataset, idx, (top, left, side, side))

@@ -29,6 +29,7 @@ from torch import nn
 
 import models
 from models import register
+from models.common import receptive_radius
 from models.liif_fast import (DecodeWorkspace, LIIFPrepared, decode_block,
                               fast_query_supported, flat_code_index,
                               grid_sample_rounding_is_fused, latent_code_rows,
@@ -103,6 +104,11 @@ class LIIF(nn.Module):
     # fastest; elsewhere one pass over all queries. Blocks change no value (up to
     # float rounding).
     QUERY_BLOCK = {'cpu': 1024}
+    # How far a query reads into the latent grid beyond the cell that holds it, in latent
+    # cells: the local ensemble uses the codes one cell away, and feature unfolding their
+    # 3x3 neighbours. The renderer decodes windows of the grid with this much context
+    # (engine/render.py).
+    QUERY_REACH = 2
 
     def __init__(self, encoder_spec, imnet_spec=None, local_ensemble=True,
                  feat_unfold=True, cell_decode=True):
@@ -135,6 +141,11 @@ class LIIF(nn.Module):
     def encode(self, inp):
         """``(B, 3, h, w)`` normalised LR image -> feature map ``(B, C, h, w)``."""
         return self.encoder(inp)
+
+    def encoder_radius(self):
+        """How many LR pixels per side a feature sees (``models.common.receptive_radius``),
+        or ``None`` when the encoder cannot be encoded in tiles."""
+        return receptive_radius(self.encoder)
 
     def _uses_fast_path(self):
         # Decoders other than the registry's 'mlp' have no first Linear layer to split.

@@ -9,12 +9,18 @@ from torch import nn
 
 import models
 from models import register
+from models.common import receptive_radius
 from models.liif import CLAMP_EPS, SHIFT_EPS, sample_nearest, unfold_3x3
 from utils.coords import latent_centres
 
 
 @register('metasr')
 class MetaSR(nn.Module):
+    # Latent cells a query reads beyond its own (see LIIF.QUERY_REACH): the code under
+    # the output pixel's corner (at most one cell away for output pixels no larger than
+    # a latent cell) and its 3x3 neighbours.
+    QUERY_REACH = 2
+
     def __init__(self, encoder_spec):
         super().__init__()
         self.encoder = models.make(encoder_spec)
@@ -24,6 +30,10 @@ class MetaSR(nn.Module):
     def encode(self, inp):
         """``(B, 3, h, w)`` normalised LR image -> feature map ``(B, C, h, w)``."""
         return self.encoder(inp)
+
+    def encoder_radius(self):
+        """See ``LIIF.encoder_radius``."""
+        return receptive_radius(self.encoder)
 
     def prepare(self, feat):
         """Per-image work shared by query chunks (none for Meta-SR)."""

@@ -12,6 +12,7 @@ A spec is ``{'name': str, 'args': dict}`` (``args`` may be omitted); ``make`` ch
 the args against the constructor's signature so a typo in a config fails with the
 list of valid arguments instead of a TypeError deep inside a constructor.
 """
+from utils.errors import UserError
 from utils.registry import Registry
 
 _registry = Registry('model')
@@ -33,3 +34,22 @@ def make(model_spec, args=None, load_sd=False):
     if load_sd:
         model.load_state_dict(model_spec['sd'])
     return model
+
+
+def set_query_impl(model, impl):
+    """Select the query path (``'fast'``/``'plain'``, a script's ``--query``) of a model
+    that has one (``query_impl`` and ``QUERY_IMPLS``, e.g. LIIF).
+
+    ``impl=None`` keeps the model's default. Returns ``False`` when the model has no
+    such setting (nothing changed), ``True`` otherwise; raises ``UserError`` for a path
+    the model does not offer.
+    """
+    if impl is None:
+        return True
+    if not hasattr(model, 'query_impl'):
+        return False
+    valid = getattr(model, 'QUERY_IMPLS', (model.query_impl,))
+    if impl not in valid:
+        raise UserError(f'--query {impl}: this model offers {", ".join(valid)}')
+    model.query_impl = impl
+    return True

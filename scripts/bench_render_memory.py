@@ -1,4 +1,4 @@
-"""Peak memory of rendering a large output with utils.render (CPU, this process).
+"""Peak memory of rendering a large output with engine.render (CPU, this process).
 
     python scripts/bench_render_memory.py                          # 1000x1000 input at x8, all chunks
     python scripts/bench_render_memory.py --chunks 20              # stop after 20 chunks (steady state)
@@ -6,7 +6,7 @@
 
 Builds a random-weight model of the published architecture (EDSR-baseline-LIIF or
 RDN-LIIF: memory does not depend on the weights), renders a random ``size x size`` input
-at ``--scale`` like demo.py does (``utils.render.render_blocks``: encoder tiles, small
+at ``--scale`` like demo.py does (``engine.render.render_blocks``: encoder tiles, small
 decoding windows, chunks of ``--bsize`` queries, pasted into the 8-bit output image) and
 prints the peak resident memory (ru_maxrss) after each stage next to the size of the
 output image. Run it in a fresh process: the peak of a process never goes down.
@@ -31,13 +31,12 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import models  # noqa: E402
-from scripts.benchmark import MODEL_SPECS  # noqa: E402
-from utils.data_norm import PUBLISHED, DataNorm  # noqa: E402
-from utils.image_io import to_uint8_array  # noqa: E402
-from utils.render import (DEFAULT_CHUNK, DEFAULT_TILE, render_blocks,  # noqa: E402
-                          set_query_impl)
+from datasets.image_io import to_uint8_array  # noqa: E402
+from engine.data_norm import PUBLISHED, DataNorm  # noqa: E402
+from engine.render import DEFAULT_CHUNK, DEFAULT_TILE, render_blocks  # noqa: E402
+from models.published import PUBLISHED_SPECS  # noqa: E402
 
-ENCODERS = ('edsr-baseline', 'rdn')  # the <encoder>-liif models of scripts/benchmark.py
+ENCODERS = ('edsr-baseline', 'rdn')  # the published <encoder>-liif models (models/published.py)
 
 
 def peak_mib():
@@ -65,8 +64,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    model = models.make(MODEL_SPECS[f'{args.encoder}-liif']).eval()
-    set_query_impl(model, args.query)
+    model = models.make(PUBLISHED_SPECS[f'{args.encoder}-liif']).eval()
+    models.set_query_impl(model, args.query)
     lr = torch.rand(3, args.size, args.size)
     out_side = round(args.size * args.scale)
     size = (out_side, out_side)

@@ -8,13 +8,13 @@
 
 Tasks (random weights unless --weights: speed and memory do not depend on them):
 - ``render-x4`` / ``render-x30``: super-resolve a 128x128 LR image to 512x512 / a 64x64
-  one to 1920x1920 with ``utils.render.render``, the path of demo.py: encode, prepare
+  one to 1920x1920 with ``engine.render.render``, the path of demo.py: encode, prepare
   once, query chunks of ``--chunk`` pixels, write an image. Output pixels per second.
 - ``query-x4`` / ``query-x30``: the decoder alone on the same outputs (the feature map is
   computed before timing and before the memory baseline): prepare + all chunks. Output
   pixels per second.
 - ``train``: seconds per iteration at the paper recipe (batch 16 of 48x48 LR patches,
-  sample_q 2304, Adam lr 1e-4) with ``utils.engine.train_step`` (forward, L1 loss,
+  sample_q 2304, Adam lr 1e-4) with ``engine.train.train_step`` (forward, L1 loss,
   backward, step) on synthetic batches made like ``sr-implicit-downsampled``'s (scale
   drawn from U(1, 4), queries sampled from the HR crop's pixels).
 Renders are timed ``--repeats`` times after a warm-up and the fastest counts (the
@@ -53,25 +53,22 @@ from tqdm import tqdm  # noqa: E402
 
 import models  # noqa: E402
 from datasets.image_folder import list_images  # noqa: E402
+from datasets.image_io import read_image  # noqa: E402
+from datasets.resize import make_lr  # noqa: E402
 from datasets.sampling import make_item  # noqa: E402
-from scripts.make_lr_bicubic import make_lr  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
+from engine.checkpoint import load_model  # noqa: E402
+from engine.data_norm import PUBLISHED, DataNorm  # noqa: E402
+from engine.metrics import psnr  # noqa: E402
+from engine.render import OutputGrid, render  # noqa: E402
+from engine.train import train_step  # noqa: E402
+from models.published import PUBLISHED_SPECS  # noqa: E402
 from utils.coords import make_cell  # noqa: E402
-from utils.data_norm import PUBLISHED, DataNorm  # noqa: E402
-from utils.engine import train_step  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
-from utils.image_io import read_image  # noqa: E402
-from utils.metrics import psnr  # noqa: E402
-from utils.render import OutputGrid, render  # noqa: E402
 
-MLP_256x4 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}
-MODEL_SPECS = {
-    name: {'name': 'liif', 'args': {'encoder_spec': {'name': encoder,
-                                                     'args': {'no_upsampling': True}},
-                                    'imnet_spec': MLP_256x4}}
-    for name, encoder in [('edsr-baseline-liif', 'edsr-baseline'), ('rdn-liif', 'rdn'),
-                          ('rcan-liif', 'rcan')]}
+# The published LIIF architectures this benchmark can build.
+MODEL_SPECS = {name: PUBLISHED_SPECS[name] for name in ('edsr-baseline-liif', 'rdn-liif',
+                                                        'rcan-liif')}
 # task -> (LR side, scale) for renders and decoder-only runs
 RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30)}
 QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30)}
@@ -195,7 +192,7 @@ def random_lr(side, device, seed=0):
 
 
 def time_render(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
-    """Output pixels per second of ``utils.render.render`` (encode, prepare, chunks)."""
+    """Output pixels per second of ``engine.render.render`` (encode, prepare, chunks)."""
     lr = random_lr(lr_side, device)
     size = (lr_side * scale, lr_side * scale)
     data_norm = DataNorm(PUBLISHED)
@@ -255,7 +252,7 @@ def synthetic_batch(batch, patch, sample_q, rng):
 
 
 def time_train(model, device, batch, patch, sample_q, iters, warmup, autocast_dtype):
-    """Seconds per training iteration (``utils.engine.train_step``, Adam lr 1e-4)."""
+    """Seconds per training iteration (``engine.train.train_step``, Adam lr 1e-4)."""
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     data_norm = DataNorm(PUBLISHED)
@@ -276,10 +273,9 @@ def set5_psnr(model, device, folder, autocast_dtype, data_norm):
     """Mean PSNR (benchmark-4) of x4 renders of the Set5 HR images in ``folder``."""
     values = []
     for name in list_images(folder):
-        hr = read_image(Path(folder) / name)
-        lr = make_lr(hr, 4).to(device)                    # the benchmark-4 LR image
+        lr, hr = make_lr(read_image(Path(folder) / name), 4)  # the benchmark-4 LR image
+        lr = lr.to(device)
         h, w = lr.shape[-2:]
-        hr = hr[:, :h * 4, :w * 4]
         with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
                             enabled=autocast_dtype is not None):
             image = render(model, lr, (h * 4, w * 4), data_norm)

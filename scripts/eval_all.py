@@ -21,11 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from utils.checkpoint import load_model  # noqa: E402
+import datasets  # noqa: E402
+import models  # noqa: E402
+from engine.checkpoint import load_model  # noqa: E402
+from engine.evaluate import evaluate_config, load_test_config  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.evaluate import data_paths, evaluate_config, load_test_config  # noqa: E402
-from utils.render import set_query_impl  # noqa: E402
 
 # Test sets in table order: config name prefix -> label.
 TEST_SETS = {'div2k': 'DIV2K', 'set5': 'Set5', 'set14': 'Set14', 'b100': 'B100',
@@ -108,19 +109,19 @@ def main(argv=None):
         raise UserError(f'--configs {args.configs}: no test-<set>-<scale>.yaml files')
     device = select_device(args.device, args.gpu)
     model, ckpt = load_model(args.model, device)
-    set_query_impl(model, args.query)
+    models.set_query_impl(model, args.query)
     row_name = args.paper or paper_row(ckpt['model'])
 
     results, missing = [], {}  # missing path -> configs needing it
     for test_set, scale, path in configs:
         cfg = load_test_config(path)
-        absent = [p for p in data_paths(cfg) if not p.exists()]
+        absent = [p for p in datasets.data_paths(cfg['test_dataset']) if not p.exists()]
         for p in absent:
             missing.setdefault(str(p), []).append(path.stem)
         if absent:
             continue
         print(f'{path.name} ...', file=sys.stderr, flush=True)
-        stats = evaluate_config(model, cfg, device, default_data_norm=ckpt.get('data_norm'),
+        stats = evaluate_config(model, cfg, device, checkpoint_data_norm=ckpt.get('data_norm'),
                                 workers=args.workers)
         results.append((test_set, scale, stats))
 

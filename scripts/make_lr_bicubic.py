@@ -6,8 +6,8 @@
 Writes ``<out>/X{s}/<name>x{s}.png`` (``baby.png`` -> ``X2/babyx2.png``, the names of
 the published benchmark files) for each scale. Each HR image (read as 8-bit RGB) is
 cropped at the top-left to a multiple of ``s`` and resized to ``(H // s, W // s)`` with
-Pillow's bicubic filter -- the same rule ``sr-implicit-downsampled`` uses, so
-``sr-implicit-paired`` pairs each LR image with the HR crop it came from.
+Pillow's bicubic filter -- ``datasets.resize.make_lr``, the rule ``sr-implicit-downsampled``
+uses too, so ``sr-implicit-paired`` pairs each LR image with the HR crop it came from.
 
 The published benchmark and DIV2K LR images were made with MATLAB's ``imresize``
 (bicubic with antialiasing), which differs slightly from Pillow's; PSNRs on LR images
@@ -24,48 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tqdm import tqdm  # noqa: E402
-
-from datasets.image_folder import list_images  # noqa: E402
+from datasets.image_folder import derive_folder  # noqa: E402
+from datasets.resize import make_lr  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.image_io import read_image, resize_bicubic, write_image  # noqa: E402
 
 
 def lr_name(hr_name, scale):
     """``baby.png``, 2 -> ``babyx2.png`` (the published LR_bicubic naming)."""
     return f'{Path(hr_name).stem}x{scale}.png'
-
-
-def make_lr(hr, scale):
-    """``(3, H, W)`` HR in ``[0, 1]`` -> ``(3, H // s, W // s)`` bicubic LR of its
-    top-left ``(H // s * s, W // s * s)`` crop (Pillow bicubic on 8 bits)."""
-    h, w = hr.shape[-2] // scale, hr.shape[-1] // scale
-    return resize_bicubic(hr[:, :h * scale, :w * scale], (h, w))
-
-
-def derive_folder(src_dir, targets_of, derive, overwrite=False, progress=True):
-    """Write images derived from each image of ``src_dir``, skipping existing files.
-
-    Args:
-        targets_of: file name -> ``{key: output path}``.
-        derive: ``(image (3, H, W) in [0, 1], key, source path)`` -> image to write.
-        overwrite: also rewrite outputs that exist.
-    Returns:
-        the number of files written (atomically; folders are created).
-    """
-    src_dir = Path(src_dir)
-    written = 0
-    for name in tqdm(list_images(src_dir), desc=f'from {src_dir}', disable=not progress,
-                     leave=False):
-        todo = {k: p for k, p in targets_of(name).items() if overwrite or not p.exists()}
-        if not todo:
-            continue
-        img = read_image(src_dir / name)  # decoded once for all its outputs
-        for key, path in todo.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_image(derive(img, key, src_dir / name), path)
-            written += 1
-    return written
 
 
 def make_lr_folders(hr_dir, out_dir, scales, overwrite=False, progress=True):
@@ -83,7 +49,7 @@ def make_lr_folders(hr_dir, out_dir, scales, overwrite=False, progress=True):
     def derive(hr, scale, path):
         if min(hr.shape[-2:]) < scale:
             raise UserError(f'{path}: {hr.shape[-2]}x{hr.shape[-1]} is smaller than scale {scale}')
-        return make_lr(hr, scale)
+        return make_lr(hr, scale)[0]
 
     return derive_folder(hr_dir, lambda name: {s: out_dir / f'X{s}' / lr_name(name, s)
                                                for s in scales},

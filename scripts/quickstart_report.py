@@ -25,11 +25,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts.make_lr_bicubic import make_lr  # noqa: E402
+from datasets.image_io import read_image, to_uint8_array, write_image  # noqa: E402
+from datasets.resize import make_lr, resize_bicubic  # noqa: E402
+from engine.metrics import psnr  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
-from utils.image_io import read_image, resize_bicubic, to_uint8_array, write_image  # noqa: E402
-from utils.metrics import psnr  # noqa: E402
 
 SCALES = ('2', '3.5', '4')
 DEMO_SCALE = 4
@@ -54,16 +54,14 @@ def demo_paths(data, run):
 
 
 def ground_truth(photo):
-    """The HR photo cropped to a multiple of the demo scale: ``(3, H, W)``."""
-    hr = read_image(photo)
-    h, w = hr.shape[-2] // DEMO_SCALE, hr.shape[-1] // DEMO_SCALE
-    return hr[:, :h * DEMO_SCALE, :w * DEMO_SCALE]
+    """The HR photo cropped to what the demo's LR input covers: ``(3, H, W)``."""
+    return make_lr(read_image(photo), DEMO_SCALE)[1]
 
 
 def make_demo_input(data, run):
     photo, lr_path, _ = demo_paths(data, run)
     lr_path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(make_lr(read_image(photo), DEMO_SCALE), lr_path)
+    write_image(make_lr(read_image(photo), DEMO_SCALE)[0], lr_path)
     print(lr_path)
 
 

@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from scripts.make_lr_bicubic import derive_folder  # noqa: E402
+from datasets.image_folder import derive_folder  # noqa: E402
+from datasets.resize import resize_bicubic  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
-from utils.image_io import resize_bicubic  # noqa: E402
 
 SIZES = (32, 64, 128, 256)
 

@@ -8,3 +8,11 @@ import torch
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def tiny_model():
+    """A fresh random-weight LIIF of ``helpers.TINY_SPEC`` (seeded: the same weights in
+    every test)."""
+    from helpers import tiny_liif
+    return tiny_liif()

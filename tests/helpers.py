@@ -15,17 +15,27 @@ from PIL import Image
 
 import datasets
 import models
-from utils.checkpoint import model_entry, save_checkpoint
+from engine.checkpoint import model_entry, save_checkpoint
+from utils.config import freeze
 from utils.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
 
-# A random-weight LIIF small enough for CLI tests: 1 res-block EDSR, 16-unit MLP.
-TINY_SPEC = {'name': 'liif', 'args': {
-    'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8,
-                                                       'no_upsampling': True}},
-    'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}}
+# The tiny models of the tests (read-only): a 1 res-block, 8-channel EDSR encoder (its
+# receptive radius is 4 pixels) and a LIIF on it with one 16-unit hidden layer.
+TINY_ENCODER = freeze({'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8,
+                                                         'no_upsampling': True}})
+TINY_SPEC = freeze({'name': 'liif', 'args': {
+    'encoder_spec': TINY_ENCODER,
+    'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}})
+
+
+def tiny_liif(**args):
+    """A random-weight ``TINY_SPEC`` LIIF; ``args`` override its LIIF args."""
+    return models.make(TINY_SPEC, args=args)
+
+
 PUBLISHED_NORM = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
 
 

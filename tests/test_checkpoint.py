@@ -5,16 +5,10 @@ import pytest
 import torch
 
 import models
-from helpers import save_evil_checkpoint
-from utils.checkpoint import (build_model, load_checkpoint, load_model, model_entry,
-                              save_checkpoint)
-from utils.config import freeze
+from engine.checkpoint import (build_model, load_checkpoint, load_model, model_entry,
+                               save_checkpoint)
+from helpers import TINY_SPEC as SPEC, save_evil_checkpoint
 from utils.errors import UserError
-
-SPEC = freeze({'name': 'liif', 'args': {
-    'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8,
-                                                       'no_upsampling': True}},
-    'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}})
 
 
 def make_ckpt():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from utils.data_norm import PUBLISHED, DataNorm
+from engine.data_norm import PUBLISHED, DataNorm
 from utils.errors import UserError
 
 

@@ -16,7 +16,7 @@ from datasets import cache as bin_cache
 from datasets.image_folder import pair_key
 from helpers import folder, make_test_image, save
 from utils.errors import run_cli
-from utils.image_io import read_image
+from datasets.image_io import read_image
 
 
 def make_folder(root, names, size=(20, 24)):
@@ -264,7 +264,7 @@ def test_errors_come_from_headers_before_any_decoding(tmp_path, monkeypatch, cap
     root = make_folder(tmp_path / 'hr', ['a.png', 'b.png'])
     save(root / 'c.png', make_test_image(30, 12))
     monkeypatch.setattr('datasets.image_folder.read_array', _no_decoding)
-    monkeypatch.setattr('utils.image_io.read_arrays', _no_decoding)
+    monkeypatch.setattr('datasets.image_io.read_arrays', _no_decoding)
     ds = folder(root)
     assert ds.sizes == [(20, 24), (20, 24), (30, 12)]
     assert_cli_error(lambda: datasets.make(

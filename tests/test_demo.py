@@ -6,10 +6,10 @@ from PIL import Image
 from helpers import make_test_image
 from helpers import (assert_one_line_error, load_script, run_main, save_evil_checkpoint,
                      save_tiny_checkpoint)
-from utils.checkpoint import load_model
-from utils.data_norm import PUBLISHED, DataNorm
-from utils.image_io import read_image_with_alpha
-from utils.render import render
+from engine.checkpoint import load_model
+from engine.data_norm import PUBLISHED, DataNorm
+from datasets.image_io import read_image_with_alpha
+from engine.render import render
 
 demo = load_script('demo.py')
 

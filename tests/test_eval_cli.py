@@ -14,15 +14,17 @@ import yaml
 from PIL import Image
 
 import datasets
+from datasets import PATH_ARGS
+from datasets.image_io import read_image
+from datasets.resize import resize_bicubic
+from engine.checkpoint import load_model
+from engine.evaluate import TEST_CONFIG_KEYS, load_test_config
+from engine.metrics import psnr
 from helpers import (PUBLISHED_NORM, REPO, assert_one_line_error, load_script,
                      make_test_image, run_main, save_evil_checkpoint, save_tiny_checkpoint,
                      shared_dataset)
-from utils.checkpoint import load_model
 from utils.coords import make_cell, make_coord
 from utils.errors import UserError
-from utils.evaluate import PATH_ARGS, TEST_CONFIG_KEYS, load_test_config
-from utils.image_io import read_image, resize_bicubic
-from utils.metrics import psnr
 from utils.registry import check_kwargs
 
 test_cli = load_script('test.py')

@@ -1,19 +1,14 @@
-"""utils.evaluate: chunked prediction, the protocol on reshaped images, batch weighting."""
+"""engine.evaluate: chunked prediction, the protocol on reshaped images, batch weighting."""
 import math
 
 import pytest
 import torch
 
-import models
+from engine.data_norm import PUBLISHED, DataNorm
+from engine.evaluate import evaluate, evaluate_batch, hr_size
+from engine.render import predict
 from utils.coords import make_cell, to_pixel_samples
-from utils.data_norm import PUBLISHED, DataNorm
 from utils.errors import UserError
-from utils.evaluate import evaluate, evaluate_batch, hr_size, predict
-
-TINY_LIIF = {'name': 'liif', 'args': {
-    'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8,
-                                                       'no_upsampling': True}},
-    'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}}
 
 
 class RowRamp(torch.nn.Module):
@@ -55,8 +50,14 @@ def test_hr_size_rule():
     assert hr_size((7, 5), 21 * 15) == (21, 15)
 
 
-def test_predict_in_chunks_equals_one_shot_and_encodes_once():
-    model = models.make(TINY_LIIF).eval()
+def items(*batches):
+    """The items of wrapper-like batches, as a dataset (a list of item dicts)."""
+    return [{k: v[i] for k, v in batch.items()} for batch in batches
+            for i in range(batch['inp'].shape[0])]
+
+
+def test_predict_in_chunks_equals_one_shot_and_encodes_once(tiny_model):
+    model = tiny_model.eval()
     inp = torch.rand(2, 3, 6, 9)
     coord = torch.rand(2, 50, 2) * 2 - 1
     cell = torch.full_like(coord, 0.1)
@@ -116,13 +117,13 @@ def test_prediction_is_denormalised_and_clamped():
 
 
 def test_dataset_psnr_is_batch_size_weighted_mean_of_batch_psnrs():
-    one, two = ramp_batch(8, 8, 2, b=1), ramp_batch(8, 8, 2, b=2)
-    one['gt'] = one['gt'] * 0.9                # different errors per batch
-    two['gt'] = two['gt'] * 0.5
+    two, one = ramp_batch(8, 8, 2, b=2), ramp_batch(8, 8, 2, b=1)
+    two['gt'] = two['gt'] * 0.5                # different errors per batch
+    one['gt'] = one['gt'] * 0.9
     model = RowRamp()
-    p1 = evaluate_batch(model, one, DataNorm())['psnr']
     p2 = evaluate_batch(model, two, DataNorm())['psnr']
-    stats = evaluate(model, [one, two], DataNorm(), progress=False)
+    p1 = evaluate_batch(model, one, DataNorm())['psnr']
+    stats = evaluate(model, items(two, one), DataNorm(), batch_size=2, progress=False)
     assert stats['n'] == 3 and len(stats['rows']) == 3
     assert stats['psnr'] == pytest.approx((p1 + 2 * p2) / 3, abs=1e-9)
     assert [r['index'] for r in stats['rows']] == [0, 1, 2]
@@ -131,7 +132,7 @@ def test_dataset_psnr_is_batch_size_weighted_mean_of_batch_psnrs():
 
 def test_evaluate_restores_training_mode():
     model = RowRamp().train()
-    evaluate(model, [ramp_batch(4, 4, 2)], DataNorm(), progress=False)
+    evaluate(model, items(ramp_batch(4, 4, 2)), DataNorm(), progress=False)
     assert model.training
 
 
@@ -154,18 +155,38 @@ def test_empty_loader_is_a_user_error():
         evaluate(RowRamp(), [], DataNorm(), progress=False)
 
 
-def test_distributed_path_reduces_sums_and_gathers_rows(tmp_path):
-    """One-process gloo group: the all-reduce / gather code runs and keeps the figures."""
+def _evaluate_in_gloo_group(rank, world_size, rendezvous, out):
+    """One process of a real gloo group: evaluate ``_GLOO_ITEMS`` and save the result."""
     import torch.distributed as dist
-    batches = [ramp_batch(8, 8, 2), ramp_batch(8, 8, 2, b=2)]
-    batches[0]['gt'] = batches[0]['gt'] * 0.8
-    single = evaluate(RowRamp(), batches, DataNorm(), progress=False)
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "rendezvous"}',
-                            rank=0, world_size=1)
+    from utils.distributed import DistEnv
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{rendezvous}', rank=rank,
+                            world_size=world_size)
     try:
-        reduced = evaluate(RowRamp(), batches, DataNorm(), progress=False)
+        stats = evaluate(RowRamp(), _gloo_items(), DataNorm(), batch_size=2, progress=False,
+                         env=DistEnv(rank, world_size))
     finally:
         dist.destroy_process_group()
-    assert reduced['n'] == 3 and reduced['psnr'] == pytest.approx(single['psnr'], abs=1e-9)
-    assert reduced['ssim'] == pytest.approx(single['ssim'], abs=1e-12)
-    assert [r['rank'] for r in reduced['rows']] == [0, 0, 0]
+    torch.save(stats, f'{out}.{rank}')
+
+
+def _gloo_items():
+    batches = [ramp_batch(8, 8, 2, b=2), ramp_batch(6, 6, 2, b=3)]
+    batches[0]['gt'] = batches[0]['gt'] * 0.8
+    batches[1]['gt'][:, ::7] = 0.25
+    return items(*batches)
+
+
+def test_two_process_gloo_evaluation_equals_one_process(tmp_path):
+    """A real 2-process group: each rank evaluates its batches (0 and 2 / 1), the
+    gathered figures and rows equal one process's exactly, on both ranks."""
+    import torch.multiprocessing as mp
+    single = evaluate(RowRamp(), _gloo_items(), DataNorm(), batch_size=2, progress=False)
+    out = tmp_path / 'stats'
+    mp.spawn(_evaluate_in_gloo_group, args=(2, tmp_path / 'rendezvous', out), nprocs=2)
+    for rank in (0, 1):
+        stats = torch.load(f'{out}.{rank}', weights_only=True)
+        assert stats['n'] == single['n'] == 5
+        assert stats['psnr'] == single['psnr'] and stats['ssim'] == single['ssim']
+        assert stats['rows'] == single['rows']
+    assert [r['index'] for r in single['rows']] == [0, 1, 2, 3, 4]

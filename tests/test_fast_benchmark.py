@@ -34,11 +34,27 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize('task', ['render-x4', 'query-x30', 'train'])
+class FakeClock:
+    """``time.perf_counter`` stand-in: every reading is ``step`` seconds after the last,
+    so a timed region between two readings lasts exactly ``step``."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def perf_counter(self):
+        self.now += self.step
+        return self.now
+
+
+@pytest.mark.parametrize('task,expected', [
+    ('render-x4', 32 * 32 / 0.5),      # 8 x 8 LR at x4: 1024 output pixels in 0.5 s
+    ('query-x30', 90 * 90 / 0.5),      # 3 x 3 LR at x30: 8100 decoded pixels in 0.5 s
+    ('train', 0.5)])                   # seconds per training iteration
 @pytest.mark.parametrize('impl', ['plain', 'fast'])
-def test_worker_measures_every_task_kind(task, impl):
+def test_worker_reports_what_it_timed(task, expected, impl, monkeypatch):
+    monkeypatch.setattr(benchmark, 'time', FakeClock(0.5))
     result = benchmark.worker({**TINY, 'task': task, 'impl': impl})
-    assert result['value'] > 0 and np.isfinite(result['value'])
+    assert result['value'] == pytest.approx(expected, rel=1e-12)
     assert result['peak_mib'] >= 0
 
 

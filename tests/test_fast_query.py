@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import models
+from helpers import TINY_ENCODER
 from models.liif import LIIF
 from models.liif_fast import LIIFPrepared
 from utils.coords import make_cell, make_coord, nearest_index
@@ -21,8 +22,7 @@ SWITCHES = [dict(local_ensemble=le, feat_unfold=fu, cell_decode=cd)
 SWITCH_IDS = ['ens{local_ensemble:d}-unfold{feat_unfold:d}-cell{cell_decode:d}'.format(**s)
               for s in SWITCHES]
 TINY_ENCODERS = {
-    'edsr-baseline': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8,
-                                                        'no_upsampling': True}},
+    'edsr-baseline': TINY_ENCODER,
     'rdn': {'name': 'rdn', 'args': {'G0': 8, 'RDNconfig': 'B', 'no_upsampling': True}},
     'rcan': {'name': 'rcan', 'args': {'n_resgroups': 1, 'n_resblocks': 1, 'n_feats': 8,
                                       'reduction': 4, 'no_upsampling': True}},

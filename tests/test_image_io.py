@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from datasets.image_io import (array_to_tensor, image_size, read_array, read_image,
+                               read_image_with_alpha, to_uint8_array, write_image)
+from datasets.resize import resize_bicubic
 from helpers import make_test_image
 from utils.errors import UserError
-from utils.image_io import (array_to_tensor, image_size, read_array, read_image,
-                            read_image_with_alpha, resize_bicubic, to_uint8_array, write_image)
 
 ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4),
          (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))  # (row0, col0, row step, col step)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils.errors import UserError
-from utils.metrics import parse_eval_type, psnr, to_luminance
+from engine.metrics import parse_eval_type, psnr, to_luminance
 
 
 def test_psnr_hand_computed():

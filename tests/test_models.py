@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import models
+from helpers import TINY_ENCODER
+from models.published import PUBLISHED_SPECS
 from utils.coords import make_cell
 from utils.errors import UserError
 
@@ -17,24 +19,6 @@ SPEC_FILE = Path(__file__).resolve().parents[2] / 'shared' / 'spec' / 'official_
 PUBLISHED_COUNTS = {'edsr-baseline-liif': 1567323, 'rdn-liif': 22320835,
                     'edsr-baseline-metasr': 1665560, 'edsr-baseline-x2': 1369883,
                     'rdn-x2': 22123395, 'rcan-liif': 15642107}
-PUBLISHED_SPECS = {
-    'edsr-baseline-liif': {'name': 'liif', 'args': {
-        'encoder_spec': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}},
-        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}},
-    'rdn-liif': {'name': 'liif', 'args': {
-        'encoder_spec': {'name': 'rdn', 'args': {'no_upsampling': True}},
-        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}},
-    'edsr-baseline-metasr': {'name': 'metasr', 'args': {
-        'encoder_spec': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}}}},
-    'edsr-baseline-x2': {'name': 'edsr-baseline', 'args': {'scale': 2}},
-    'rdn-x2': {'name': 'rdn', 'args': {'scale': 2}},
-    'rcan-liif': {'name': 'liif', 'args': {
-        'encoder_spec': {'name': 'rcan', 'args': {'no_upsampling': True}},
-        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}},
-}
-
-TINY_ENCODER = {'name': 'edsr-baseline', 'args': {'n_resblocks': 2, 'n_feats': 8,
-                                                  'no_upsampling': True}}
 ENCODERS = ('edsr-baseline', 'edsr', 'rdn', 'rcan')
 # name -> list of (args, kind); kind says how to call the model and what comes out.
 EXAMPLES = {
@@ -48,6 +32,9 @@ EXAMPLES = {
                               {'cell_decode': False})]
             + [({'encoder_spec': TINY_ENCODER}, 'implicit-features')],
     'metasr': [({'encoder_spec': TINY_ENCODER}, 'implicit')],
+    'bicubic': [({}, 'implicit'), ({'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]},
+                                                  'gt': {'sub': [0.5], 'div': [0.5]}}},
+                                   'implicit')],
 }
 
 
@@ -78,20 +65,25 @@ def test_forward_shapes(name, args, kind):
             assert torch.isfinite(out).all()
 
 
+def test_published_specs_are_the_published_models():
+    assert sorted(PUBLISHED_SPECS) == sorted(PUBLISHED_COUNTS)
+
+
 @pytest.mark.parametrize('key', sorted(PUBLISHED_SPECS))
 def test_published_specs_have_exact_layout(key):
-    model = models.make(PUBLISHED_SPECS[key])
+    with torch.device('meta'):  # full size, shapes only: no memory, no init time
+        model = models.make(PUBLISHED_SPECS[key])
     assert sum(p.numel() for p in model.parameters()) == PUBLISHED_COUNTS[key]
     if not SPEC_FILE.is_file():
         pytest.skip(f'{SPEC_FILE} absent: parameter count checked, names not')
     published = json.loads(SPEC_FILE.read_text())[key]
     assert published['spec'] == PUBLISHED_SPECS[key]
     shapes = {name: list(t.shape) for name, t in model.state_dict().items()}
-    assert shapes == published['state_dict']
+    assert shapes == published['state_dict']                 # names, order and shapes
     # a state dict with the published names and shapes loads strictly
-    sd = {name: torch.randn(shape) for name, shape in published['state_dict'].items()}
-    model.load_state_dict(sd, strict=True)
-    assert torch.equal(model.state_dict()[next(iter(sd))], next(iter(sd.values())))
+    sd = {name: torch.empty(shape, device='meta') for name, shape in published['state_dict'].items()}
+    result = model.load_state_dict(sd, strict=True, assign=True)  # raises on any mismatch
+    assert not result.missing_keys and not result.unexpected_keys
 
 
 def test_mean_shift_layers_are_fixed_and_not_trainable():

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from helpers import load_script, make_test_image, run_main
+from utils.run_dir import epoch_line
 
 data_script = load_script('scripts/quickstart_data.py')
 report_script = load_script('scripts/quickstart_report.py')
@@ -37,8 +38,9 @@ def test_scikit_image_photos_are_held_out_from_training(tmp_path):
     assert 'colorwheel' in train
 
 
-def test_epoch_line_matches_what_train_liif_logs():
-    line = 'epoch 3/40, train: loss=0.0431, 10.5s 31.6s/7.1m'    # train_liif.py's format
+@pytest.mark.parametrize('val_psnr', [None, 31.25])
+def test_epoch_line_matches_what_train_liif_logs(val_psnr):
+    line = epoch_line(3, 40, 0.04312, val_psnr, 10.5, 31.6, 426)   # what train_liif.py logs
     m = report_script.EPOCH_LINE.match(line)
     assert m and (int(m[1]), float(m[2])) == (3, 0.0431)
 

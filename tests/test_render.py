@@ -1,19 +1,19 @@
-"""utils.render: tiled encoding equals untiled, chunked rendering equals one-shot."""
+"""engine.render: tiled encoding equals untiled, chunked rendering equals one-shot."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import models
+from datasets.image_io import to_uint8_array
+from engine.data_norm import PUBLISHED, DataNorm
+from helpers import TINY_ENCODER
+from engine.render import (OutputGrid, encode, output_start, predict, render, render_blocks,
+                           window_axis, window_margin)
 from models import rdn
-from utils import render as render_mod
-from utils.coords import make_cell, make_coord
-from utils.data_norm import PUBLISHED, DataNorm
+from models.common import receptive_radius
 from utils.errors import UserError
-from utils.evaluate import predict
-from utils.image_io import to_uint8_array
-from utils.render import (OutputGrid, encode, output_start, receptive_radius, render,
-                          render_blocks, set_query_impl, window_axis)
+from utils.coords import make_cell, make_coord
 
 
 def liif(encoder):
@@ -22,8 +22,7 @@ def liif(encoder):
         'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}}).eval()
 
 
-EDSR_TINY = {'name': 'edsr-baseline', 'args': {'n_resblocks': 2, 'n_feats': 8,
-                                               'no_upsampling': True}}
+EDSR_TINY = TINY_ENCODER
 
 
 @pytest.fixture
@@ -72,7 +71,8 @@ def test_a_margin_one_pixel_short_breaks_tiling(monkeypatch):
     inp = torch.rand(1, 3, 24, 24)
     with torch.no_grad():
         whole = model.encode(inp)
-        monkeypatch.setattr(render_mod, 'receptive_radius', lambda enc: 5)  # true radius 6
+        short_radius = receptive_radius(model.encoder) - 1       # one pixel short
+        monkeypatch.setattr(model, 'encoder_radius', lambda: short_radius)
         short = encode(model, inp, tile=8)
     assert (short - whole).abs().max() > 1e-3
 
@@ -168,8 +168,7 @@ def assemble(model, lr, size, data_norm, **kwargs):
 
 @pytest.mark.parametrize('size', [(37, 52), (30, 21), (9, 5)])  # x~2.5 / x1.5 by x1.75 / x0.45
 @pytest.mark.parametrize('impl', ['fast', 'plain'])
-def test_windowed_decoding_equals_whole_image(size, impl, monkeypatch, rdn_tiny):
-    monkeypatch.setattr(render_mod, 'DECODE_TILE', 4)   # many small windows
+def test_windowed_decoding_equals_whole_image(size, impl, rdn_tiny):
     lr = torch.rand(3, 20, 12)
     data_norm = DataNorm(PUBLISHED)
     for spec in (EDSR_TINY, rdn_tiny):
@@ -179,31 +178,30 @@ def test_windowed_decoding_equals_whole_image(size, impl, monkeypatch, rdn_tiny)
         whole = predict(model, data_norm.inp(lr.unsqueeze(0)), coord, make_cell(coord, size))
         expected = data_norm.denorm(whole[0]).view(*size, 3)
         for tile in (None, 7):
-            out = assemble(model, lr, size, data_norm, chunk=13, tile=tile)
+            out = assemble(model, lr, size, data_norm, chunk=13, tile=tile,
+                           window=4)                            # many small windows
             assert torch.allclose(out, expected, atol=2e-5, rtol=0), (tile, (out - expected).abs().max())
 
 
-def test_windows_without_enough_context_differ(monkeypatch):
+def test_windows_without_enough_context_differ():
     # The margin is needed: with 1 cell of context the unfolded codes at a window's
     # edge miss their neighbours and the result changes.
-    monkeypatch.setattr(render_mod, 'DECODE_TILE', 4)
     lr = torch.rand(3, 16, 16)
     model = liif(EDSR_TINY)
-    good = assemble(model, lr, (40, 40), DataNorm(), chunk=50, tile=None)
-    monkeypatch.setattr(render_mod, 'WINDOW_MARGIN', 1)
-    bad = assemble(model, lr, (40, 40), DataNorm(), chunk=50, tile=None)
+    assert window_margin(model) == model.QUERY_REACH + 1 == 3
+    good = assemble(model, lr, (40, 40), DataNorm(), chunk=50, tile=None, window=4)
+    bad = assemble(model, lr, (40, 40), DataNorm(), chunk=50, tile=None, window=4, margin=1)
     assert (good - bad).abs().max() > 1e-3
 
 
-def test_render_holds_one_window_at_a_time(monkeypatch):
-    monkeypatch.setattr(render_mod, 'DECODE_TILE', 8)
+def test_render_holds_one_window_at_a_time():
     model = liif(EDSR_TINY)
     prepared_sizes, encoded_sizes = [], []
     prepare, encode_fn = model.prepare, model.encode
     model.prepare = lambda feat: prepared_sizes.append(tuple(feat.shape[-2:])) or prepare(feat)
     model.encode = lambda inp: encoded_sizes.append(tuple(inp.shape[-2:])) or encode_fn(inp)
-    render(model, torch.rand(3, 30, 26), (90, 78), DataNorm(), chunk=500, tile=10)
-    margin, radius = render_mod.WINDOW_MARGIN, receptive_radius(model.encoder)
+    render(model, torch.rand(3, 30, 26), (90, 78), DataNorm(), chunk=500, tile=10, window=8)
+    margin, radius = window_margin(model), receptive_radius(model.encoder)
     assert max(max(s) for s in prepared_sizes) <= 8 + 2 * margin
     assert max(max(s) for s in encoded_sizes) <= 10 + 2 * (margin + radius)
     assert len(encoded_sizes) == 9        # 3 x 3 encoder tiles of a 30 x 26 input
@@ -223,9 +221,25 @@ def test_alpha_is_upscaled_bicubic_and_kept():
 
 def test_set_query_impl():
     model = liif(EDSR_TINY)
-    assert set_query_impl(model, None)
-    assert set_query_impl(model, 'plain') and model.query_impl == 'plain'
-    with pytest.raises(UserError, match='--query nope: this model offers'):
-        set_query_impl(model, 'nope')
+    assert models.set_query_impl(model, None)
+    assert models.set_query_impl(model, 'plain') and model.query_impl == 'plain'
+    assert models.set_query_impl(model, 'fast') and model.query_impl == 'fast'
+    with pytest.raises(UserError, match='--query nope: this model offers fast, plain'):
+        models.set_query_impl(model, 'nope')
     meta = models.make({'name': 'metasr', 'args': {'encoder_spec': EDSR_TINY}})
-    assert set_query_impl(meta, 'plain') is False
+    assert models.set_query_impl(meta, 'plain') is False
+    assert models.set_query_impl(torch.nn.Linear(1, 1), 'fast') is False  # no switch
+
+
+def test_a_model_without_render_hints_is_decoded_whole():
+    # The bicubic baseline declares neither encoder_radius nor QUERY_REACH: one encoding,
+    # one window (it needs the whole LR image to upscale).
+    model = models.make({'name': 'bicubic'})
+    prepared = []
+    prepare = model.prepare
+    model.prepare = lambda lr: prepared.append(tuple(lr.shape[-2:])) or prepare(lr)
+    lr = torch.rand(3, 20, 12)
+    out = render(model, lr, (40, 24), DataNorm(), chunk=50, tile=4, window=4)
+    assert prepared == [(20, 12)]
+    expected = Image.fromarray(to_uint8_array(lr)).resize((24, 40), Image.BICUBIC)
+    assert np.array_equal(np.asarray(out), np.asarray(expected))

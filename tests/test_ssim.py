@@ -1,11 +1,11 @@
-"""SSIM (utils.metrics.ssim) against hand-computed values and a direct per-window sum."""
+"""SSIM (engine.metrics.ssim) against hand-computed values and a direct per-window sum."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from utils.metrics import gaussian_window, ssim, ssim_per_image
+from engine.metrics import gaussian_window, ssim, ssim_per_image
 
 C1, C2 = 0.01 ** 2, 0.03 ** 2
 

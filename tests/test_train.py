@@ -1,6 +1,7 @@
 """train_liif.py end to end on CPU: tiny LIIF, generated images, the real image-folder +
-sr-implicit-downsampled pipeline. CLI behaviour (files written, exit code 2 with one
-line, no traceback) is tested through subprocesses, as a user runs the script."""
+sr-implicit-downsampled pipeline. A first run and torchrun are tested through
+subprocesses, as a user runs the script; the error cases (exit code 2 with one line, no
+traceback, nothing written) run in this process through the same ``run_cli``."""
 import os
 import re
 import struct
@@ -16,12 +17,11 @@ from PIL import Image
 import datasets
 import models
 import train_liif
-from helpers import REPO, make_test_image
-from utils.checkpoint import load_checkpoint, load_model
-from utils.config import freeze
-from utils.data_norm import DataNorm
-from utils.engine import validate
-from utils.evaluate import evaluate
+from engine.checkpoint import load_checkpoint, load_model
+from engine.data_norm import DataNorm
+from engine.evaluate import evaluate
+from helpers import REPO, TINY_SPEC, assert_one_line_error, make_test_image, run_main
+from utils.config import freeze, thaw
 
 SCRIPT = REPO / 'train_liif.py'
 CONFIGS = sorted((REPO / 'configs').glob('train-*/**/*.yaml'))
@@ -45,10 +45,7 @@ def tiny_config(load, **overrides):
                         'args': {'inp_size': 8, 'scale_max': 2, 'sample_q': 32}},
             'batch_size': 4},
         'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}},
-        'model': {'name': 'liif', 'args': {
-            'encoder_spec': {'name': 'edsr-baseline',
-                             'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}},
-            'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}},
+        'model': thaw(TINY_SPEC),
         'optimizer': {'name': 'adam', 'args': {'lr': 1.e-3}},
         'epoch_max': 1,
         'multi_step_lr': {'milestones': [1], 'gamma': 0.5},
@@ -80,6 +77,11 @@ def run_script(args, cwd, launcher=(), timeout=300):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     return subprocess.run([sys.executable, *launcher, str(SCRIPT), *map(str, args)], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_cli(argv):
+    """train_liif.py's command line, in this process (for ``helpers.run_main``)."""
+    return train_liif.main(train_liif.parse_args(list(map(str, argv))))
 
 
 def run_inprocess(cfg_path, save_root, *extra):
@@ -142,7 +144,7 @@ def test_one_epoch_writes_the_run_folder(tmp_path, load_dir):
     assert set(raw['model']) == {'name', 'args', 'sd'} and raw['model']['name'] == 'liif'
     assert raw['model']['args'] == tiny_config(load_dir)['model']['args']
     assert set(raw['optimizer']) == {'name', 'args', 'sd'} and raw['optimizer']['name'] == 'adam'
-    model, ckpt = load_model(run / 'epoch-last.pth')                 # utils.checkpoint
+    model, ckpt = load_model(run / 'epoch-last.pth')                 # engine.checkpoint
     original_way = models.make(ckpt['model'], load_sd=True)          # as the original code
     lr, coord = torch.rand(1, 3, 6, 6), torch.rand(1, 5, 2) * 2 - 1
     cell = torch.full_like(coord, 0.1)
@@ -212,14 +214,12 @@ def test_torchrun_two_processes_and_resume(tmp_path, load_dir, straight_run):
     assert diff <= 1e-5, (diff, result.stdout[-2000:])
     # Validation under DDP gives exactly the single-process figure for the same weights.
     model, _ = load_model(run / 'epoch-last.pth')
-    val_set = train_liif.make_dataset(freeze(cfg['val_dataset']), 0)
+    val_set = datasets.make_sr_dataset(freeze(cfg['val_dataset']), 0)
     norm = DataNorm(cfg['data_norm'])
     batch_size = cfg['val_dataset']['batch_size']
-    single = validate(model, val_set, batch_size, norm, None, None, torch.device('cpu'),
+    single = evaluate(model, val_set, norm, batch_size, device=torch.device('cpu'),
                       progress=False)
     assert single['psnr'] == ckpt['resume']['val_psnr']
-    loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size)
-    assert evaluate(model, loader, norm, progress=False)['psnr'] == ckpt['resume']['val_psnr']
 
 
 # --- errors: one line, exit code 2, nothing lost ----------------------------------------
@@ -242,34 +242,32 @@ def error_cases(load):
 
 @pytest.mark.parametrize('case', ['invalid_yaml', 'unknown_key', 'unknown_model',
                                   'missing_dataset', 'missing_key'])
-def test_config_errors_are_one_line(tmp_path, load_dir, case):
+def test_config_errors_are_one_line(tmp_path, load_dir, case, capsys, monkeypatch):
     content, message = error_cases(load_dir)[case]
     path = tmp_path / 'bad.yaml'
     path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
-    result = run_script(['--config', path], cwd=tmp_path)
-    assert result.returncode == 2
-    assert 'Traceback' not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
-    assert re.search(message, lines[0]), lines[0]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(train_cli, ['--config', path, '--device', 'cpu'], capsys)
+    assert_one_line_error(code, err, message)
     assert not (tmp_path / 'save').exists()  # nothing created for a run that cannot start
 
 
-def test_used_run_folder_is_an_error_and_left_alone(tmp_path, load_dir):
+def test_used_run_folder_is_an_error_and_left_alone(tmp_path, load_dir, capsys, monkeypatch):
     cfg_path = write_config(tmp_path / 'tiny.yaml', tiny_config(load_dir))
     run = tmp_path / 'save' / '_tiny'
     run.mkdir(parents=True)
     (run / 'log.txt').write_text('an earlier run\n')
-    result = run_script(['--config', cfg_path], cwd=tmp_path)
-    assert result.returncode == 2 and 'Traceback' not in result.stderr
-    assert result.stderr.strip().splitlines() == [
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(train_cli, ['--config', cfg_path, '--device', 'cpu'], capsys)
+    assert code == 2 and 'Traceback' not in err
+    assert err.strip().splitlines() == [
         'error: run folder save/_tiny is already used (log.txt); nothing was changed. It holds '
         'no epoch-last.pth to resume from; pick another folder with --name or --tag']
     assert [p.name for p in run.iterdir()] == ['log.txt']
     assert (run / 'log.txt').read_text() == 'an earlier run\n'
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, load_dir):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, load_dir, capsys):
     cfg = tiny_config(load_dir, epoch_max=2)
     cfg_path = write_config(tmp_path / 'nan.yaml', dict(cfg, epoch_max=1))
     run_inprocess(cfg_path, tmp_path / 'save')
@@ -279,14 +277,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, load
     broken = dict(cfg, data_norm={'inp': {'sub': [0.5], 'div': [0.5]},
                                   'gt': {'sub': [0.5], 'div': [0.0]}})
     write_config(cfg_path, broken)
-    result = run_script(['--config', cfg_path, '--save-root', tmp_path / 'save',
-                         '--resume', last, '--no-progress'], cwd=tmp_path)
-    assert result.returncode == 2 and 'Traceback' not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert re.fullmatch(r'error: non-finite training loss \((inf|nan)\) at epoch 2, iteration '
-                        r'1/3; the weights of this step were not applied; the last good '
-                        r'checkpoint is .*epoch-last\.pth', lines[0]), lines[0]
+    code, _, err = run_main(train_cli, ['--config', cfg_path, '--save-root', tmp_path / 'save',
+                                        '--resume', last, '--no-progress', '--device', 'cpu'],
+                            capsys)
+    assert_one_line_error(code, err, r'^error: non-finite training loss \((inf|nan)\) at epoch 2, '
+                          r'iteration 1/3; the weights of this step were not applied; the last '
+                          r'good checkpoint is .*epoch-last\.pth$')
     assert last.read_bytes() == before
 
 
@@ -306,6 +302,34 @@ def test_the_original_configs_are_all_shipped():
         'train-celebAHQ/train_celebAHQ-64-128_liif.yaml'}
 
 
+# Parameter counts of the shipped configs' models. The published ones are the counts of
+# the published checkpoints (official_state_dicts.json); the others follow from them by
+# hand. LIIF's decoder on EDSR-baseline (64 channels): 580 -> 256 (148736 parameters),
+# 3 x 256 -> 256 (65792 each), 256 -> 3 (771).
+EDSR_LIIF, EDSR_X2 = 1567323, 1369883
+RDN_LIIF, RDN_X2 = 22320835, 22123395
+LIIF_DECODER = 148736 + 3 * 65792 + 771                 # 346883
+METASR_DECODER = (3 * 256 + 256) + (256 * 1728 + 1728)  # 3 -> 256 -> 64 * 9 * 3 weights
+PARAMS = {
+    'train_edsr-baseline-liif': EDSR_LIIF,
+    'train_rdn-liif': RDN_LIIF,
+    'train_edsr-baseline-metasr': 1665560,
+    'train_rdn-metasr': RDN_LIIF - LIIF_DECODER + METASR_DECODER,
+    'train_edsr-baseline-x2': EDSR_X2,                  # LIIF without decoder = its encoder
+    'train_rdn-x2': RDN_X2,
+    'train_edsr-baseline-liif-c': EDSR_LIIF - 2 * 256,     # no rel_cell inputs
+    'train_edsr-baseline-liif-u': EDSR_LIIF - 8 * 64 * 256,  # codes of 64, not 9 x 64
+    'train_edsr-baseline-liif-e': EDSR_LIIF,           # ensemble: no parameters
+    'train_edsr-baseline-liif-d': EDSR_LIIF - 2 * 65792,   # 2 hidden layers, not 4
+    **{f'train_edsr-baseline-liif-x{s}': EDSR_LIIF for s in (2, 3, 4)},
+    'train_celebAHQ-32-256_liif': EDSR_LIIF,
+    'train_celebAHQ-64-128_liif': EDSR_LIIF,
+    'train_celebAHQ-64-128_upsample': EDSR_X2,
+    # x8 upsampler: 3 conv(64 -> 256) + shuffle stages instead of x2's one
+    'train_celebAHQ-32-256_upsample': EDSR_X2 + 2 * (64 * 256 * 9 + 256),
+}
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_shipped_config_is_valid_and_builds(path):
     cfg = train_liif.load_config(path)
@@ -315,7 +339,7 @@ def test_shipped_config_is_valid_and_builds(path):
             datasets.datasets[cfg[key][part]['name']]  # registered (KeyError otherwise)
     with torch.device('meta'):  # shapes only: no memory, no time
         model = models.make(cfg['model'])
-    assert sum(p.numel() for p in model.parameters()) > 0
+    assert sum(p.numel() for p in model.parameters()) == PARAMS[path.stem]
 
 
 def test_resume_from_a_checkpoint_in_the_original_format(tmp_path, load_dir):

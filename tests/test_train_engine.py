@@ -8,21 +8,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import models
-import train_liif
+from engine.checkpoint import restore_rng, restore_scheduler, rng_state
+from engine.data_norm import DataNorm, PUBLISHED
+from engine.evaluate import average_psnr, consecutive_batches, evaluate, evaluate_batch
+from engine.train import (NonFiniteLoss, make_train_loader, seed_everything, set_loader_epoch,
+                          train_step)
+from helpers import TINY_SPEC, tiny_liif
 from utils.config import freeze
-from utils.data_norm import DataNorm, PUBLISHED
 from utils.distributed import DistEnv, env_from_torchrun
-from utils.engine import (NonFiniteLoss, average_psnr, make_train_loader, set_loader_epoch,
-                          train_step, validate, validation_batches)
 from utils.errors import UserError
-from utils.evaluate import evaluate
 from utils.optim import make_optimizer, make_scheduler, optimizer_entry
 from utils.run_dir import check_run_dir, run_name, save_config, time_text
 
-TINY_LIIF = freeze({'name': 'liif', 'args': {
-    'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8,
-                                                       'no_upsampling': True}},
-    'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}})
 CPU = torch.device('cpu')
 
 
@@ -49,8 +46,8 @@ class QueryItems(Dataset):
 # --- the training step --------------------------------------------------------------
 
 def test_train_step_is_l1_on_normalised_targets_then_one_optimizer_step():
-    model = models.make(TINY_LIIF)
-    reference = models.make(TINY_LIIF)
+    model = tiny_liif()
+    reference = tiny_liif()
     reference.load_state_dict(model.state_dict())
     norm = DataNorm(PUBLISHED)
     batch = make_batch()
@@ -68,7 +65,7 @@ def test_train_step_is_l1_on_normalised_targets_then_one_optimizer_step():
 
 
 def test_non_finite_loss_raises_before_the_step():
-    model = models.make(TINY_LIIF)
+    model = tiny_liif()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch = make_batch()
@@ -81,7 +78,7 @@ def test_non_finite_loss_raises_before_the_step():
 
 @pytest.mark.parametrize('query', ['plain', 'fast'])
 def test_bf16_autocast_runs_the_encoder_in_bfloat16(query):
-    model = models.make(TINY_LIIF)
+    model = tiny_liif()
     model.query_impl = query
     seen = []
     model.encoder.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
@@ -136,35 +133,43 @@ def test_global_batch_must_split_over_processes():
 # --- validation ----------------------------------------------------------------------
 
 def test_validation_batches_and_average():
-    assert validation_batches(5, 2) == [[0, 1], [2, 3], [4]]
+    assert consecutive_batches(5, 2) == [[0, 1], [2, 3], [4]]
     assert average_psnr([(30.0, 2), (20.0, 1)]) == pytest.approx(80 / 3)
     with pytest.raises(UserError, match='empty'):
         average_psnr([])
 
 
-def test_validate_equals_single_process_evaluate_exactly():
-    model = models.make(TINY_LIIF).eval()
+def test_evaluate_is_the_batch_weighted_mean_of_batch_psnrs():
+    """The original's protocol: one PSNR per batch of 3 (one MSE over the batch), then
+    their mean weighted by batch size; rows in dataset order."""
+    model = tiny_liif().eval()
     data, norm = QueryItems(7), DataNorm(PUBLISHED)
-    ours = validate(model, data, 3, norm, None, 8, CPU, progress=False)
-    theirs = evaluate(model, DataLoader(data, batch_size=3), norm, None, 8, CPU, progress=False)
-    assert ours['psnr'] == theirs['psnr'] and ours['n'] == 7
+    ours = evaluate(model, data, norm, batch_size=3, eval_bsize=8, device=CPU, progress=False)
+    per_batch = []
+    for batch in DataLoader(data, batch_size=3):
+        result = evaluate_batch(model, batch, norm, None, 8)
+        per_batch.append((result['psnr'], result['n']))
+    assert [n for _, n in per_batch] == [3, 3, 1]
+    assert ours['psnr'] == sum(p * n for p, n in per_batch) / 7 and ours['n'] == 7
+    assert [row['index'] for row in ours['rows']] == list(range(7))
 
 
-def test_validate_gathers_every_batch_once_in_order(monkeypatch):
+def test_evaluate_gathers_every_batch_once_in_order(monkeypatch):
     """Two ranks, simulated: each evaluates its batches; the gathered mean is exact."""
-    model = models.make(TINY_LIIF).eval()
+    model = tiny_liif().eval()
     data, norm = QueryItems(7), DataNorm(PUBLISHED)
-    single = validate(model, data, 2, norm, None, None, CPU, progress=False)
+    single = evaluate(model, data, norm, 2, device=CPU, progress=False)
     parts = {}
 
     def fake_gather(obj, env):
         parts[env.rank] = obj
         return [parts.get(r, []) for r in range(env.world_size)]
-    monkeypatch.setattr('utils.engine.all_gather_objects', fake_gather)
-    validate(model, data, 2, norm, None, None, CPU, env=DistEnv(1, 2), progress=False)
-    result = validate(model, data, 2, norm, None, None, CPU, env=DistEnv(0, 2), progress=False)
-    assert [i for i, _, _ in parts[0]] == [0, 2] and [i for i, _, _ in parts[1]] == [1, 3]
+    monkeypatch.setattr('engine.evaluate.all_gather_objects', fake_gather)
+    evaluate(model, data, norm, 2, device=CPU, env=DistEnv(1, 2), progress=False)
+    result = evaluate(model, data, norm, 2, device=CPU, env=DistEnv(0, 2), progress=False)
+    assert [part[0] for part in parts[0]] == [0, 2] and [part[0] for part in parts[1]] == [1, 3]
     assert result['psnr'] == single['psnr'] and result['n'] == 7
+    assert result['rows'] == single['rows']
 
 
 # --- run folder and log ------------------------------------------------------------------
@@ -232,7 +237,7 @@ def test_scheduler_of_a_published_checkpoint_continues_at_its_epoch():
     opt = make_optimizer(params, {'name': 'adam', 'args': {'lr': 1.0}})
     opt.param_groups[0]['lr'] = 0.5   # as saved after epoch 3 with milestone 2
     sched = make_scheduler(opt, {'milestones': [2, 5], 'gamma': 0.5})
-    train_liif.restore_scheduler(sched, None, epoch_start=4)
+    restore_scheduler(sched, None, epoch_start=4)
     lrs = []
     for _ in range(3):
         lrs.append(opt.param_groups[0]['lr'])
@@ -244,11 +249,11 @@ def test_scheduler_of_a_published_checkpoint_continues_at_its_epoch():
 
 
 def test_rng_state_round_trip():
-    train_liif.seed_everything(5)
-    state = train_liif.rng_state(CPU)
+    seed_everything(5)
+    state = rng_state(CPU)
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    train_liif.seed_everything(9)
-    train_liif.restore_rng(state, CPU)
+    seed_everything(9)
+    restore_rng(state, CPU)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
@@ -258,20 +263,6 @@ def test_env_from_torchrun():
     assert (env.rank, env.world_size, env.local_rank, env.is_main) == (3, 4, 1, False)
     with pytest.raises(UserError, match='RANK=4 is outside WORLD_SIZE=4'):
         env_from_torchrun({'RANK': '4', 'WORLD_SIZE': '4'})
-
-
-def test_query_flag_sets_the_models_query_path():
-    model = models.make(TINY_LIIF)
-    train_liif.set_query_impl(model, 'plain')
-    assert model.query_impl == 'plain'
-    valid = getattr(model, 'QUERY_IMPLS', ())
-    if 'fast' in valid:
-        train_liif.set_query_impl(model, 'fast')
-        assert model.query_impl == 'fast'
-    else:
-        with pytest.raises(UserError, match='--query fast: this model offers plain'):
-            train_liif.set_query_impl(model, 'fast')
-    train_liif.set_query_impl(torch.nn.Linear(1, 1), 'fast')  # models without the switch
 
 
 class GlobalRandomItems(Dataset):

@@ -89,3 +89,29 @@ def load_config(path, valid_keys=None):
     if valid_keys is not None:
         check_keys(data, valid_keys, str(path))
     return freeze(data)
+
+
+def data_norm_values(data_norm):
+    """Check a ``data_norm`` config value and return its numbers.
+
+    ``data_norm`` is ``{inp: {sub: [...], div: [...]}, gt: {sub: [...], div: [...]}}``
+    (each entry one number or one per channel); ``None`` means no normalisation.
+    Returns ``{'inp': {'sub': [floats], 'div': [floats]}, 'gt': {...}}``; raises
+    ``UserError`` naming the value when it has another shape.
+    """
+    if data_norm is None:
+        data_norm = {'inp': {'sub': [0], 'div': [1]}, 'gt': {'sub': [0], 'div': [1]}}
+    try:
+        return {part: {key: _numbers(data_norm[part][key]) for key in ('sub', 'div')}
+                for part in ('inp', 'gt')}
+    except (KeyError, TypeError, ValueError):
+        raise UserError('data_norm must be {inp: {sub: [..], div: [..]}, '
+                        f'gt: {{sub: [..], div: [..]}}}}, got {data_norm!r}') from None
+
+
+def _numbers(value):
+    """A number or a non-empty list of numbers -> list of floats (TypeError if not)."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values or any(isinstance(v, (bool, str)) for v in values):
+        raise TypeError('not numbers')
+    return [float(v) for v in values]

@@ -5,14 +5,22 @@ Scripts wrap their ``main`` with ``run_cli`` which prints ``error: <message>`` t
 stderr and exits with status 2. Programming errors keep their tracebacks.
 """
 import sys
+import warnings
 
 
 class UserError(Exception):
     """A mistake in the user's input; the message names the file or value at fault."""
 
 
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f'warning: {message}\n'
+
+
 def run_cli(main, *args, **kwargs):
-    """Run ``main(*args, **kwargs)``; turn ``UserError`` into one line + exit code 2."""
+    """Run ``main(*args, **kwargs)``; turn ``UserError`` into one line + exit code 2.
+
+    Warnings meant for the user (``UserWarning``) print as one ``warning: ...`` line."""
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return main(*args, **kwargs)
     except UserError as e:
@@ -21,3 +29,5 @@ def run_cli(main, *args, **kwargs):
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
+    finally:
+        warnings.formatwarning = previous

@@ -133,6 +133,17 @@ class RunLog:
             self.tb = None
 
 
+def epoch_line(epoch, epoch_max, loss, val_psnr, seconds, elapsed, estimated_total):
+    """The per-epoch log line, as the original writes it:
+    ``epoch 3/40, train: loss=0.0431, val: psnr=30.1234, 10.5s 31.6s/7.1m`` (the
+    epoch's time, the time so far / the estimated total; ``val`` only when validated)."""
+    parts = [f'epoch {epoch}/{epoch_max}', f'train: loss={loss:.4f}']
+    if val_psnr is not None:
+        parts.append(f'val: psnr={val_psnr:.4f}')
+    parts.append(f'{time_text(seconds)} {time_text(elapsed)}/{time_text(estimated_total)}')
+    return ', '.join(parts)
+
+
 def time_text(seconds):
     """``12.3s``, ``4.5m`` or ``2.3h``, as in the original per-epoch log line."""
     if seconds >= 3600:

@@ -3,28 +3,35 @@
 ``data_norm: {inp: {sub: [...], div: [...]}, gt: {sub: [...], div: [...]}}``: inputs and
 targets are normalised as ``(x - sub) / div`` (one value, or one per channel);
 predictions are de-normalised with the ``gt`` entry. The published models use 0.5/0.5.
+
+Which ``data_norm`` a script uses when neither the config nor the checkpoint names one
+is decided by ``choose``'s ``default``: ``test.py`` / ``eval_all.py`` fall back to none
+(``IDENTITY``), as the original ``test.py``; ``demo.py`` to ``PUBLISHED``, as the
+original ``demo.py``, which hard-codes 0.5/0.5.
 """
 import torch
 
-from utils.errors import UserError
+from utils.config import data_norm_values
 
 IDENTITY = {'inp': {'sub': [0], 'div': [1]}, 'gt': {'sub': [0], 'div': [1]}}
 PUBLISHED = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
+
+
+def choose(config=None, checkpoint=None, default=IDENTITY):
+    """The ``data_norm`` in force: the config's, else the checkpoint's, else ``default``."""
+    for value in (config, checkpoint):
+        if value is not None:
+            return value
+    return default
 
 
 class DataNorm:
     """Normalise LR inputs ``(B, C, h, w)`` and targets/predictions ``(B, Q, C)``."""
 
     def __init__(self, data_norm=None):
-        data_norm = IDENTITY if data_norm is None else data_norm
-        try:
-            self.inp_sub, self.inp_div = (_values(data_norm['inp'][k]) for k in ('sub', 'div'))
-            self.gt_sub, self.gt_div = (_values(data_norm['gt'][k]) for k in ('sub', 'div'))
-        except (KeyError, TypeError):
-            raise UserError('data_norm must be {inp: {sub: [..], div: [..]}, '
-                            f'gt: {{sub: [..], div: [..]}}}}, got {data_norm!r}') from None
-        self.spec = {'inp': {'sub': self.inp_sub.tolist(), 'div': self.inp_div.tolist()},
-                     'gt': {'sub': self.gt_sub.tolist(), 'div': self.gt_div.tolist()}}
+        self.spec = data_norm_values(data_norm)  # checked, plain floats (for checkpoints)
+        self.inp_sub, self.inp_div = (torch.tensor(self.spec['inp'][k]) for k in ('sub', 'div'))
+        self.gt_sub, self.gt_div = (torch.tensor(self.spec['gt'][k]) for k in ('sub', 'div'))
 
     def inp(self, x):
         """``(B, C, h, w)`` image in [0, 1] -> model input."""
@@ -41,11 +48,3 @@ class DataNorm:
     def denorm(self, pred):
         """``(..., C)`` model output -> values in image range (not clamped)."""
         return pred * self.gt_div.to(pred) + self.gt_sub.to(pred)
-
-
-def _values(v):
-    """A number or list of numbers -> float32 tensor (raises TypeError if not)."""
-    values = list(v) if isinstance(v, (list, tuple)) else [v]
-    if not values:
-        raise TypeError('empty')
-    return torch.tensor([float(x) for x in values])

@@ -2,8 +2,8 @@
 
 Two entry points:
 
-- ``predict`` (``test.py`` through ``utils.evaluate``, training validation): arbitrary
-  query points of one image::
+- ``predict`` (evaluation: ``engine.evaluate``, training validation): arbitrary query
+  points of one image::
 
       feat = encode(model, inp, tile)        # once; tile by tile for large inputs
       prepared = model.prepare(feat)         # once: per-image work of the query
@@ -16,76 +16,58 @@ Two entry points:
   window's coordinate frame. Peak memory is the 8-bit output image plus one encoder
   tile, one window and one chunk of queries, whatever the input and output sizes.
 
-Tiled encoding is exact: each tile is encoded with a margin at least as wide as the
-encoder's receptive field (``receptive_radius``), and only the tile's core is kept,
-so the features equal those of the whole image (up to float rounding). Encoders with
-global operations (RCAN's channel attention averages over the whole image) cannot be
-tiled exactly; they are encoded whole.
+What may be tiled is asked from the model, which knows its architecture:
+
+- ``model.encoder_radius()``: how many input pixels per side one feature sees, or
+  ``None`` when features of a crop are not a crop of the features (RCAN's channel
+  attention averages over the whole image). Tiled encoding is exact: each tile is
+  encoded with a margin of that radius and only its core is kept, so the features equal
+  those of the whole image (up to float rounding). Without the method, or with
+  ``None``, the image is encoded whole.
+- ``model.QUERY_REACH``: how many latent cells beyond its own a query reads. Windows
+  carry that much context plus one cell (for coordinates exactly on a cell boundary).
+  Without it the whole latent grid is decoded as one window.
 """
 import torch
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
-from utils.checkpoint import unwrap
+from datasets.image_io import to_uint8_array
+from engine.checkpoint import unwrap
 from utils.coords import make_coord
-from utils.errors import UserError
-from utils.image_io import to_uint8_array
 
-DEFAULT_CHUNK = 30000  # queries per chunk, the original eval_bsize
-DEFAULT_TILE = 512     # LR pixels per tile side (core, without the margin)
-
-# Layers that act on each pixel separately: they do not widen the receptive field.
-POINTWISE_LAYERS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid,
-                    nn.Tanh, nn.Identity, nn.Dropout)
-
-
-def receptive_radius(encoder):
-    """How far (in input pixels, per side) one output feature of ``encoder`` can see.
-
-    Returns the sum of the radii ``dilation * (k - 1) / 2`` of all its convolutions:
-    for EDSR/RDN, whose 3x3 convs all lie on one longest path (RDN's dense
-    connections included), this is the receptive field; for any other stack of
-    'same' stride-1 convolutions and pointwise layers it is an upper bound. Returns
-    ``None`` when the encoder has a layer that is not such a convolution or pointwise
-    (global pooling as in RCAN, resampling, normalisation), i.e. it cannot be tiled.
-    The code between layers (sums, concatenations) is assumed to be pointwise.
-    """
-    radius = 0
-    for module in encoder.modules():
-        if isinstance(module, nn.Conv2d):
-            same = tuple(d * (k - 1) // 2 for k, d in zip(module.kernel_size, module.dilation))
-            if (module.stride != (1, 1) or module.padding_mode != 'zeros'
-                    or (module.padding != same and module.padding != 'same')
-                    or any(k % 2 == 0 for k in module.kernel_size)):
-                return None
-            radius += max(same)
-        elif not list(module.children()) and not isinstance(module, POINTWISE_LAYERS):
-            return None
-    return radius
+DEFAULT_CHUNK = 30000   # queries per chunk, the original eval_bsize
+DEFAULT_TILE = 512      # LR pixels per encoder tile side (core, without the margin)
+DEFAULT_WINDOW = 128    # latent cells per decoding window side (core, without context)
 
 
 def tiling_radius(model, size, tile):
-    """The margin (``receptive_radius``) with which an LR image of ``size = (h, w)`` is
-    encoded in tiles of ``tile`` pixels, or ``None`` when it is encoded whole: no
-    ``tile``, an image that fits in one tile, or an encoder that cannot be tiled."""
-    if not tile or (size[0] <= tile and size[1] <= tile) or not hasattr(model, 'encoder'):
+    """The margin with which an LR image of ``size = (h, w)`` is encoded in tiles of
+    ``tile`` pixels (``model.encoder_radius()``), or ``None`` when it is encoded whole:
+    no ``tile``, an image that fits in one tile, or a model that cannot be tiled."""
+    if not tile or (size[0] <= tile and size[1] <= tile) or not hasattr(model, 'encoder_radius'):
         return None
-    return receptive_radius(model.encoder)
+    return model.encoder_radius()
+
+
+def window_margin(model):
+    """Latent cells of context around a decoding window's core (``QUERY_REACH + 1``),
+    or ``None`` when the model must be decoded from the whole latent grid."""
+    reach = getattr(model, 'QUERY_REACH', None)
+    return None if reach is None else reach + 1
 
 
 def encode(model, inp, tile=None):
     """Feature map ``model.encode(inp)``, computed tile by tile for large inputs.
 
     Args:
-        model: a model with ``encode`` (and ``encoder`` for tiling).
+        model: a model with ``encode`` (and ``encoder_radius`` for tiling).
         inp: ``(B, 3, h, w)`` normalised LR images.
         tile: core tile side in LR pixels; ``None``/0 encodes the whole image. Inputs no
-            larger than one tile, and encoders ``receptive_radius`` cannot bound, are
-            encoded whole.
+            larger than one tile, and models that cannot be tiled, are encoded whole.
     Returns:
         ``(B, C, h, w)``, equal to the untiled result up to float rounding: each tile
-        is encoded with a margin of ``receptive_radius`` pixels (clipped at the image
+        is encoded with a margin of ``encoder_radius()`` pixels (clipped at the image
         border, where the encoder's own zero padding applies as for the whole image)
         and only its core is kept.
     """
@@ -154,14 +136,6 @@ class OutputGrid:
         return torch.stack([self.rows[index // self.size[1]], self.cols[index % self.size[1]]], -1)
 
 
-# Latent cells of context kept around a decoding window's core: a query uses the codes
-# at most one cell from its own (local ensemble), and those read their 3x3 neighbours
-# (feature unfolding / the first-layer convolution): 2 cells, plus 1 for coordinates
-# exactly on a cell boundary.
-WINDOW_MARGIN = 3
-DECODE_TILE = 128  # latent cells per side of a decoding window's core
-
-
 def output_start(cell, lat_size, out_size):
     """First output pixel (along one axis) whose centre lies in latent cell >= ``cell``.
 
@@ -190,18 +164,22 @@ def window_axis(first, last, out_size, lat_size, start, stop, device, dtype):
     return local.to(dtype)
 
 
+def grow(span, margin, size):
+    """``span = (start, stop)`` widened by ``margin`` on both sides, clipped to ``[0, size]``."""
+    return max(span[0] - margin, 0), min(span[1] + margin, size)
+
+
 def encode_region(model, inp, rows, cols, radius):
     """Features of the region ``rows x cols`` (``(start, stop)`` pairs) of ``inp``,
     encoding it with ``radius`` more pixels on each side (clipped at the image border)
     so that they equal the features of the whole image. ``(B, C, len(rows), len(cols))``."""
     h, w = inp.shape[-2:]
-    r0, r1 = max(rows[0] - radius, 0), min(rows[1] + radius, h)
-    c0, c1 = max(cols[0] - radius, 0), min(cols[1] + radius, w)
-    part = model.encode(inp[:, :, r0:r1, c0:c1])
-    if part.shape[-2:] != (r1 - r0, c1 - c0):
-        raise ValueError('tiled encoding needs an encoder whose features have the input '
-                         f'size, got {tuple(part.shape[-2:])} for {(r1 - r0, c1 - c0)}')
-    return part[:, :, rows[0] - r0:rows[1] - r0, cols[0] - c0:cols[1] - c0]
+    (row_start, row_stop), (col_start, col_stop) = grow(rows, radius, h), grow(cols, radius, w)
+    part = model.encode(inp[:, :, row_start:row_stop, col_start:col_stop])
+    if part.shape[-2:] != (row_stop - row_start, col_stop - col_start):
+        raise ValueError('tiled encoding needs an encoder whose features have the input size, '
+                         f'got {tuple(part.shape[-2:])} for {(row_stop - row_start, col_stop - col_start)}')
+    return part[:, :, rows[0] - row_start:rows[1] - row_start, cols[0] - col_start:cols[1] - col_start]
 
 
 def spans(n, step):
@@ -209,7 +187,8 @@ def spans(n, step):
     return [(s, min(s + step, n)) for s in range(0, n, step)]
 
 
-def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE):
+def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE,
+                  window=DEFAULT_WINDOW, margin=None):
     """Super-resolve ``lr`` to ``size`` region by region, in bounded memory.
 
     A generator of ``(top, left, rgb)``: ``rgb`` is an ``(n_rows, n_cols, 3)`` float
@@ -217,8 +196,8 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
     (or one row piece of ``chunk`` pixels); the blocks cover the output exactly once.
 
     How: the LR image is encoded in tiles of ``tile`` pixels (whole when it fits in one
-    tile or the encoder cannot be tiled, see ``receptive_radius``); each tile is decoded
-    in windows of ``DECODE_TILE`` latent cells plus ``WINDOW_MARGIN`` cells of context:
+    tile or the model cannot be tiled, see ``tiling_radius``); each tile is decoded in
+    windows of ``window`` latent cells plus ``margin`` cells of context:
     ``model.prepare`` runs on the window, and the output pixels whose centres fall in
     the window's core are queried with coordinates and cells expressed in the window's
     frame. LIIF depends on a query only through its distances to nearby latent codes,
@@ -228,72 +207,78 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
     Args:
         model: LIIF-style model (``encode``, ``prepare``, ``query``) in eval mode on
             ``lr``'s device; lr: ``(3, h, w)`` in ``[0, 1]`` (not normalised);
-        size: ``(H, W)``; data_norm: ``utils.data_norm.DataNorm``; chunk: queries per
-            ``query`` call; tile: encoder tile side in LR pixels (``None``/0: whole).
+        size: ``(H, W)``; data_norm: ``engine.data_norm.DataNorm``; chunk: queries per
+            ``query`` call; tile: encoder tile side in LR pixels (``None``/0: whole);
+        window: decoding window side in latent cells; margin: latent cells of context
+            around a window (default ``window_margin(model)``; fewer give wrong values).
     """
     model = unwrap(model)
     out_h, out_w = int(size[0]), int(size[1])
     h, w = lr.shape[-2:]
     radius = tiling_radius(model, (h, w), tile)
     enc_tile = tile if radius is not None else max(h, w)
+    margin = window_margin(model) if margin is None else margin
+    if margin is None:   # decoded from the whole latent grid: one window
+        window, margin = max(h, w), 0
     device, dtype = lr.device, lr.dtype
     with torch.no_grad():
         inp = data_norm.inp(lr.unsqueeze(0))
         whole = model.encode(inp) if radius is None else None
-        for er in spans(h, enc_tile):
-            for ec in spans(w, enc_tile):
+        for tile_rows in spans(h, enc_tile):
+            for tile_cols in spans(w, enc_tile):
                 # Features of the encoder tile grown by the window margin.
-                fr = (max(er[0] - WINDOW_MARGIN, 0), min(er[1] + WINDOW_MARGIN, h))
-                fc = (max(ec[0] - WINDOW_MARGIN, 0), min(ec[1] + WINDOW_MARGIN, w))
+                feat_rows, feat_cols = grow(tile_rows, margin, h), grow(tile_cols, margin, w)
                 if whole is None:
-                    feat = encode_region(model, inp, fr, fc, radius)
+                    feat = encode_region(model, inp, feat_rows, feat_cols, radius)
                 else:
-                    feat = whole[:, :, fr[0]:fr[1], fc[0]:fc[1]]
-                for dr in spans(er[1] - er[0], DECODE_TILE):
-                    for dc in spans(ec[1] - ec[0], DECODE_TILE):
-                        core_r = (er[0] + dr[0], er[0] + dr[1])
-                        core_c = (ec[0] + dc[0], ec[0] + dc[1])
-                        yield from _decode_window(model, feat, fr, fc, core_r, core_c,
-                                                  (h, w), (out_h, out_w), data_norm,
-                                                  chunk, device, dtype)
+                    feat = whole[:, :, feat_rows[0]:feat_rows[1], feat_cols[0]:feat_cols[1]]
+                for rows in spans(tile_rows[1] - tile_rows[0], window):
+                    for cols in spans(tile_cols[1] - tile_cols[0], window):
+                        core_rows = (tile_rows[0] + rows[0], tile_rows[0] + rows[1])
+                        core_cols = (tile_cols[0] + cols[0], tile_cols[0] + cols[1])
+                        yield from _decode_window(model, feat, feat_rows, feat_cols, core_rows,
+                                                  core_cols, margin, (h, w), (out_h, out_w),
+                                                  data_norm, chunk, device, dtype)
 
 
-def _decode_window(model, feat, fr, fc, core_r, core_c, lat_size, size, data_norm,
-                   chunk, device, dtype):
-    """Blocks of the output pixels whose centres lie in latent cells ``core_r x core_c``
-    (see ``render_blocks``); ``feat`` holds latent rows ``fr`` and columns ``fc``."""
+def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, margin, lat_size,
+                   size, data_norm, chunk, device, dtype):
+    """Blocks of the output pixels whose centres lie in latent cells ``core_rows x
+    core_cols`` (see ``render_blocks``); ``feat`` holds latent rows ``feat_rows`` and
+    columns ``feat_cols``; the window around the core has ``margin`` cells of context."""
     (h, w), (out_h, out_w) = lat_size, size
-    o_r = (output_start(core_r[0], h, out_h), output_start(core_r[1], h, out_h))
-    o_c = (output_start(core_c[0], w, out_w), output_start(core_c[1], w, out_w))
-    if o_r[0] == o_r[1] or o_c[0] == o_c[1]:
+    out_rows = (output_start(core_rows[0], h, out_h), output_start(core_rows[1], h, out_h))
+    out_cols = (output_start(core_cols[0], w, out_w), output_start(core_cols[1], w, out_w))
+    if out_rows[0] == out_rows[1] or out_cols[0] == out_cols[1]:
         return
-    wr = (max(core_r[0] - WINDOW_MARGIN, 0), min(core_r[1] + WINDOW_MARGIN, h))
-    wc = (max(core_c[0] - WINDOW_MARGIN, 0), min(core_c[1] + WINDOW_MARGIN, w))
-    window = feat[:, :, wr[0] - fr[0]:wr[1] - fr[0], wc[0] - fc[0]:wc[1] - fc[0]]
+    win_rows, win_cols = grow(core_rows, margin, h), grow(core_cols, margin, w)
+    window = feat[:, :, win_rows[0] - feat_rows[0]:win_rows[1] - feat_rows[0],
+                  win_cols[0] - feat_cols[0]:win_cols[1] - feat_cols[0]]
     prepared = model.prepare(window)
-    rows = window_axis(*o_r, out_h, h, *wr, device, dtype)
-    cols = window_axis(*o_c, out_w, w, *wc, device, dtype)
+    rows = window_axis(*out_rows, out_h, h, *win_rows, device, dtype)
+    cols = window_axis(*out_cols, out_w, w, *win_cols, device, dtype)
     # The cell in window units: (2 / H) output pixels scaled like the coordinates.
-    cell = torch.tensor([2 / out_h * h / (wr[1] - wr[0]), 2 / out_w * w / (wc[1] - wc[0])],
-                        device=device, dtype=dtype)
-    n_cols = o_c[1] - o_c[0]
+    cell = torch.tensor([2 / out_h * h / (win_rows[1] - win_rows[0]),
+                         2 / out_w * w / (win_cols[1] - win_cols[0])], device=device, dtype=dtype)
+    n_cols = out_cols[1] - out_cols[0]
     rows_per_chunk = max(1, chunk // n_cols)
     col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk
-    for r0, r1 in spans(len(rows), rows_per_chunk):
-        for c0, c1 in spans(n_cols, col_step):
-            grid = torch.stack(torch.meshgrid(rows[r0:r1], cols[c0:c1], indexing='ij'), -1)
+    for row_start, row_stop in spans(len(rows), rows_per_chunk):
+        for col_start, col_stop in spans(n_cols, col_step):
+            grid = torch.stack(torch.meshgrid(rows[row_start:row_stop], cols[col_start:col_stop],
+                                              indexing='ij'), -1)
             coord = grid.view(1, -1, 2)                                  # (1, n, 2)
             pred = model.query(prepared, coord, cell.expand_as(coord))   # (1, n, 3)
-            rgb = data_norm.denorm(pred[0]).view(r1 - r0, c1 - c0, -1)
-            yield o_r[0] + r0, o_c[0] + c0, rgb
+            rgb = data_norm.denorm(pred[0]).view(row_stop - row_start, col_stop - col_start, -1)
+            yield out_rows[0] + row_start, out_cols[0] + col_start, rgb
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
-           progress=False):
+           progress=False, window=DEFAULT_WINDOW):
     """Super-resolve ``lr`` (``(3, h, w)`` in ``[0, 1]``) into a Pillow image of ``size``.
 
     Args:
-        size: ``(H, W)`` of the output.
+        size: ``(H, W)`` of the output; chunk, tile, window: see ``render_blocks``.
         alpha: optional ``(1, h, w)`` alpha in ``[0, 1]``: resized with Pillow bicubic
             and attached (the result is RGBA, else RGB).
         progress: show a tqdm bar over output pixels.
@@ -305,7 +290,7 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
     image = Image.new('RGB' if alpha is None else 'RGBA', (width, height))
     with tqdm(total=height * width, disable=not progress, unit='px', unit_scale=True,
               desc='render', leave=False) as bar:
-        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile):
+        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile, window):
             block = to_uint8_array(rgb.permute(2, 0, 1))                  # (rows, cols, 3)
             image.paste(Image.fromarray(block), (left, top))
             bar.update(block.shape[0] * block.shape[1])
@@ -313,22 +298,3 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
         small = Image.fromarray(to_uint8_array(alpha)[..., 0])  # (h, w) uint8: mode L
         image.putalpha(small.resize((width, height), Image.BICUBIC))  # in place for RGBA
     return image
-
-
-def set_query_impl(model, impl):
-    """Select the query path (``'fast'``/``'plain'``) on models that have one.
-
-    ``impl=None`` keeps the model's default. Returns ``False`` when the model has no
-    ``query_impl`` setting (nothing changed); raises ``UserError`` for a path the
-    model does not offer.
-    """
-    model = unwrap(model)
-    if impl is None:
-        return True
-    if not hasattr(model, 'query_impl'):
-        return False
-    valid = getattr(model, 'QUERY_IMPLS', (model.query_impl,))
-    if impl not in valid:
-        raise UserError(f'--query {impl}: this model offers {", ".join(valid)}')
-    model.query_impl = impl
-    return True

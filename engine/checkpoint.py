@@ -1,21 +1,28 @@
-"""Checkpoints in the published LIIF format (spec section 4).
+"""Checkpoints in the published LIIF format (spec section 4), and resuming from them.
 
 A checkpoint is ``{'model': {'name', 'args', 'sd'}, 'optimizer': {'name', 'args',
 'sd'}, 'epoch': int}``; anything else we store (resume state, data_norm) goes under
 new top-level keys, so published files load here and ours load in the original code.
 Files are written atomically (temp file in the same folder, fsync, rename) and read
 with ``torch.load(weights_only=True)``: a checkpoint cannot run code when loaded.
+
+Exact resuming: ``training_checkpoint`` stores, beside the published entries, the lr
+schedule, every RNG state (Python, NumPy, torch, CUDA), the seed and the best PSNR;
+``restore_training`` / ``restore_rng`` put them back.
 """
 import pickle
+import random
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import models
 from utils.config import thaw
 from utils.errors import UserError
 from utils.files import atomic_path
+from utils.optim import make_optimizer, make_scheduler, optimizer_entry
 
 FORMAT_HINT = "expected {'model': {'name', 'args', 'sd'}, 'optimizer': ..., 'epoch': ...}"
 
@@ -95,3 +102,73 @@ def _key_mismatch(expected, given):
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     return missing, unexpected
+
+
+# --- resuming a training run ---------------------------------------------------------
+
+def training_checkpoint(model_spec, model, opt_spec, optimizer, epoch, scheduler, device,
+                        data_norm_spec, seed, world_size, best_psnr=None, val_psnr=None):
+    """The checkpoint a training run writes after ``epoch``: the published entries plus
+    what exact resuming needs under ``resume``, and the ``data_norm`` spec."""
+    return {
+        # the published format ...
+        'model': model_entry(model_spec, model),
+        'optimizer': optimizer_entry(opt_spec, optimizer),
+        'epoch': epoch,
+        # ... plus what exact resuming needs, under new keys
+        'resume': {'scheduler': scheduler.state_dict() if scheduler else None,
+                   'rng': rng_state(device), 'best_psnr': best_psnr, 'val_psnr': val_psnr,
+                   'seed': seed, 'world_size': world_size},
+        'data_norm': data_norm_spec,
+    }
+
+
+def restore_training(ckpt, path, multi_step_lr, device):
+    """Model, optimizer and lr schedule of a run resumed from checkpoint ``ckpt`` (read
+    from ``path``), with its model and optimizer specs, as the original code resumes.
+
+    Returns ``(model_spec, optimizer_spec, model, optimizer, scheduler, epoch_start)``;
+    ``multi_step_lr`` is the config's schedule (published checkpoints store none).
+    """
+    model_spec, opt_spec = ckpt['model'], ckpt['optimizer']
+    model = build_model(model_spec, path).to(device)
+    optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'))
+    epoch_start = int(ckpt['epoch']) + 1
+    scheduler = make_scheduler(optimizer, multi_step_lr)
+    if scheduler is not None:
+        restore_scheduler(scheduler, (ckpt.get('resume') or {}).get('scheduler'), epoch_start)
+    return model_spec, opt_spec, model, optimizer, scheduler, epoch_start
+
+
+def restore_scheduler(scheduler, state, epoch_start):
+    """Scheduler state from our checkpoint, or (published checkpoints, which lack it)
+    the state after ``epoch_start - 1`` epochs; the optimizer's loaded lr is kept."""
+    if state is not None:
+        scheduler.load_state_dict(state)
+        return
+    scheduler.last_epoch = epoch_start - 1
+
+
+def rng_state(device):
+    """RNG states of Python, NumPy, torch (and CUDA) as checkpoint-safe plain types."""
+    np_state = np.random.get_state()
+    return {'python': random.getstate(),
+            'numpy': {'name': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
+                      'pos': int(np_state[2]), 'has_gauss': int(np_state[3]),
+                      'cached_gaussian': float(np_state[4])},
+            'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None}
+
+
+def restore_rng(state, device):
+    """Undo ``rng_state`` (no-op for ``None``, e.g. published checkpoints)."""
+    if state is None:
+        return
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state['numpy']
+    np.random.set_state((np_state['name'], np_state['keys'].numpy().astype(np.uint32),
+                         np_state['pos'], np_state['has_gauss'], np_state['cached_gaussian']))
+    torch.set_rng_state(state['torch'])
+    if state.get('cuda') is not None and device.type == 'cuda':
+        torch.cuda.set_rng_state(state['cuda'], device)

@@ -1,4 +1,4 @@
-"""Image reading, writing and resizing with Pillow (no torchvision).
+"""Image reading and writing with Pillow (no torchvision); resizing is in ``datasets.resize``.
 
 Convention: an image in memory is a float32 tensor ``(C, H, W)``, RGB channel order,
 values in ``[0, 1]``. Decoded pixels that are kept around (dataset caches) stay integer
@@ -159,23 +159,6 @@ def write_image(img, path):
     # Pillow picks the format from the extension, so the temporary file keeps it.
     with atomic_path(path, suffix=path.suffix) as tmp:
         Image.fromarray(arr).save(tmp)
-
-
-def resize_bicubic(img, size):
-    """Pillow bicubic resize of the 8-bit version of ``img`` (spec section 6).
-
-    Args:
-        img: ``(C, H, W)`` float in ``[0, 1]`` (C = 1 or 3).
-        size: ``(H_out, W_out)``.
-    Returns:
-        ``(C, H_out, W_out)`` float in ``[0, 1]``.
-    """
-    arr = to_uint8_array(img)
-    pil = Image.fromarray(arr if arr.shape[-1] == 3 else arr[..., 0])
-    out = np.asarray(pil.resize((size[1], size[0]), Image.BICUBIC), dtype=np.float32) / 255.0
-    if out.ndim == 2:
-        out = out[..., None]
-    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).contiguous()
 
 
 # --- 16-bit colour PNGs -------------------------------------------------------------

@@ -1,27 +1,34 @@
-"""The training loop: one visible training step, one epoch, validation.
+"""The training loop: one visible training step, one epoch, the data order.
 
 Everything is passed in (model, loader, optimizer, device, data normalisation, the
 distributed environment); each function returns its statistics. ``train_liif.py``
-builds the objects and calls these.
+builds the objects and calls these; validation is ``engine.evaluate.evaluate``.
 
 Batches are dicts from the SR wrappers (spec section 6):
 ``inp`` (B, 3, h, w) LR image in [0, 1] (not normalised), ``coord`` (B, Q, 2) query
 coordinates (row, col) in [-1, 1], ``cell`` (B, Q, 2), ``gt`` (B, Q, 3) in [0, 1].
 """
 import math
+import random
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from utils.checkpoint import unwrap
-from utils.distributed import DistEnv, all_gather_objects, all_mean
+from utils.distributed import DistEnv, all_mean
 from utils.errors import UserError
-from utils.evaluate import evaluate_batch
 
 SINGLE = DistEnv()
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy and torch (weight initialisation uses torch's RNG)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 class NonFiniteLoss(UserError):
@@ -35,7 +42,7 @@ def train_step(model, batch, optimizer, device, data_norm, amp_dtype=None, env=S
         model: LIIF-like module (possibly DDP-wrapped), ``model(inp, coord, cell)`` ->
             (B, Q, 3) normalised prediction.
         batch: dict of CPU or device tensors, see the module docstring.
-        data_norm: ``utils.data_norm.DataNorm`` for inputs and targets.
+        data_norm: ``engine.data_norm.DataNorm`` for inputs and targets.
         amp_dtype: ``torch.bfloat16`` to run the forward pass under autocast, else None.
         env: ``DistEnv``; the returned loss is the mean over all processes.
     Returns:
@@ -137,57 +144,3 @@ def set_loader_epoch(loader, epoch):
 def epoch_seed(seed, epoch):
     """A 63-bit seed for ``(seed, epoch)`` (distinct pairs give distinct seeds)."""
     return (seed * 1_000_003 + epoch) % (2 ** 63)
-
-
-def validation_batches(n_items, batch_size):
-    """Index lists of the batches one process forms over ``n_items`` in order."""
-    return [list(range(start, min(start + batch_size, n_items)))
-            for start in range(0, n_items, batch_size)]
-
-
-def validate(model, dataset, batch_size, data_norm, eval_type, eval_bsize, device,
-             env=SINGLE, num_workers=0, worker_init_fn=None, progress=True):
-    """Validation PSNR, the same number for any number of processes.
-
-    The items are cut into the consecutive batches one process would form
-    (``batch_size`` each, not split over processes); process r evaluates batches
-    r, r + W, ... with ``utils.evaluate.evaluate_batch``; every process then gathers
-    all ``(batch index, psnr, n)`` and averages them in batch order, weighted by
-    batch size, in float64 (the original's per-batch average).
-
-    Returns ``{'psnr': float, 'n': number of items}``.
-    """
-    batches = validation_batches(len(dataset), batch_size)
-    mine = list(range(env.rank, len(batches), env.world_size))
-    loader = DataLoader(dataset, batch_sampler=[batches[i] for i in mine],
-                        num_workers=num_workers, worker_init_fn=worker_init_fn,
-                        generator=torch.Generator().manual_seed(0))
-    net = unwrap(model)  # no gradient sync needed: plain module, no DDP hooks
-    was_training = net.training
-    net.eval()
-    results = []
-    try:
-        with torch.no_grad(), tqdm(loader, desc='val', leave=False, disable=not progress,
-                                   dynamic_ncols=True) as bar:
-            for index, batch in zip(mine, bar):
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                res = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize)
-                results.append((index, float(res['psnr']), int(res['n'])))
-    finally:
-        net.train(was_training)
-    merged = sorted(r for part in all_gather_objects(results, env) for r in part)
-    return {'psnr': average_psnr([(psnr, n) for _, psnr, n in merged]),
-            'n': sum(n for _, _, n in merged)}
-
-
-def average_psnr(per_batch):
-    """Mean of per-batch PSNRs weighted by batch size, in float64, summed in the given
-    order: the same arithmetic as ``utils.evaluate.evaluate`` in one process, so the
-    results are equal to the last bit."""
-    total, count = 0.0, 0
-    for psnr, n in per_batch:
-        total += psnr * n
-        count += n
-    if count == 0:
-        raise UserError('the validation dataset is empty')
-    return total / count
