@@ -8,7 +8,9 @@
 ``--resolution`` is ``HEIGHT,WIDTH`` of the output (as in the original demo);
 ``--scale S`` or ``--scale SH,SW`` multiplies the input size instead (any positive
 number; output side = round(input side * S)). A folder as ``--input`` processes every
-image in it into the existing ``--output`` folder, keeping the file names.
+image in it into the existing ``--output`` folder, keeping the file names; an image that
+cannot be read, sized or written does not stop the others: the failures are listed at
+the end and the exit status is 2.
 
 Inputs: anything Pillow reads -- RGB, grayscale, palette, 16-bit, JPEG; an alpha
 channel is upscaled with Pillow bicubic and kept (RGBA output; dropped with a note when
@@ -35,7 +37,8 @@ from engine.checkpoint import load_model
 from engine.data_norm import PUBLISHED, DataNorm, choose
 from engine.render import DEFAULT_CHUNK, DEFAULT_TILE, render
 from utils.device import select_device
-from utils.errors import UserError, run_cli
+from utils.errors import (UserError, add_debug_flag, environment_message, is_environment_error,
+                          run_cli)
 from utils.files import atomic_path
 
 # Pillow formats that store an alpha channel.
@@ -62,6 +65,7 @@ def parse_args(argv=None):
     parser.add_argument('--tile', type=int, default=DEFAULT_TILE,
                         help='encode inputs larger than this many pixels per side in '
                              'overlapping tiles (same result, less memory); 0: never')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -150,29 +154,71 @@ def check_memory(size, name):
                         f'more than this machine has ({total / 2**30:.1f} GiB)')
 
 
+class Failures:
+    """The images of a folder run that could not be processed, with their reasons.
+
+    One bad file must not cost the batch: ``attempt`` records a ``UserError`` (or an
+    environment ``OSError``, e.g. a full disk on save) and lets the run go on. With a
+    single input file there is nothing to go on with, and errors propagate."""
+
+    def __init__(self, batch):
+        self.batch, self.items = batch, []
+
+    def attempt(self, src, action):
+        """``action()``'s result, or ``None`` after recording why it failed."""
+        try:
+            return action()
+        except (UserError, OSError) as e:
+            if not self.batch or (isinstance(e, OSError) and not is_environment_error(e)):
+                raise
+            reason = str(e) if isinstance(e, UserError) else environment_message(e)
+            self.items.append((src, reason))
+            return None
+
+    def report(self, total):
+        """List the failures on stderr; ``UserError`` (exit 2) if there were any."""
+        if not self.items:
+            return
+        for src, reason in self.items:
+            print(f'failed: {src}: {reason}', file=sys.stderr)
+        written = total - len(self.items)
+        raise UserError(f'{len(self.items)} of {total} images failed (listed above); '
+                        f'{written} written')
+
+
 def main(args):
     resolution = None if args.resolution is None else parse_pair(args.resolution, '--resolution', int)
     scale = None if args.scale is None else parse_pair(args.scale, '--scale', float)
     if args.bsize < 1 or args.tile < 0:
         raise UserError('--bsize must be positive and --tile 0 or more')
     jobs = plan_jobs(args.input, args.output)
-    # Sizes from the headers, so a bad size fails before the model loads.
-    sizes = [output_size(image_size(src), resolution, scale, src) for src, _ in jobs]
-    for (src, _), size in zip(jobs, sizes):
+    failures = Failures(batch=Path(args.input).is_dir())
+
+    def plan(src):
+        size = output_size(image_size(src), resolution, scale, src)
         check_memory(size, src)
-    device = select_device(args.device, args.gpu)
-    model, ckpt = load_model(args.model, device)
-    if not models.set_query_impl(model, args.query):
-        print(f'note: --query ignored, model {ckpt["model"]["name"]!r} has one query path',
-              file=sys.stderr)
-    data_norm = DataNorm(choose(checkpoint=ckpt.get('data_norm'), default=PUBLISHED))
-    for (src, dst), size in zip(jobs, sizes):
+        return size
+    # Sizes from the headers, so a bad size fails before the model loads.
+    sized = [(src, dst, failures.attempt(src, lambda: plan(src))) for src, dst in jobs]
+    sized = [job for job in sized if job[2] is not None]
+    if sized:
+        device = select_device(args.device, args.gpu)
+        model, ckpt = load_model(args.model, device)
+        if not models.set_query_impl(model, args.query):
+            print(f'note: --query ignored, model {ckpt["model"]["name"]!r} has one query path',
+                  file=sys.stderr)
+        data_norm = DataNorm(choose(checkpoint=ckpt.get('data_norm'), default=PUBLISHED))
+
+    def upscale(src, dst, size):
         lr, alpha = read_image_with_alpha(src)
         image = render(model, lr.to(device), size, data_norm, chunk=args.bsize,
                        tile=args.tile or None, alpha=alpha,
                        progress=size[0] * size[1] > args.bsize)
         save_image(image, dst)
         print(f'{src} ({lr.shape[1]}x{lr.shape[2]}) -> {dst} ({size[0]}x{size[1]})')
+    for src, dst, size in sized:
+        failures.attempt(src, lambda: upscale(src, dst, size))
+    failures.report(len(jobs))
 
 
 if __name__ == '__main__':

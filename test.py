@@ -26,7 +26,7 @@ from engine.checkpoint import load_model
 from engine.evaluate import evaluate_config, load_test_config
 from engine.render import DEFAULT_TILE
 from utils.device import select_device
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, add_debug_flag, run_cli
 from utils.files import write_text_atomic
 
 ROW_FIELDS = ['index', 'name', 'psnr', 'ssim', 'lr_h', 'lr_w', 'hr_h', 'hr_w', 'scale']
@@ -51,6 +51,7 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
                         help='data loader worker processes (default: min(4, CPUs))')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 

@@ -36,9 +36,9 @@ from engine.train import (NonFiniteLoss, make_train_loader, seed_everything, set
 from utils import distributed
 from utils.config import check_keys, load_config, positive_int, thaw
 from utils.device import select_device
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, add_debug_flag, run_cli
 from utils.optim import make_optimizer, make_scheduler
-from utils.run_dir import RunLog, check_run_dir, epoch_line, run_name, save_config
+from utils.run_dir import RunLog, check_run_dir, claim_run_dir, epoch_line, run_name, save_config
 
 # Top-level keys of a training config and what each means (unknown keys are errors).
 CONFIG_KEYS = {
@@ -82,6 +82,7 @@ def parse_args(argv=None):
                         help='time N training steps after one warm-up step, print s/it and '
                              'exit without writing anything')
     parser.add_argument('--no-progress', action='store_true', help='hide the tqdm bars')
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -124,7 +125,15 @@ def check_config(config, path):
     amp = config.get('amp')
     if amp not in (None, False, 'none') and amp not in AMP_DTYPES:
         raise UserError(f'{path}: amp must be one of {", ".join(AMP_DTYPES)} or none, got {amp!r}')
-    parse_eval_type(config.get('eval_type'))
+    try:
+        parse_eval_type(config.get('eval_type'))
+    except UserError as e:
+        raise UserError(f'{path}: {e}') from None
+    # The optimizer and schedule on a stand-in parameter: arguments they refuse (a
+    # negative lr, a milestone that is not an epoch) fail now, naming the key.
+    probe = make_optimizer([torch.nn.Parameter(torch.zeros(1))], config['optimizer'],
+                           where=f'{path}: optimizer')
+    make_scheduler(probe, config.get('multi_step_lr'), where=f'{path}: multi_step_lr')
 
 
 def train(config, args, env, device):
@@ -134,17 +143,9 @@ def train(config, args, env, device):
     run_dir = Path(args.save_root) / run_name(args.config, args.name, args.tag)
     resume_path = args.resume or config.get('resume')
     ckpt = load_checkpoint(resume_path) if resume_path else None
-    if not bench:
-        # Rank 0 looks at the folder; all ranks fail together if it is taken.
-        problem = None
-        if env.is_main:
-            try:
-                check_run_dir(run_dir, resume_path, ckpt and int(ckpt['epoch']))
-            except UserError as e:
-                problem = str(e)
-        problem = distributed.broadcast_object(problem, env)
-        if problem:
-            raise UserError(problem)
+    resume_epoch = ckpt and int(ckpt['epoch'])
+    if not bench:  # fail before building anything when the folder is taken
+        on_main(env, lambda: check_run_dir(run_dir, resume_path, resume_epoch))
     resume = (ckpt or {}).get('resume') or {}
     seed = resume.get('seed', config.get('seed', DEFAULT_SEED))
     seed_everything(seed)
@@ -178,14 +179,19 @@ def train(config, args, env, device):
         return run_bench(args.bench, model, train_loader, optimizer, device, data_norm,
                          amp_dtype, env, epoch_start, progress)
 
-    # Nothing has failed so far: now the run folder is made and written (rank 0).
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    # Nothing has failed so far: now rank 0 makes the run folder, takes its lock (a second
+    # run aiming at the folder fails here, even one that started at the same moment) and
+    # writes the config.
+    def claim():
+        lock, removed = claim_run_dir(run_dir, resume_path, resume_epoch)
         save_config(thaw(config), run_dir, epoch_start)
-    distributed.barrier(env)
+        return lock, removed
+    lock, removed = on_main(env, claim) or (None, [])
     log = RunLog(run_dir, writer=env.is_main)
     try:  # the log (and its TensorBoard writer) is closed however the run ends
         log(f'world_size={env.world_size}, device={device}, seed={seed}, run folder {run_dir}')
+        if removed:
+            log(f'removed temporary files of an interrupted write: {", ".join(removed)}')
         if ckpt is not None:
             log(f'resumed from {resume_path} (epoch {ckpt["epoch"]})')
             if model_spec['name'] != config['model']['name'] or \
@@ -252,12 +258,28 @@ def train(config, args, env, device):
             elapsed = now - start_time
             log(epoch_line(epoch, epoch_max, stats['loss'], val_psnr, now - epoch_start_time,
                            elapsed, elapsed / progress_frac))
-            log.flush()
     finally:
         log.close()
+        if lock is not None:
+            lock.release()
     distributed.barrier(env)
     return {'model': net, 'optimizer': optimizer, 'scheduler': scheduler,
             'best_psnr': best_psnr, 'run_dir': run_dir}
+
+
+def on_main(env, action):
+    """Run ``action()`` on rank 0 only; a ``UserError`` there stops every rank with the
+    same message (rank 0 prints it). Returns ``action()``'s result on rank 0, else None."""
+    result, problem = None, None
+    if env.is_main:
+        try:
+            result = action()
+        except UserError as e:
+            problem = str(e)
+    problem = distributed.broadcast_object(problem, env)
+    if problem:
+        raise UserError(problem)
+    return result
 
 
 def build_training_state(config, ckpt, resume_path, device):

@@ -69,6 +69,22 @@ def list_images(root_path, split_file=None, split_key=None, first_k=None):
     return names
 
 
+def read_sizes(files, where):
+    """``(H, W)`` of each image file, from the headers; one ``UserError`` naming every
+    file that is missing or unreadable (with its reason), not only the first."""
+    sizes, problems = [], []
+    for path in files:
+        try:
+            sizes.append(image_size(path))
+        except UserError as e:
+            problems.append(str(e))
+    if problems:
+        shown = '; '.join(problems[:20]) + (f'; ... ({len(problems) - 20} more)'
+                                            if len(problems) > 20 else '')
+        raise UserError(f'{where}: {len(problems)} of {len(files)} images cannot be read: {shown}')
+    return sizes
+
+
 def derive_folder(src_dir, targets_of, derive, overwrite=False, progress=True):
     """Write images derived from each image of ``src_dir`` (``list_images`` order),
     skipping outputs that exist (the data-preparation scripts' loop).
@@ -141,8 +157,8 @@ class ImageFolder(Dataset):
         self.cache = cache
         names = list_images(self.root, split_file, split_key, first_k)
         self.files = [self.root / name for name in names]
-        # Headers only: a file that is not a readable image fails here, naming it.
-        self.sizes = [image_size(f) for f in self.files]
+        # Headers only: files that are not readable images fail here, all of them named.
+        self.sizes = read_sizes(self.files, f'image folder {self.root}')
         if cache == 'in_memory':
             self._arrays = [read_array(f) for f in tqdm(self.files, leave=False,
                                                          desc=f'loading {self.root}')]

@@ -41,12 +41,37 @@ def model_entry(spec, model):
             'sd': unwrap(model).state_dict()}
 
 
+class _RecordWriteErrors:
+    """A file wrapper that remembers the ``OSError`` of a failed ``write``: ``torch.save``
+    turns it into an uninformative ``RuntimeError`` (``unexpected pos ...``)."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data):
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        return self.file.flush()
+
+
 def save_checkpoint(obj, path):
-    """Write ``obj`` to ``path`` atomically: a crash leaves the old file intact."""
+    """Write ``obj`` to ``path`` atomically: a crash, a kill or a full disk leaves the old
+    file intact (a full disk: ``UserError`` naming ``path``, no temporary file left)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, 'wb') as f:
-        torch.save(obj, f)
+        recorder = _RecordWriteErrors(f)
+        try:
+            torch.save(obj, recorder)
+        except RuntimeError:
+            if recorder.error is None:
+                raise
+            raise recorder.error from None
 
 
 def load_checkpoint(path, map_location='cpu'):
@@ -132,7 +157,8 @@ def restore_training(ckpt, path, multi_step_lr, device):
     """
     model_spec, opt_spec = ckpt['model'], ckpt['optimizer']
     model = build_model(model_spec, path).to(device)
-    optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'))
+    optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'),
+                               where=f'{path}: optimizer')
     epoch_start = int(ckpt['epoch']) + 1
     scheduler = make_scheduler(optimizer, multi_step_lr)
     if scheduler is not None:

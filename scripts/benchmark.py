@@ -63,7 +63,7 @@ from engine.render import OutputGrid, render  # noqa: E402
 from engine.train import train_step  # noqa: E402
 from models.published import PUBLISHED_SPECS  # noqa: E402
 from utils.coords import make_cell  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
 # The published LIIF architectures this benchmark can build.
@@ -104,6 +104,7 @@ def parse_args(argv=None):
                         help='trained checkpoints for the PSNR figure, e.g. rdn-liif=rdn-liif.pth')
     parser.add_argument('--json', default=None, help='also write all figures to this file')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.patch, args.sample_q, args.train_iters = 2, 24, 576, 2

@@ -26,7 +26,7 @@ import models  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.evaluate import evaluate_config, load_test_config  # noqa: E402
 from utils.device import select_device  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 
 # Test sets in table order: config name prefix -> label.
 TEST_SETS = {'div2k': 'DIV2K', 'set5': 'Set5', 'set14': 'Set14', 'b100': 'B100',
@@ -102,6 +102,7 @@ def main(argv=None):
                         help="paper row to compare with (default: from the checkpoint)")
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
                         help='data loader worker processes (default: min(4, CPUs))')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     configs = find_configs(args.configs, args.only)

@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
 
 from datasets.image_folder import derive_folder  # noqa: E402
 from datasets.resize import make_lr  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 
 
 def lr_name(hr_name, scale):
@@ -62,6 +62,7 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='LR_bicubic folder to fill (X2, X3, ...)')
     parser.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
     parser.add_argument('--overwrite', action='store_true', help='replace existing LR files')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     written = make_lr_folders(args.hr, args.out, args.scales, args.overwrite)
     print(f'{written} LR image(s) written under {args.out}')

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
 # Held-out colour photographs (never seen in training) and the training photographs.
@@ -134,6 +134,7 @@ def main(argv=None):
     parser.add_argument('--out', default='load/quickstart', help='output folder')
     parser.add_argument('--source', choices=['auto', 'scikit-image', 'generated'], default='auto',
                         help='auto: scikit-image photos when installed, else generated images')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.image_io import read_image, to_uint8_array, write_image  # noqa: E402
 from datasets.resize import make_lr, resize_bicubic  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
 SCALES = ('2', '3.5', '4')
@@ -205,6 +205,7 @@ def main(argv=None):
     parser.add_argument('--data', default='load/quickstart', help='quickstart data folder')
     parser.add_argument('--run', required=True, help='the quickstart run folder')
     parser.add_argument('--started', type=float, help='start time (Unix seconds) to report')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.step == 'demo-input':
         make_demo_input(args.data, args.run)

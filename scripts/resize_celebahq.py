@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:
 
 from datasets.image_folder import derive_folder  # noqa: E402
 from datasets.resize import resize_bicubic  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 
 SIZES = (32, 64, 128, 256)
 
@@ -49,6 +49,7 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='folder receiving <size>/ subfolders')
     parser.add_argument('--sizes', type=int, nargs='+', default=list(SIZES))
     parser.add_argument('--overwrite', action='store_true', help='replace existing files')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     written = resize_folder(args.input, args.out, args.sizes, args.overwrite)
     print(f'{written} image(s) written under {args.out}')

@@ -16,3 +16,10 @@ def tiny_model():
     every test)."""
     from helpers import tiny_liif
     return tiny_liif()
+
+
+@pytest.fixture(scope='session')
+def load_dir(tmp_path_factory):
+    """A ``load`` folder of generated training and validation images (``tiny_config``)."""
+    from helpers import write_training_images
+    return write_training_images(tmp_path_factory.mktemp('data') / 'load')

@@ -4,20 +4,26 @@ Tests never need downloaded data: they generate images (``make_test_image``) and
 the real samples in ``../shared/data`` only when present (``shared_dataset``).
 """
 import importlib.util
+import os
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 import datasets
 import models
 from engine.checkpoint import model_entry, save_checkpoint
-from utils.config import freeze
+from utils.config import freeze, thaw
 from utils.errors import run_cli
+
+import train_liif
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / 'shared' / 'data'
@@ -122,3 +128,68 @@ def save(path, arr):
 def folder(root, **args):
     """An ``image-folder`` dataset over ``root`` with extra ``args``."""
     return datasets.make({'name': 'image-folder', 'args': {'root_path': str(root), **args}})
+
+
+# --- training runs ---------------------------------------------------------------------
+
+def tiny_config(load, **overrides):
+    """A complete training config over ``load/train`` and ``load/val``: 6 training
+    items (3 images x repeat 2) in batches of 2, 6 validation items in batches of 4 and 2."""
+    cfg = {
+        'train_dataset': {
+            'dataset': {'name': 'image-folder', 'args': {'root_path': str(load / 'train'),
+                                                         'repeat': 2}},
+            'wrapper': {'name': 'sr-implicit-downsampled',
+                        'args': {'inp_size': 8, 'scale_max': 2, 'augment': True,
+                                 'sample_q': 32}},
+            'batch_size': 2},
+        'val_dataset': {
+            'dataset': {'name': 'image-folder', 'args': {'root_path': str(load / 'val'),
+                                                         'repeat': 3}},
+            'wrapper': {'name': 'sr-implicit-downsampled',
+                        'args': {'inp_size': 8, 'scale_max': 2, 'sample_q': 32}},
+            'batch_size': 4},
+        'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}},
+        'model': thaw(TINY_SPEC),
+        'optimizer': {'name': 'adam', 'args': {'lr': 1.e-3}},
+        'epoch_max': 1,
+        'multi_step_lr': {'milestones': [1], 'gamma': 0.5},
+        'epoch_val': 1,
+        'epoch_save': 1,
+        'num_workers': 0,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def write_training_images(load):
+    """Generated PNGs under ``load``: 3 training and 2 validation images of 40 x 48."""
+    for split, seeds in (('train', (1, 2, 3)), ('val', (4, 5))):
+        (load / split).mkdir(parents=True)
+        for seed in seeds:
+            Image.fromarray(make_test_image(40, 48, seed)).save(load / split / f'{seed:04d}.png')
+    return load
+
+
+def write_config(path, cfg):
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_script(args, cwd, launcher=(), timeout=300):
+    """``python [launcher] train_liif.py args`` in a subprocess, as a user runs it."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    return subprocess.run([sys.executable, *launcher, str(REPO / 'train_liif.py'),
+                           *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def train_cli(argv):
+    """train_liif.py's command line, in this process (for ``helpers.run_main``)."""
+    return train_liif.main(train_liif.parse_args(list(map(str, argv))))
+
+
+def run_inprocess(cfg_path, save_root, *extra):
+    args = train_liif.parse_args(['--config', str(cfg_path), '--save-root', str(save_root),
+                                  '--device', 'cpu', '--no-progress', *map(str, extra)])
+    return train_liif.main(args)

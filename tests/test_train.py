@@ -2,17 +2,13 @@
 sr-implicit-downsampled pipeline. A first run and torchrun are tested through
 subprocesses, as a user runs the script; the error cases (exit code 2 with one line, no
 traceback, nothing written) run in this process through the same ``run_cli``."""
-import os
 import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 import datasets
 import models
@@ -20,74 +16,11 @@ import train_liif
 from engine.checkpoint import load_checkpoint, load_model
 from engine.data_norm import DataNorm
 from engine.evaluate import evaluate
-from helpers import REPO, TINY_SPEC, assert_one_line_error, make_test_image, run_main
-from utils.config import freeze, thaw
+from helpers import (REPO, assert_one_line_error, run_inprocess, run_main, run_script,
+                     tiny_config, train_cli, write_config)
+from utils.config import freeze
 
-SCRIPT = REPO / 'train_liif.py'
 CONFIGS = sorted((REPO / 'configs').glob('train-*/**/*.yaml'))
-
-
-def tiny_config(load, **overrides):
-    """A complete training config over ``load/train`` and ``load/val``: 6 training
-    items (3 images x repeat 2) in batches of 2, 6 validation items in batches of 4 and 2."""
-    cfg = {
-        'train_dataset': {
-            'dataset': {'name': 'image-folder', 'args': {'root_path': str(load / 'train'),
-                                                         'repeat': 2}},
-            'wrapper': {'name': 'sr-implicit-downsampled',
-                        'args': {'inp_size': 8, 'scale_max': 2, 'augment': True,
-                                 'sample_q': 32}},
-            'batch_size': 2},
-        'val_dataset': {
-            'dataset': {'name': 'image-folder', 'args': {'root_path': str(load / 'val'),
-                                                         'repeat': 3}},
-            'wrapper': {'name': 'sr-implicit-downsampled',
-                        'args': {'inp_size': 8, 'scale_max': 2, 'sample_q': 32}},
-            'batch_size': 4},
-        'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}},
-        'model': thaw(TINY_SPEC),
-        'optimizer': {'name': 'adam', 'args': {'lr': 1.e-3}},
-        'epoch_max': 1,
-        'multi_step_lr': {'milestones': [1], 'gamma': 0.5},
-        'epoch_val': 1,
-        'epoch_save': 1,
-        'num_workers': 0,
-    }
-    cfg.update(overrides)
-    return cfg
-
-
-@pytest.fixture(scope='module')
-def load_dir(tmp_path_factory):
-    """Generated PNGs: 3 training and 2 validation images of 40 x 48 pixels."""
-    load = tmp_path_factory.mktemp('data') / 'load'
-    for split, seeds in (('train', (1, 2, 3)), ('val', (4, 5))):
-        (load / split).mkdir(parents=True)
-        for seed in seeds:
-            Image.fromarray(make_test_image(40, 48, seed)).save(load / split / f'{seed:04d}.png')
-    return load
-
-
-def write_config(path, cfg):
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
-def run_script(args, cwd, launcher=(), timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    return subprocess.run([sys.executable, *launcher, str(SCRIPT), *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def train_cli(argv):
-    """train_liif.py's command line, in this process (for ``helpers.run_main``)."""
-    return train_liif.main(train_liif.parse_args(list(map(str, argv))))
-
-
-def run_inprocess(cfg_path, save_root, *extra):
-    args = train_liif.parse_args(['--config', str(cfg_path), '--save-root', str(save_root),
-                                  '--device', 'cpu', '--no-progress', *map(str, extra)])
-    return train_liif.main(args)
 
 
 def max_weight_diff(path_a, path_b):
@@ -125,7 +58,7 @@ def test_one_epoch_writes_the_run_folder(tmp_path, load_dir):
     assert result.returncode == 0, result.stderr
     run = tmp_path / 'save' / '_tiny'
     assert sorted(p.name for p in run.iterdir()) == [
-        'config.yaml', 'epoch-1.pth', 'epoch-best.pth', 'epoch-last.pth', 'log.txt', 'tensorboard']
+        '.lock', 'config.yaml', 'epoch-1.pth', 'epoch-best.pth', 'epoch-last.pth', 'log.txt', 'tensorboard']
     assert yaml.safe_load((run / 'config.yaml').read_text()) == tiny_config(load_dir)
 
     log = (run / 'log.txt').read_text()

@@ -7,13 +7,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-import models
 from engine.checkpoint import restore_rng, restore_scheduler, rng_state
 from engine.data_norm import DataNorm, PUBLISHED
 from engine.evaluate import average_psnr, consecutive_batches, evaluate, evaluate_batch
 from engine.train import (NonFiniteLoss, make_train_loader, seed_everything, set_loader_epoch,
                           train_step)
-from helpers import TINY_SPEC, tiny_liif
+from helpers import tiny_liif
 from utils.config import freeze
 from utils.distributed import DistEnv, env_from_torchrun
 from utils.errors import UserError

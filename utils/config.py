@@ -60,6 +60,10 @@ def load_yaml(path):
         raise UserError(f'{where}: invalid YAML: {e.problem or e.context}') from None
     except yaml.YAMLError as e:
         raise UserError(f'{path}: invalid YAML: {e}') from None
+    except UnicodeDecodeError:
+        raise UserError(f'{path}: not a YAML text file (undecodable bytes)') from None
+    except OSError as e:
+        raise UserError(f'cannot read config {path}: {e.strerror or e}') from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

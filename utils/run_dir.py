@@ -8,17 +8,33 @@
     epoch-last.pth     written every epoch
     epoch-N.pth        every ``epoch_save`` epochs
     epoch-best.pth     the epoch with the best validation PSNR
+    .lock              held (an OS file lock) by the process training in the folder
 
 Unlike the original code, an existing folder is never deleted: starting a new run in
-a folder that holds files is an error unless the run is resumed.
+a folder that holds files is an error unless the run is resumed. While a run trains,
+its process holds the folder's lock (``claim_run_dir``): a second process aiming at the
+same folder fails at once, naming the first; the OS drops the lock when the process
+ends, however it ends, so a killed run never leaves a stale lock.
 """
+import os
+import socket
+import warnings
 from pathlib import Path
 
 import torch
 import yaml
 
-from utils.errors import UserError
-from utils.files import write_text_atomic
+from utils.errors import UserError, environment_message, is_environment_error
+from utils.files import append_whole, remove_stale_temporaries, write_text_atomic
+from utils.tensorboard import ScalarWriter
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+LOCK_NAME = '.lock'
 
 
 def run_name(config_path, name=None, tag=None):
@@ -30,21 +46,25 @@ def run_name(config_path, name=None, tag=None):
     return run
 
 
-def check_run_dir(run_dir, resume_from=None, resume_epoch=None):
+def check_run_dir(run_dir, resume_from=None, resume_epoch=None, holding_lock=False):
     """Raise ``UserError`` unless the run may write into ``run_dir``.
 
     A folder that does not exist or is empty is free. A used folder may only be
     continued by resuming from a checkpoint inside it (``resume_from``, at epoch
     ``resume_epoch``) that is not older than its ``epoch-last.pth``: one run never
     writes over another's files, and going back to an earlier checkpoint never
-    replaces later ones (continue it in a new folder instead).
+    replaces later ones (continue it in a new folder instead). A folder whose lock a
+    running process holds is never free (``holding_lock``: this process holds it).
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f'run folder {run_dir} exists and is not a folder')
     if not run_dir.is_dir():
         return
-    used = sorted(p.name for p in run_dir.iterdir())
+    holder = None if holding_lock else lock_holder(run_dir)
+    if holder is not None:
+        raise UserError(_in_use(run_dir, holder))
+    used = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
     if not used:
         return
     shown = ', '.join(used[:4]) + (', ...' if len(used) > 4 else '')
@@ -63,6 +83,92 @@ def check_run_dir(run_dir, resume_from=None, resume_epoch=None):
         raise UserError(f'{last} is at epoch {last_epoch}, later than {resume_from} (epoch '
                         f'{resume_epoch}); resuming here would overwrite it. Continue in a new '
                         'folder with --name or --tag')
+
+
+class RunLock:
+    """An exclusive OS lock (``flock``) on ``<run_dir>/.lock``, held until ``release()``
+    or the end of the process. The file records ``<pid> <host>`` of the holder."""
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / LOCK_NAME
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise UserError(f'run folder {run_dir}: {environment_message(e)}') from None
+        if not _try_lock(self.fd):
+            holder = _read_holder(self.fd)
+            os.close(self.fd)
+            raise UserError(_in_use(run_dir, holder))
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f'{os.getpid()} {socket.gethostname()}\n'.encode())
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)   # closing the descriptor drops the lock
+            self.fd = None
+
+
+def _try_lock(fd):
+    """Take the exclusive lock on ``fd`` without waiting; False if another holds it."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _read_holder(fd):
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 200).decode(errors='replace').split()
+    return f'process {text[0]} on {text[1]}' if len(text) >= 2 else 'another process'
+
+
+def _in_use(run_dir, holder):
+    return (f'run folder {run_dir} is in use by a running training ({holder}); nothing was '
+            'changed. Wait for it to end, or pick another folder with --name or --tag')
+
+
+def lock_holder(run_dir):
+    """``'process <pid> on <host>'`` when a live process holds ``run_dir``'s lock, else
+    ``None`` (the lock is probed, not kept)."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY if fcntl is not None else os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        return None if _try_lock(fd) else _read_holder(fd)
+    finally:
+        os.close(fd)        # drops the probe's lock, if it took it
+
+
+def claim_run_dir(run_dir, resume_from=None, resume_epoch=None):
+    """Make ``run_dir`` and lock it for this process, then check, now that no other run
+    can get in between, that this run may write there (``check_run_dir``'s rules).
+
+    Temporary files that writes of a killed run left behind are removed. Returns
+    ``(RunLock, names of the removed temporaries)``; raises ``UserError`` (one line
+    naming the folder) when the folder cannot be made, is locked or is taken.
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if not (is_environment_error(e) or isinstance(e, (FileExistsError, NotADirectoryError))):
+            raise
+        raise UserError(f'cannot make run folder {run_dir}: {e.strerror}') from None
+    lock = RunLock(run_dir)
+    try:
+        check_run_dir(run_dir, resume_from, resume_epoch, holding_lock=True)
+        return lock, remove_stale_temporaries(run_dir)
+    except BaseException:
+        lock.release()
+        raise
 
 
 def checkpoint_epoch(path):
@@ -98,10 +204,15 @@ def save_config(config, run_dir, epoch_start):
 
 
 class RunLog:
-    """Log lines to stdout and ``log.txt`` (appended), scalars to TensorBoard.
+    """Log lines to stdout and ``log.txt`` (appended), scalars to TensorBoard event files
+    in ``tensorboard/`` (``utils.tensorboard``: no tensorboardX needed).
 
     Only the main process writes: on other ranks (``writer=False``) every method is
     a no-op, so callers need no ``if rank == 0`` around logging.
+
+    A line that cannot be appended (full disk) raises a one-line ``UserError`` and
+    leaves ``log.txt`` as it was before the line. TensorBoard is best effort: when its
+    file cannot be written the run goes on, with a warning, without it.
     """
 
     def __init__(self, run_dir, writer=True):
@@ -109,28 +220,37 @@ class RunLog:
         self.log_path = Path(run_dir) / 'log.txt'
         self.tb = None
         if writer:
-            from tensorboardX import SummaryWriter  # imported here: only rank 0 needs it
-            self.tb = SummaryWriter(str(Path(run_dir) / 'tensorboard'))
+            self._tensorboard(lambda: setattr(self, 'tb', ScalarWriter(
+                Path(run_dir) / 'tensorboard')))
 
     def __call__(self, line):
         if not self.enabled:
             return
         print(line, flush=True)
-        with open(self.log_path, 'a') as f:
-            f.write(line + '\n')
+        try:
+            append_whole(self.log_path, (line + '\n').encode())
+        except OSError as e:
+            if not is_environment_error(e):
+                raise
+            raise UserError(f'cannot write {self.log_path}: {e.strerror}') from None
+
+    def _tensorboard(self, call):
+        """Run a TensorBoard write; on an environment error, warn and stop using it."""
+        try:
+            call()
+        except OSError as e:
+            if not is_environment_error(e):
+                raise
+            warnings.warn(f'TensorBoard logging stopped: {environment_message(e)}')
+            self.tb = None
 
     def scalar(self, tag, value, step):
         if self.tb is not None:
-            self.tb.add_scalar(tag, value, step)
-
-    def flush(self):
-        if self.tb is not None:
-            self.tb.flush()
+            self._tensorboard(lambda: self.tb.add_scalar(tag, value, step))
 
     def close(self):
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+        """Nothing to flush: every line and scalar is on disk when its call returns."""
+        self.tb = None
 
 
 def epoch_line(epoch, epoch_max, loss, val_psnr, seconds, elapsed, estimated_total):
