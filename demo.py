@@ -36,7 +36,8 @@ from datasets.image_io import image_size, read_image_with_alpha
 from engine.checkpoint import load_model
 from engine.data_norm import PUBLISHED, DataNorm, choose
 from engine.render import DEFAULT_CHUNK, DEFAULT_TILE, render
-from utils.device import select_device
+from engine.throughput import add_inference_flags, prepare_inference
+from utils.device import note_first_gpu, select_device
 from utils.errors import (UserError, add_debug_flag, environment_message, is_environment_error,
                           run_cli)
 from utils.files import atomic_path
@@ -65,6 +66,7 @@ def parse_args(argv=None):
     parser.add_argument('--tile', type=int, default=DEFAULT_TILE,
                         help='encode inputs larger than this many pixels per side in '
                              'overlapping tiles (same result, less memory); 0: never')
+    add_inference_flags(parser)
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
@@ -203,17 +205,20 @@ def main(args):
     sized = [job for job in sized if job[2] is not None]
     if sized:
         device = select_device(args.device, args.gpu)
+        note_first_gpu(args.gpu, device)
         model, ckpt = load_model(args.model, device)
         if not models.set_query_impl(model, args.query):
             print(f'note: --query ignored, model {ckpt["model"]["name"]!r} has one query path',
                   file=sys.stderr)
+        amp_dtype = prepare_inference(model, device, args.amp, args.allow_tf32,
+                                      args.channels_last, args.compile)
         data_norm = DataNorm(choose(checkpoint=ckpt.get('data_norm'), default=PUBLISHED))
 
     def upscale(src, dst, size):
         lr, alpha = read_image_with_alpha(src)
         image = render(model, lr.to(device), size, data_norm, chunk=args.bsize,
                        tile=args.tile or None, alpha=alpha,
-                       progress=size[0] * size[1] > args.bsize)
+                       progress=size[0] * size[1] > args.bsize, amp_dtype=amp_dtype)
         save_image(image, dst)
         print(f'{src} ({lr.shape[1]}x{lr.shape[2]}) -> {dst} ({size[0]}x{size[1]})')
     for src, dst, size in sized:

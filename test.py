@@ -25,7 +25,8 @@ import models
 from engine.checkpoint import load_model
 from engine.evaluate import evaluate_config, load_test_config
 from engine.render import DEFAULT_TILE
-from utils.device import select_device
+from engine.throughput import add_inference_flags, prepare_inference
+from utils.device import note_first_gpu, select_device
 from utils.errors import UserError, add_debug_flag, run_cli
 from utils.files import write_text_atomic
 
@@ -51,6 +52,7 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
                         help='data loader worker processes (default: min(4, CPUs))')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    add_inference_flags(parser)
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
@@ -87,6 +89,7 @@ def main(args):
         raise UserError('--tile and --workers must be 0 or more')
     cfg = load_test_config(args.config)
     device = select_device(args.device, args.gpu)
+    note_first_gpu(args.gpu, device)
     if args.baseline:
         model = models.make({'name': args.baseline, 'args': {'data_norm': cfg.get('data_norm')}})
         ckpt = {}
@@ -95,9 +98,11 @@ def main(args):
     if not models.set_query_impl(model, args.query):
         print(f'note: --query ignored, {args.baseline or repr(ckpt["model"]["name"])} '
               'has one query path', file=sys.stderr)
+    amp_dtype = prepare_inference(model, device, args.amp, args.allow_tf32, args.channels_last,
+                                  args.compile)
     stats = evaluate_config(model, cfg, device, checkpoint_data_norm=ckpt.get('data_norm'),
                             workers=args.workers, progress=not args.no_progress,
-                            tile=args.tile or None)
+                            tile=args.tile or None, amp_dtype=amp_dtype)
     if out is not None:
         write_results(stats, out, {'config': str(args.config),
                                    'model': str(args.model or args.baseline),

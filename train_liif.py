@@ -29,13 +29,14 @@ import models
 from engine.checkpoint import (load_checkpoint, restore_rng, restore_training, save_checkpoint,
                                training_checkpoint)
 from engine.data_norm import DataNorm
-from engine.evaluate import evaluate
+from engine.evaluate import EvalLoader, evaluate
 from engine.metrics import parse_eval_type
+from engine.throughput import apply_throughput_options
 from engine.train import (NonFiniteLoss, make_train_loader, seed_everything, set_loader_epoch,
                           train_one_epoch)
 from utils import distributed
 from utils.config import check_keys, load_config, positive_int, thaw
-from utils.device import select_device
+from utils.device import check_amp, gpu_list, select_device, set_tf32
 from utils.errors import UserError, add_debug_flag, run_cli
 from utils.optim import make_optimizer, make_scheduler
 from utils.run_dir import RunLog, check_run_dir, claim_run_dir, epoch_line, run_name, save_config
@@ -57,11 +58,15 @@ CONFIG_KEYS = {
     # ours
     'seed': 'integer seed of weights init and data order (default 0)',
     'amp': "optional mixed precision: 'bf16' runs forward passes under bfloat16 autocast "
-           '(CUDA; also accepted on CPU); default off',
+           '(GPUs since Ampere; CPUs with AVX512-BF16/AMX); default off',
     'num_workers': 'data-loading processes per training process (default min(8, CPUs))',
+    'allow_tf32': 'optional true: CUDA matrix products and convolutions in TF32 (faster on '
+                  'Ampere+, ~1e-3 relative error); default false: PyTorch\'s defaults',
+    'channels_last': 'optional true: the encoder runs channels-last (engine/throughput.py)',
+    'compile': 'optional true: torch.compile the model (slow first steps)',
 }
+BOOL_KEYS = ('allow_tf32', 'channels_last', 'compile')
 DEFAULT_SEED = 0
-AMP_DTYPES = {'bf16': torch.bfloat16}
 
 
 def parse_args(argv=None):
@@ -73,6 +78,8 @@ def parse_args(argv=None):
     parser.add_argument('--gpu', help='CUDA devices to use, e.g. 0 or 0,1 (sets '
                                       'CUDA_VISIBLE_DEVICES; kept from the original script)')
     parser.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: CUDA if present)')
+    parser.add_argument('--allow-tf32', action='store_true',
+                        help='TF32 matrix products and convolutions on CUDA (as allow_tf32: true)')
     parser.add_argument('--resume', help='checkpoint to continue from (overrides the '
                                          "config's resume)")
     parser.add_argument('--query', choices=('fast', 'plain'),
@@ -90,7 +97,7 @@ def main(args):
     """Train as ``args`` says; returns the final state (used by tests)."""
     env = distributed.env_from_torchrun()
     try:
-        device = distributed.process_device(select_device(args.device, args.gpu), env)
+        device = training_device(args, env)
         config = load_config(args.config)
         check_config(config, args.config)
         distributed.init(env, device)
@@ -102,6 +109,19 @@ def main(args):
         if not env.is_main:  # rank 0 prints the one line; the others just stop
             raise SystemExit(2)
         raise
+
+
+def training_device(args, env):
+    """This process's device from ``--device`` / ``--gpu`` and torchrun's environment
+    (``cuda:LOCAL_RANK`` under torchrun). Several ``--gpu`` ids need one process per
+    GPU: without torchrun that is an error that gives the command."""
+    gpus = gpu_list(args.gpu)
+    if len(gpus) > 1 and not env.distributed:
+        raise UserError(f'--gpu {args.gpu} names {len(gpus)} GPUs, and one process trains on '
+                        f'one: train on all of them with DDP, one process each: torchrun '
+                        f'--nproc_per_node={len(gpus)} train_liif.py --config {args.config} '
+                        f'--gpu {args.gpu}')
+    return distributed.process_device(select_device(args.device, args.gpu), env)
 
 
 def check_config(config, path):
@@ -122,9 +142,11 @@ def check_config(config, path):
             raise UserError(f'{path}: num_workers must be an integer >= 0')
     if not isinstance(config.get('seed', DEFAULT_SEED), int):
         raise UserError(f'{path}: seed must be an integer, got {config["seed"]!r}')
-    amp = config.get('amp')
-    if amp not in (None, False, 'none') and amp not in AMP_DTYPES:
-        raise UserError(f'{path}: amp must be one of {", ".join(AMP_DTYPES)} or none, got {amp!r}')
+    if config.get('amp') not in (None, False, 'none', 'bf16'):
+        raise UserError(f'{path}: amp must be bf16 or none, got {config["amp"]!r}')
+    for key in BOOL_KEYS:
+        if not isinstance(config.get(key, False), bool):
+            raise UserError(f'{path}: {key} must be true or false, got {config[key]!r}')
     try:
         parse_eval_type(config.get('eval_type'))
     except UserError as e:
@@ -158,21 +180,25 @@ def train(config, args, env, device):
     if num_workers is None:
         per_machine = int(os.environ.get('LOCAL_WORLD_SIZE', 1))
         num_workers = min(8, max(1, (os.cpu_count() or 1) // per_machine))
+    pin_memory = device.type == 'cuda'
     train_loader = make_train_loader(train_set, config['train_dataset']['batch_size'], env, seed,
-                                     num_workers, datasets.seed_worker,
-                                     pin_memory=device.type == 'cuda')
+                                     num_workers, datasets.seed_worker, pin_memory,
+                                     persistent=True)
+    val_loader = None if val_set is None else EvalLoader(
+        val_set, val_spec['batch_size'], env, num_workers, pin_memory, persistent=True)
 
     model_spec, opt_spec, model, optimizer, scheduler, epoch_start = build_training_state(
         config, ckpt, resume_path, device)
     models.set_query_impl(model, args.query)
+    set_tf32(config.get('allow_tf32', False) or args.allow_tf32)
+    apply_throughput_options(model, config.get('channels_last', False),
+                             config.get('compile', False), training=True)
     net = model
     if env.distributed:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None)
     data_norm = DataNorm(config.get('data_norm'))
-    amp_dtype = AMP_DTYPES.get(config.get('amp'))
-    if amp_dtype is not None and device.type not in ('cuda', 'cpu'):
-        raise UserError(f'amp: {config["amp"]} runs on cuda or cpu, not {device.type}')
+    amp_dtype = check_amp(config.get('amp'), device, flag=f'{args.config}: amp', refuse_slow=False)
     progress = env.is_main and not args.no_progress
 
     if bench:

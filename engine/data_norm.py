@@ -26,25 +26,42 @@ def choose(config=None, checkpoint=None, default=IDENTITY):
 
 
 class DataNorm:
-    """Normalise LR inputs ``(B, C, h, w)`` and targets/predictions ``(B, Q, C)``."""
+    """Normalise LR inputs ``(B, C, h, w)`` and targets/predictions ``(B, Q, C)``.
+
+    The constants are copied to each (device, dtype) once and kept there, so normalising
+    a batch on a GPU copies nothing from the host (no synchronisation)."""
 
     def __init__(self, data_norm=None):
         self.spec = data_norm_values(data_norm)  # checked, plain floats (for checkpoints)
-        self.inp_sub, self.inp_div = (torch.tensor(self.spec['inp'][k]) for k in ('sub', 'div'))
-        self.gt_sub, self.gt_div = (torch.tensor(self.spec['gt'][k]) for k in ('sub', 'div'))
+        self._constants = {}
+
+    def _get(self, part, like, image):
+        """``(sub, div)`` of ``part`` on ``like``'s device and dtype, shaped to broadcast
+        over ``(B, C, h, w)`` images (``image``) or ``(..., C)`` values."""
+        key = (part, image, like.device, like.dtype)
+        if key not in self._constants:
+            shape = (1, -1, 1, 1) if image else (-1,)
+            self._constants[key] = tuple(
+                torch.tensor(self.spec[part][k], dtype=like.dtype).view(shape).to(like.device)
+                for k in ('sub', 'div'))
+        return self._constants[key]
 
     def inp(self, x):
         """``(B, C, h, w)`` image in [0, 1] -> model input."""
-        return (x - self.inp_sub.to(x).view(1, -1, 1, 1)) / self.inp_div.to(x).view(1, -1, 1, 1)
+        sub, div = self._get('inp', x, image=True)
+        return (x - sub) / div
 
     def inp_inverse(self, x):
         """Model input ``(B, C, h, w)`` -> the image in [0, 1] it was made from."""
-        return x * self.inp_div.to(x).view(1, -1, 1, 1) + self.inp_sub.to(x).view(1, -1, 1, 1)
+        sub, div = self._get('inp', x, image=True)
+        return x * div + sub
 
     def gt(self, x):
         """``(..., C)`` target values in [0, 1] -> normalised targets."""
-        return (x - self.gt_sub.to(x)) / self.gt_div.to(x)
+        sub, div = self._get('gt', x, image=False)
+        return (x - sub) / div
 
     def denorm(self, pred):
         """``(..., C)`` model output -> values in image range (not clamped)."""
-        return pred * self.gt_div.to(pred) + self.gt_sub.to(pred)
+        sub, div = self._get('gt', pred, image=False)
+        return pred * div + sub

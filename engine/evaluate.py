@@ -62,7 +62,8 @@ def _is_full_grid(coord, size):
     return bool(torch.allclose(coord, grid.unsqueeze(0).expand_as(coord), atol=1e-5))
 
 
-def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, tile=None):
+def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, tile=None,
+                   full=None, amp_dtype=None):
     """Metrics of one batch.
 
     Args:
@@ -71,34 +72,44 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
         data_norm: ``engine.data_norm.DataNorm``.
         eval_type: ``None``, ``'div2k-S'`` or ``'benchmark-S'``.
         eval_bsize: queries per chunk (``None``: all at once); tile: see ``engine.render``.
+        full: whether the queries are every HR pixel in order (``None``: checked here;
+            ``evaluate`` checks it on the host copy of the batch, so that the device
+            never waits for the host).
+        amp_dtype: ``torch.bfloat16`` to run the model (only) under autocast.
     Returns:
         dict with ``psnr`` (one MSE over the batch, the protocol applied), ``n`` (batch
         size) and ``rows``: per image ``psnr``, ``ssim`` (``None`` unless the queries are
         every HR pixel), ``lr_h``, ``lr_w``, ``hr_h``, ``hr_w``, ``scale`` (``H / h``).
+        The figures reach the host in one transfer.
     """
     protocol, scale = metrics.parse_eval_type(eval_type)
     inp, coord, cell, gt = batch['inp'], batch['coord'], batch['cell'], batch['gt']
-    pred = predict(model, data_norm.inp(inp), coord, cell, eval_bsize, tile)
-    pred = data_norm.denorm(pred).clamp_(0, 1)                      # (B, Q, 3)
+    pred = predict(model, data_norm.inp(inp), coord, cell, eval_bsize, tile, amp_dtype)
+    pred = data_norm.denorm(pred.float()).clamp_(0, 1)              # (B, Q, 3)
     b, _, h, w = inp.shape
     size = hr_size((h, w), coord.shape[1])
-    full = _is_full_grid(coord, size)
+    if full is None:
+        full = _is_full_grid(coord, size)
     if protocol is not None and not full:
         raise UserError(f'eval_type {eval_type} needs every HR pixel of each image as a query, '
                         'in order: remove sample_q / inp_size from the test wrapper')
     if full:
         pred_img, gt_img = _as_image(pred, size), _as_image(gt, size)  # (B, 3, H, W)
-        ssims = metrics.ssim_per_image(pred_img, gt_img, protocol, scale).tolist()
     else:
         pred_img, gt_img = pred, gt                                # PSNR over the queries
-        ssims = [None] * b
-    rows = []
-    for i in range(b):
-        rows.append({'psnr': metrics.psnr(pred_img[i:i + 1], gt_img[i:i + 1], protocol, scale),
-                     'ssim': ssims[i], 'lr_h': h, 'lr_w': w,
-                     'hr_h': size[0] if full else None, 'hr_w': size[1] if full else None,
-                     'scale': round(size[0] / h, 6) if full else None})
-    return {'psnr': metrics.psnr(pred_img, gt_img, protocol, scale), 'n': b, 'rows': rows}
+    figures = [metrics.psnr_tensor(pred_img, gt_img, protocol, scale)]
+    figures += [metrics.psnr_tensor(pred_img[i:i + 1], gt_img[i:i + 1], protocol, scale)
+                for i in range(b)]
+    figures = torch.stack(figures)
+    if full:
+        ssims = metrics.ssim_per_image(pred_img, gt_img, protocol, scale)
+        figures = torch.cat([figures.to(ssims.dtype), ssims])
+    figures = figures.tolist()                                    # the one transfer
+    ssims = figures[1 + b:] if full else [None] * b
+    rows = [{'psnr': figures[1 + i], 'ssim': ssims[i], 'lr_h': h, 'lr_w': w,
+             'hr_h': size[0] if full else None, 'hr_w': size[1] if full else None,
+             'scale': round(size[0] / h, 6) if full else None} for i in range(b)]
+    return {'psnr': figures[0], 'n': b, 'rows': rows}
 
 
 def consecutive_batches(n_items, batch_size):
@@ -107,17 +118,37 @@ def consecutive_batches(n_items, batch_size):
             for start in range(0, n_items, batch_size)]
 
 
+class EvalLoader:
+    """The batches of ``dataset`` that this process evaluates, in order: the consecutive
+    batches one process would form (``batch_size`` items each), of which process r takes
+    r, r + W, ... Build it once and pass it to every ``evaluate`` call (training
+    validation does): with ``persistent`` its worker processes stay up between calls."""
+
+    def __init__(self, dataset, batch_size=1, env=SINGLE, num_workers=0, pin_memory=False,
+                 persistent=False):
+        self.dataset, self.env = dataset, env
+        self.batches = consecutive_batches(len(dataset), batch_size)
+        self.mine = list(range(env.rank, len(self.batches), env.world_size))
+        self.loader = DataLoader(dataset, batch_sampler=[self.batches[i] for i in self.mine],
+                                 num_workers=num_workers, worker_init_fn=datasets.seed_worker,
+                                 generator=torch.Generator().manual_seed(0),
+                                 pin_memory=pin_memory,
+                                 persistent_workers=persistent and num_workers > 0)
+
+
 def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize=None,
-             device=None, env=SINGLE, num_workers=0, progress=True, tile=None):
+             device=None, env=SINGLE, num_workers=0, progress=True, tile=None, amp_dtype=None):
     """PSNR and SSIM of ``model`` over ``dataset``, the same figures for any number of
     processes (see the module docstring).
 
     Args:
         model: LIIF-style model, possibly DDP-wrapped (evaluated unwrapped: no gradient
             sync); put in eval mode for the loop and given its previous mode back.
-        dataset: SR wrapper (or any dataset of its items), read in order.
+        dataset: SR wrapper (or any dataset of its items), read in order; or an
+            ``EvalLoader`` of one (then ``batch_size``, ``env`` and ``num_workers`` are
+            its own).
         data_norm: ``engine.data_norm.DataNorm``; batch_size: items per batch.
-        eval_type, eval_bsize, tile: see ``evaluate_batch``.
+        eval_type, eval_bsize, tile, amp_dtype: see ``evaluate_batch``.
         device: where to evaluate (default: the model's parameters' device, else CPU).
         env: ``utils.distributed.DistEnv`` of this process.
         num_workers: DataLoader worker processes.
@@ -130,21 +161,22 @@ def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize
     net = unwrap(model)
     if device is None:
         device = next(net.parameters(), torch.empty(0)).device
-    batches = consecutive_batches(len(dataset), batch_size)
-    mine = list(range(env.rank, len(batches), env.world_size))
-    loader = DataLoader(dataset, batch_sampler=[batches[i] for i in mine],
-                        num_workers=num_workers, worker_init_fn=datasets.seed_worker,
-                        generator=torch.Generator().manual_seed(0),
-                        pin_memory=device.type == 'cuda')
+    if not isinstance(dataset, EvalLoader):
+        dataset = EvalLoader(dataset, batch_size, env, num_workers, device.type == 'cuda')
+    loader, env, batches = dataset, dataset.env, dataset.batches
+    dataset = loader.dataset
     was_training = net.training
     net.eval()
     results = []
     try:
-        with tqdm(loader, desc='val', leave=False, disable=not progress,
+        with tqdm(loader.loader, desc='val', leave=False, disable=not progress,
                   dynamic_ncols=True) as bar:
-            for index, batch in zip(mine, bar):
+            for index, batch in zip(loader.mine, bar):
+                coord = batch['coord']
+                full = _is_full_grid(coord, hr_size(batch['inp'].shape[-2:], coord.shape[1]))
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                result = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize, tile)
+                result = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize, tile, full,
+                                        amp_dtype)
                 results.append((index, result['psnr'], result['n'], result['rows']))
                 bar.set_description(f'val {average_psnr([r[1:3] for r in results]):.4f}')
     finally:
@@ -198,7 +230,7 @@ def load_test_config(path):
 
 
 def evaluate_config(model, cfg, device, checkpoint_data_norm=None, workers=0, progress=True,
-                    tile=None, env=SINGLE):
+                    tile=None, env=SINGLE, amp_dtype=None):
     """``evaluate`` on a loaded test config: its dataset, batch size, eval_type and
     eval_bsize. ``data_norm``: the config's, else ``checkpoint_data_norm`` (the one a
     checkpoint stores), else none -- as the original ``test.py``."""
@@ -206,4 +238,4 @@ def evaluate_config(model, cfg, device, checkpoint_data_norm=None, workers=0, pr
     dataset = datasets.make_sr_dataset(cfg['test_dataset'])
     return evaluate(model, dataset, data_norm, cfg['test_dataset'].get('batch_size', 1),
                     cfg.get('eval_type'), cfg.get('eval_bsize'), device, env, workers,
-                    progress, tile)
+                    progress, tile, amp_dtype)

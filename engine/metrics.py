@@ -13,11 +13,13 @@ SSIM (``ssim``) follows the same shave and channel rules: the luminance of each 
 for ``benchmark-S`` (with the +16/255 offset of ITU-R BT.601 Y, as the usual SR
 evaluation code and MATLAB's ``rgb2ycbcr``), every RGB channel otherwise.
 """
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
+from utils.device import accurate_float
 from utils.errors import UserError
 
 Y_COEFFS = (65.738, 129.057, 25.064)  # / 256; ITU-R BT.601 luma for [0, 1] inputs
@@ -56,9 +58,10 @@ def shave_border(x, shave):
 
 
 def to_luminance(x):
-    """``(..., 3, H, W)`` RGB -> ``(..., H, W)`` luminance (without the +16 offset)."""
-    coeffs = x.new_tensor(Y_COEFFS).view(3, 1, 1) / 256
-    return (x * coeffs).sum(dim=-3)
+    """``(..., 3, H, W)`` RGB -> ``(..., H, W)`` luminance (without the +16 offset).
+    The coefficients are Python numbers: nothing is copied to ``x``'s device."""
+    r, g, b = x.unbind(dim=-3)
+    return r * (Y_COEFFS[0] / 256) + g * (Y_COEFFS[1] / 256) + b * (Y_COEFFS[2] / 256)
 
 
 def protocol_view(x, protocol, scale, y_offset=0.0):
@@ -83,24 +86,30 @@ def psnr(sr, hr, protocol=None, scale=1, rgb_range=1):
     original evaluation code; since it is linear this equals the difference of the
     luminances. A batch is averaged into one MSE.
     """
-    diff = (sr - hr) / rgb_range
-    diff = protocol_view(diff, protocol, scale)
-    mse = diff.pow(2).mean()
-    if mse == 0:
-        return math.inf
-    return (-10 * torch.log10(mse)).item()
+    return psnr_tensor(sr, hr, protocol, scale, rgb_range).item()
 
 
+def psnr_tensor(sr, hr, protocol=None, scale=1, rgb_range=1):
+    """``psnr`` as a 0-d tensor on the images' device (``inf`` for equal images), so that
+    a caller collects many before one transfer to the host."""
+    diff = protocol_view((sr - hr) / rgb_range, protocol, scale)
+    return -10 * torch.log10(diff.pow(2).mean())
+
+
+@functools.lru_cache(maxsize=None)
 def gaussian_window(size=SSIM_WINDOW, sigma=SSIM_SIGMA, dtype=torch.float64, device=None):
-    """Normalised 2-D Gaussian ``(size, size)`` (outer product of the 1-D one)."""
-    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+    """Normalised 2-D Gaussian ``(size, size)`` (outer product of the 1-D one), computed
+    in float64 on the CPU, then cast to ``dtype`` on ``device`` (cached: one copy per
+    device)."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
     g = g / g.sum()
-    return (g[:, None] * g[None, :]).to(dtype)
+    return (g[:, None] * g[None, :]).to(device=device, dtype=dtype)
 
 
 def ssim_per_image(sr, hr, protocol=None, scale=1, rgb_range=1):
-    """Mean SSIM of each image, ``(B,)`` float64 tensor.
+    """Mean SSIM of each image, ``(B,)`` tensor on the images' device (float64; float32 on
+    MPS, which has no float64).
 
     Args:
         sr, hr: ``(B, C, H, W)`` or ``(C, H, W)`` in ``[0, rgb_range]``.
@@ -119,7 +128,7 @@ def ssim_per_image(sr, hr, protocol=None, scale=1, rgb_range=1):
     x, y = views
     b, c, h, w = x.shape
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
-        return torch.full((b,), math.nan, dtype=torch.float64)
+        return torch.full((b,), math.nan, dtype=accurate_float(x.device), device=x.device)
     # Gaussian-weighted local means of x, y, x^2, y^2, xy: one depthwise convolution in
     # float32 (fast on CPU). Each image is centred on its mean first: (co)variances do not
     # change, and the float32 cancellation in E[x^2] - E[x]^2 becomes negligible.
@@ -136,7 +145,7 @@ def ssim_per_image(sr, hr, protocol=None, scale=1, rgb_range=1):
     c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2  # data range 1 after dividing by rgb_range
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)
                 / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2)))
-    return ssim_map.double().mean(dim=(1, 2, 3)).cpu()
+    return ssim_map.to(accurate_float(x.device)).mean(dim=(1, 2, 3))
 
 
 def ssim(sr, hr, protocol=None, scale=1, rgb_range=1):

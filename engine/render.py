@@ -35,10 +35,19 @@ from tqdm import tqdm
 from datasets.image_io import to_uint8_array
 from engine.checkpoint import unwrap
 from utils.coords import make_coord
+from utils.device import accurate_float
 
 DEFAULT_CHUNK = 30000   # queries per chunk, the original eval_bsize
 DEFAULT_TILE = 512      # LR pixels per encoder tile side (core, without the margin)
 DEFAULT_WINDOW = 128    # latent cells per decoding window side (core, without context)
+
+
+def autocast(device, amp_dtype):
+    """``torch.autocast`` to ``amp_dtype`` on ``device`` (a no-op context for ``None``).
+    Only the model's own calls run under it, never the metrics."""
+    device_type = torch.device(device).type if device is not None else 'cpu'
+    return torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16,
+                          enabled=amp_dtype is not None)
 
 
 def tiling_radius(model, size, tile):
@@ -87,7 +96,7 @@ def encode(model, inp, tile=None):
     return feat
 
 
-def predict(model, inp, coord, cell, eval_bsize=None, tile=None):
+def predict(model, inp, coord, cell, eval_bsize=None, tile=None, amp_dtype=None):
     """Predictions of ``model`` at ``coord``: encode once, prepare once, query in chunks.
 
     Args:
@@ -97,12 +106,13 @@ def predict(model, inp, coord, cell, eval_bsize=None, tile=None):
         cell: ``(B, Q, 2)`` output-pixel sizes, or ``None`` for models without cells.
         eval_bsize: queries per chunk; ``None`` queries all at once.
         tile: tiled encoding (see ``encode``).
+        amp_dtype: ``torch.bfloat16`` to run the model under autocast (``None``: float32).
     Returns:
         ``(B, Q, out_dim)`` raw model output (still normalised), computed without
         gradients.
     """
     model = unwrap(model)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(inp.device, amp_dtype):
         prepared = model.prepare(encode(model, inp, tile))
         n = coord.shape[1]
         if not eval_bsize or eval_bsize >= n:
@@ -154,12 +164,13 @@ def window_axis(first, last, out_size, lat_size, start, stop, device, dtype):
 
     Returns ``(last - first,)``. For the whole axis this is ``make_coord``'s value bit
     for bit; otherwise ``((2I + 1) * lat_size / out_size - 2 * start) / (stop - start) - 1``
-    computed in float64 (the global coordinate mapped affinely, so that distances in
-    latent cells -- LIIF's ``rel_coord`` -- are unchanged).
+    computed in float64 (float32 on MPS, which has no float64) and then rounded to
+    ``dtype`` (the global coordinate mapped affinely, so that distances in latent cells --
+    LIIF's ``rel_coord`` -- are unchanged).
     """
     if start == 0 and stop == lat_size:
         return make_coord((out_size,), device=device, dtype=dtype)[first:last, 0]
-    index = torch.arange(first, last, device=device, dtype=torch.float64)
+    index = torch.arange(first, last, device=device, dtype=accurate_float(device))
     local = ((2 * index + 1) * (lat_size / out_size) - 2 * start) / (stop - start) - 1
     return local.to(dtype)
 
@@ -188,7 +199,7 @@ def spans(n, step):
 
 
 def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE,
-                  window=DEFAULT_WINDOW, margin=None):
+                  window=DEFAULT_WINDOW, margin=None, amp_dtype=None):
     """Super-resolve ``lr`` to ``size`` region by region, in bounded memory.
 
     A generator of ``(top, left, rgb)``: ``rgb`` is an ``(n_rows, n_cols, 3)`` float
@@ -210,7 +221,8 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
         size: ``(H, W)``; data_norm: ``engine.data_norm.DataNorm``; chunk: queries per
             ``query`` call; tile: encoder tile side in LR pixels (``None``/0: whole);
         window: decoding window side in latent cells; margin: latent cells of context
-            around a window (default ``window_margin(model)``; fewer give wrong values).
+            around a window (default ``window_margin(model)``; fewer give wrong values);
+        amp_dtype: ``torch.bfloat16`` to run the model under autocast (``None``: float32).
     """
     model = unwrap(model)
     out_h, out_w = int(size[0]), int(size[1])
@@ -221,7 +233,7 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
     if margin is None:   # decoded from the whole latent grid: one window
         window, margin = max(h, w), 0
     device, dtype = lr.device, lr.dtype
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, amp_dtype):
         inp = data_norm.inp(lr.unsqueeze(0))
         whole = model.encode(inp) if radius is None else None
         for tile_rows in spans(h, enc_tile):
@@ -257,9 +269,10 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
     prepared = model.prepare(window)
     rows = window_axis(*out_rows, out_h, h, *win_rows, device, dtype)
     cols = window_axis(*out_cols, out_w, w, *win_cols, device, dtype)
-    # The cell in window units: (2 / H) output pixels scaled like the coordinates.
-    cell = torch.tensor([2 / out_h * h / (win_rows[1] - win_rows[0]),
-                         2 / out_w * w / (win_cols[1] - win_cols[0])], device=device, dtype=dtype)
+    # The cell in window units: (2 / H) output pixels scaled like the coordinates (filled
+    # on the device from Python numbers: no copy from the host).
+    cell = torch.stack([rows.new_full((), 2 / out_h * h / (win_rows[1] - win_rows[0])),
+                        rows.new_full((), 2 / out_w * w / (win_cols[1] - win_cols[0]))])
     n_cols = out_cols[1] - out_cols[0]
     rows_per_chunk = max(1, chunk // n_cols)
     col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk
@@ -274,11 +287,12 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
-           progress=False, window=DEFAULT_WINDOW):
+           progress=False, window=DEFAULT_WINDOW, amp_dtype=None):
     """Super-resolve ``lr`` (``(3, h, w)`` in ``[0, 1]``) into a Pillow image of ``size``.
 
     Args:
-        size: ``(H, W)`` of the output; chunk, tile, window: see ``render_blocks``.
+        size: ``(H, W)`` of the output; chunk, tile, window, amp_dtype: see
+            ``render_blocks``.
         alpha: optional ``(1, h, w)`` alpha in ``[0, 1]``: resized with Pillow bicubic
             and attached (the result is RGBA, else RGB).
         progress: show a tqdm bar over output pixels.
@@ -290,7 +304,8 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
     image = Image.new('RGB' if alpha is None else 'RGBA', (width, height))
     with tqdm(total=height * width, disable=not progress, unit='px', unit_scale=True,
               desc='render', leave=False) as bar:
-        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile, window):
+        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile, window,
+                                            amp_dtype=amp_dtype):
             block = to_uint8_array(rgb.permute(2, 0, 1))                  # (rows, cols, 3)
             image.paste(Image.fromarray(block), (left, top))
             bar.update(block.shape[0] * block.shape[1])

@@ -104,7 +104,7 @@ def train_one_epoch(model, loader, optimizer, device, data_norm, epoch, amp_dtyp
 
 
 def make_train_loader(dataset, batch_size, env, seed, num_workers=0, worker_init_fn=None,
-                      pin_memory=False):
+                      pin_memory=False, persistent=False):
     """Shuffling loader whose data order depends only on ``(seed, epoch)``.
 
     ``batch_size`` is the global batch: each of the ``env.world_size`` processes
@@ -113,7 +113,9 @@ def make_train_loader(dataset, batch_size, env, seed, num_workers=0, worker_init
     epoch from ``seed + epoch``; process r takes positions r, r + W, ..., so step k of
     all processes together covers positions [k*B, (k+1)*B) of that permutation, the
     same items one process would put in batch k. Call ``set_loader_epoch`` before
-    each epoch.
+    each epoch. ``persistent`` keeps the worker processes between epochs (they see the
+    new epoch through the wrappers' shared state; worker-global RNGs are then seeded
+    once, not per epoch, which the wrappers do not use).
     """
     if batch_size % env.world_size:
         raise UserError(f'train_dataset.batch_size={batch_size} is the global batch and must '
@@ -125,7 +127,8 @@ def make_train_loader(dataset, batch_size, env, seed, num_workers=0, worker_init
     generator = torch.Generator()
     return DataLoader(dataset, batch_size=batch_size // env.world_size, sampler=sampler,
                       num_workers=num_workers, worker_init_fn=worker_init_fn,
-                      generator=generator, pin_memory=pin_memory, drop_last=False)
+                      generator=generator, pin_memory=pin_memory, drop_last=False,
+                      persistent_workers=persistent and num_workers > 0)
 
 
 def set_loader_epoch(loader, epoch):

@@ -272,7 +272,7 @@ class LIIF(nn.Module):
         # same for every shift of a query) and 1 for the bias.
         rel = [rel_coord]
         if self.cell_decode:
-            rel_cell = cell * cell.new_tensor([h, w])                                 # (B, Q, 2)
+            rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)     # (B, Q, 2)
             rel.append(rel_cell.unsqueeze(-2).expand(-1, -1, len(shifts), -1))
         rel.append(rel_coord.new_ones(rel_coord.shape[:-1] + (1,)))
         rel = torch.cat(rel, dim=-1)                                                 # (B, Q, S, R+1)

@@ -21,6 +21,7 @@ The fast query computes the same function with less work:
 Gradients flow through the convolution and the gather, so training with the fast
 query is the same computation as with the plain one.
 """
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -83,8 +84,28 @@ def project_latent_codes(feat, w_code, feat_unfold):
     kernel = 3 if feat_unfold else 1
     # Unfold then matmul == 3x3 convolution with zero padding 1 (cross-correlation
     # reads window position k = (dy, dx) at (i + dy - 1, j + dx - 1), as unfold does).
-    projected = F.conv2d(feat, w_code.reshape(-1, c, kernel, kernel), padding=kernel // 2)
+    with convolutions_as_precise_as_matmul(feat):
+        projected = F.conv2d(feat, w_code.reshape(-1, c, kernel, kernel), padding=kernel // 2)
     return projected.permute(0, 2, 3, 1).reshape(-1, projected.shape[1])
+
+
+def convolutions_as_precise_as_matmul(feat):
+    """A context in which cuDNN convolutions of ``feat`` use the float32 precision that
+    matrix products use (``torch.backends.cuda.matmul.allow_tf32``).
+
+    The projection above replaces the plain path's first Linear layer (a matrix
+    product, full float32 by default) with a convolution, which cuDNN runs in TF32 by
+    default on Ampere and newer GPUs (~1e-3 relative error): without this the fast path
+    would differ from the plain one by far more than 1e-5. With TF32 allowed for
+    matrix products too (``utils.device.set_tf32``) both paths run in TF32. No effect
+    on other devices, and under ``torch.compile`` (the global flag then applies).
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if (feat.device.type != 'cuda' or cudnn.allow_tf32 == matmul.allow_tf32
+            or torch.compiler.is_compiling()):
+        return contextlib.nullcontext()
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=matmul.allow_tf32)
 
 
 def latent_code_rows(feat):
@@ -107,8 +128,14 @@ def flat_code_index(rows, cols, h, w):
     return image_start.view(b, *[1] * (rows.dim() - 1)) + rows * w + cols
 
 
-@functools.lru_cache(maxsize=None)
+@torch.compiler.assume_constant_result   # a constant of the device: no graph break
 def grid_sample_rounding_is_fused(device, dtype):
+    """See ``_measure_rounding``; cached per ``(device, dtype)``."""
+    return _measure_rounding(torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _measure_rounding(device, dtype):
     """Whether ``grid_sample`` on ``device`` rounds its unnormalised coordinate once
     (fused multiply-add) for coordinates of ``dtype``: the ``fused`` argument of
     ``utils.coords.nearest_index`` that reproduces its choice of cell.
@@ -116,7 +143,9 @@ def grid_sample_rounding_is_fused(device, dtype):
     It depends on the kernel that runs (CUDA and the AVX2/AVX-512 CPU kernels fuse,
     PyTorch's generic CPU kernel does not; ``ATEN_CPU_CAPABILITY`` selects it), so it
     is measured: ``grid_sample`` picks a cell for a coordinate on which the two
-    roundings disagree. Cached per ``(device, dtype)``; a few milliseconds once.
+    roundings disagree. A few milliseconds, once per ``(device, dtype)``. Under
+    ``torch.compile`` the answer is taken as a constant when the graph is traced (it
+    depends on the device only), so the compiled query has no graph break.
     """
     probe = _rounding_probe(dtype)
     if probe is None:       # no coordinate separates the two roundings in this dtype

@@ -165,7 +165,8 @@ def error_cases(load):
     return {
         'invalid_yaml': ('model:\n  name: [liif\noptimizer: {}\n', r'bad\.yaml:\d+: invalid YAML'),
         'unknown_key': (dict(good, epoch_mx=3),
-                        r'bad\.yaml: unknown key\(s\) epoch_mx; valid: amp, data_norm, '),
+                        r'bad\.yaml: unknown key\(s\) epoch_mx; valid: allow_tf32, amp, '
+                        r'channels_last, compile, data_norm, '),
         'unknown_model': (dict(good, model=model), r"unknown model name 'liff'; registered: .*liif"),
         'missing_dataset': (dict(good, train_dataset=train), r'image folder not found: .*nope'),
         'missing_key': ({k: v for k, v in good.items() if k != 'model'},

@@ -102,7 +102,7 @@ def nearest_index(coord, size, fused=True):
         coordinate lies outside the grid (``grid_sample`` reads zero padding there).
     """
     shifted = coord + 1                    # rounded in coord's dtype, as grid_sample does
-    half = coord.new_tensor(size / 2)      # exact: size < 2**24
+    half = coord.new_full((), size / 2)    # exact: size < 2**24; filled on the device
     product = shifted * half
     unnormalised = product - 0.5
     if fused:
