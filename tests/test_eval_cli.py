@@ -16,7 +16,7 @@ from PIL import Image
 import datasets
 from datasets import PATH_ARGS
 from datasets.image_io import read_image
-from datasets.resize import resize_bicubic
+from datasets.resize import imresize, resize_bicubic
 from engine.checkpoint import load_model
 from engine.evaluate import TEST_CONFIG_KEYS, load_test_config
 from engine.metrics import psnr
@@ -262,13 +262,49 @@ def test_make_lr_names_sizes_and_pixels(tmp_path):
     lr3 = Image.open(tmp_path / 'LR' / 'X3' / 'img0x3.png')
     assert lr2.size == (15, 25) and lr3.size == (10, 16)           # (W, H) = floor(size / s)
     src = Image.open(hr / 'img0.png').convert('RGB').crop((0, 0, 30, 48))  # top-left 48 x 30
-    assert np.array_equal(np.asarray(lr3), np.asarray(src.resize((10, 16), Image.BICUBIC)))
+    # default: MATLAB's imresize(crop, 1/3); --kernel pil: Pillow's bicubic
+    assert np.array_equal(np.asarray(lr3), imresize(np.asarray(src), 1 / 3))
+    make_lr.make_lr_folders(hr, tmp_path / 'PIL', [3], progress=False, kernel='pil')
+    assert np.array_equal(np.asarray(Image.open(tmp_path / 'PIL' / 'X3' / 'img0x3.png')),
+                          np.asarray(src.resize((10, 16), Image.BICUBIC)))
+    make_lr.make_lr_folders(hr, tmp_path / 'REP', [3], progress=False, boundary='replicate')
+    assert np.array_equal(np.asarray(Image.open(tmp_path / 'REP' / 'X3' / 'img0x3.png')),
+                          imresize(np.asarray(src), 1 / 3, boundary='replicate'))
     # existing files are kept unless --overwrite
     assert make_lr.make_lr_folders(hr, tmp_path / 'LR', [2, 3], progress=False) == 0
     assert make_lr.make_lr_folders(hr, tmp_path / 'LR', [2], overwrite=True, progress=False) == 1
     tiny = write_hr_folder(tmp_path / 'tiny', sizes=((2, 5),))
     with pytest.raises(UserError, match=r'img0\.png: 2x5 is smaller than scale 3'):
         make_lr.make_lr_folders(tiny, tmp_path / 'LR2', [3], progress=False)
+
+
+def test_make_lr_keeps_grey_images_grey(tmp_path):
+    gray = make_test_image(30, 24, seed=4)[..., 0]
+    (tmp_path / 'HR').mkdir()
+    Image.fromarray(gray).save(tmp_path / 'HR' / 'bridge.png')
+    make_lr.make_lr_folders(tmp_path / 'HR', tmp_path / 'LR', [2], progress=False)
+    lr = Image.open(tmp_path / 'LR' / 'X2' / 'bridgex2.png')
+    assert lr.mode == 'L' and np.array_equal(np.asarray(lr), imresize(gray, 0.5))
+
+
+def test_make_lr_compare_counts_differing_pixels(tmp_path, capsys):
+    hr = write_hr_folder(tmp_path / 'HR', sizes=((20, 16), (18, 18)))
+    published = tmp_path / 'published'
+    make_lr.make_lr_folders(hr, published, [2], progress=False)      # X2/<name>x2.png
+    argv = ['--hr', str(hr), '--out', str(tmp_path / 'LR'), '--scales', '2']
+    assert make_lr.main(argv + ['--compare', str(published)]) == 0
+    assert 'X2: 2 image(s) compared, 0 differing pixel(s)' in capsys.readouterr().out
+    flat = tmp_path / 'flat'                                         # files directly in DIR
+    flat.mkdir()
+    arr = np.asarray(Image.open(published / 'X2' / 'img0x2.png')).copy()
+    arr[3, 4] = 255 - arr[3, 4]                                      # one pixel off
+    Image.fromarray(arr).save(flat / 'img0x2.png')
+    assert make_lr.main(argv + ['--compare', str(flat)]) == 1
+    out = capsys.readouterr().out
+    assert 'X2: 1 image(s) compared, 1 differing pixel(s)' in out
+    assert '1 LR file(s) without a published file' in out and 'img1x2.png' in out
+    with pytest.raises(UserError, match='none of the LR files has a published file'):
+        make_lr.compare_folders(hr, tmp_path / 'LR', tmp_path / 'HR', [2])
 
 
 def test_resize_celebahq(tmp_path):
