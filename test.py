@@ -3,7 +3,8 @@
     python test.py --config configs/test/test-div2k-4.yaml --model save/_train_edsr-baseline-liif/epoch-last.pth
     python test.py --config configs/test/test-set5-4.yaml --model rdn-liif.pth --gpu 0
     python test.py --config configs/test/test-b100-6.yaml --model rdn-liif.pth --device cpu --out b100-x6.csv
-    python test.py --config configs/test/test-set5-4.yaml --baseline bicubic     # the "Bicubic" row
+    python test.py --config configs/test/test-set5-4.yaml --baseline matlab-bicubic   # the field's "Bicubic" row
+    python test.py --config configs/test/test-set5-4.yaml --baseline bicubic          # Pillow's bicubic
 
 The last line printed is ``result: <psnr>`` (4 decimals), as in the original code;
 ``ssim: <value>`` comes just before it. ``--out FILE.json|.csv`` writes the per-image
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 import models
+from models.bicubic import BASELINES, baseline_spec
 from engine.checkpoint import load_model
 from engine.evaluate import evaluate_config, load_test_config
 from engine.render import DEFAULT_TILE
@@ -37,8 +39,9 @@ def parse_args(argv=None):
     parser.add_argument('--config', required=True, help='test config (configs/test/*.yaml)')
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument('--model', help='checkpoint (.pth)')
-    which.add_argument('--baseline', choices=['bicubic'],
-                       help='evaluate Pillow bicubic upscaling instead of a model')
+    which.add_argument('--baseline', choices=list(BASELINES),
+                       help="evaluate bicubic upscaling instead of a model: matlab-bicubic "
+                            "(MATLAB's imresize, the field's Bicubic row) or bicubic (Pillow)")
     parser.add_argument('--gpu', default=None, help='CUDA device ids, e.g. 0 (as the original)')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:N or mps (default: the best available)')
@@ -87,7 +90,7 @@ def main(args):
     cfg = load_test_config(args.config)
     device = select_device(args.device, args.gpu)
     if args.baseline:
-        model = models.make({'name': args.baseline, 'args': {'data_norm': cfg.get('data_norm')}})
+        model = models.make(baseline_spec(args.baseline, cfg.get('data_norm')))
         ckpt = {}
     else:
         model, ckpt = load_model(args.model, device)

@@ -125,10 +125,18 @@ def test_downsampled_div2k_protocol_and_csv(bench, capsys):
     assert len(rows) == 4
 
 
-def test_bicubic_baseline_equals_pillow_bicubic_upscaling(bench, capsys):
-    # x3 downsampled on the fly, div2k-3 protocol: test.py --baseline bicubic against
-    # the same numbers computed here from the files with Pillow directly.
-    code, out, err = run_main(test_cli.main, cli('--config', bench['x3'], '--baseline', 'bicubic',
+def matlab_upscale(img, size):
+    """MATLAB's imresize of a (3, h, w) float image, computed here from its uint8 array."""
+    arr = (img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return torch.from_numpy(imresize(arr, size=size).astype(np.float32) / 255).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize('baseline, upscale', [('bicubic', resize_bicubic),
+                                               ('matlab-bicubic', matlab_upscale)])
+def test_bicubic_baselines_equal_direct_upscaling(bench, capsys, baseline, upscale):
+    # x3 downsampled on the fly (by Pillow: the config's wrapper has no resize key),
+    # div2k-3 protocol: test.py --baseline against the same numbers computed here.
+    code, out, err = run_main(test_cli.main, cli('--config', bench['x3'], '--baseline', baseline,
                                                  '--out', bench['dir'] / 'bic.json'), capsys)
     assert code == 0, err
     result = float(out.strip().splitlines()[-1].split()[1])
@@ -137,11 +145,11 @@ def test_bicubic_baseline_equals_pillow_bicubic_upscaling(bench, capsys):
         hr = read_image(bench['hr'] / f'img{k}.png')
         h, w = hr.shape[-2] // 3, hr.shape[-1] // 3
         hr = hr[:, :h * 3, :w * 3]
-        up = resize_bicubic(resize_bicubic(hr, (h, w)), (h * 3, w * 3))
+        up = upscale(resize_bicubic(hr, (h, w)), (h * 3, w * 3))
         expected.append(psnr(up.unsqueeze(0), hr.unsqueeze(0), 'div2k', 3))
     assert result == pytest.approx(sum(expected) / 3, abs=1e-4)
     report = json.loads((bench['dir'] / 'bic.json').read_text())
-    assert report['model'] == 'bicubic'
+    assert report['model'] == baseline
     for row, value in zip(report['images'], expected):
         assert row['psnr'] == pytest.approx(value, abs=1e-4)
 
@@ -330,11 +338,29 @@ def test_eval_all_table_and_missing_sets(bench, tmp_path, capsys):
     code, out, err = run_main(eval_all.main, argv, capsys)
     assert code == 0, err
     table = [line for line in out.splitlines() if line.startswith('|')]
-    assert table[0] == '| set | scale | PSNR | SSIM | paper PSNR (rdn-liif) | diff |'
+    assert table[0] == '| set | scale | PSNR | SSIM | bicubic PSNR | paper PSNR (rdn-liif) | diff |'
     assert len(table) == 3 and table[2].startswith('| Set5 | x2 | ')
     cells = [c.strip() for c in table[2].split('|')[1:-1]]
-    assert cells[4] == '38.17' and float(cells[5]) == pytest.approx(float(cells[2]) - 38.17, abs=0.011)
+    assert cells[5] == '38.17' and float(cells[6]) == pytest.approx(float(cells[2]) - 38.17, abs=0.011)
     assert re.search(r'- .*no_urban: test-urban100-6', out)
+    # the bicubic column is test.py --baseline matlab-bicubic on the same config
+    code, single, err = run_main(test_cli.main, cli('--config', configs / 'test-set5-2.yaml',
+                                                    '--baseline', 'matlab-bicubic'), capsys)
+    assert code == 0, err
+    assert float(cells[4]) == pytest.approx(float(single.split()[-1]), abs=0.006)
+    # --baseline: that baseline's table beside the bicubic paper row; --no-bicubic: no column
+    argv = ['--baseline', 'matlab-bicubic', '--configs', str(configs), '--device', 'cpu',
+            '--workers', '0']
+    code, out, err = run_main(eval_all.main, argv, capsys)
+    assert code == 0, err
+    table = [line for line in out.splitlines() if line.startswith('|')]
+    assert table[0] == '| set | scale | PSNR | SSIM | paper PSNR (bicubic) | diff |'
+    cells = [c.strip() for c in table[2].split('|')[1:-1]]
+    assert cells[2] == f'{float(single.split()[-1]):.2f}' and cells[4] == '33.66'
+    argv = ['--model', str(bench['model']), '--configs', str(configs), '--device', 'cpu',
+            '--workers', '0', '--no-bicubic']
+    code, out, err = run_main(eval_all.main, argv, capsys)
+    assert code == 0 and out.splitlines()[0].startswith('| set | scale | PSNR | SSIM | paper PSNR (')
 
 
 def test_eval_all_paper_rows_and_order():
