@@ -30,7 +30,7 @@ from engine.checkpoint import (load_checkpoint, restore_rng, restore_training, s
                                training_checkpoint)
 from engine.data_norm import DataNorm
 from engine.evaluate import evaluate
-from engine.metrics import parse_eval_type
+from engine.metrics import EVAL_TYPE_FORMS, parse_eval_type
 from engine.train import (NonFiniteLoss, make_train_loader, seed_everything, set_loader_epoch,
                           train_one_epoch)
 from utils import distributed
@@ -52,7 +52,7 @@ CONFIG_KEYS = {
     'epoch_val': 'optional: validate every epoch_val epochs (needs val_dataset)',
     'epoch_save': 'optional: keep epoch-N.pth every epoch_save epochs',
     'resume': 'optional checkpoint path to continue from (--resume overrides it)',
-    'eval_type': 'optional validation protocol: div2k-S or benchmark-S (default: plain PSNR)',
+    'eval_type': f'optional validation protocol: {EVAL_TYPE_FORMS} (default: plain PSNR)',
     'eval_bsize': 'optional: validation queries per forward pass (default: all at once)',
     # ours
     'seed': 'integer seed of weights init and data order (default 0)',
