@@ -75,8 +75,9 @@ def cli(*args):
                                 '--no-progress'])
 
 
-def expected_psnrs(model_path, pairs, protocol, scale):
-    """Per-image PSNR computed here from the image files, outside test.py's pipeline."""
+def expected_psnrs(model_path, pairs, protocol, scale, round_8bit=False):
+    """Per-image PSNR computed here from the image files, outside test.py's pipeline
+    (``round_8bit``: of the prediction rounded to 8 bits, as a saved PNG)."""
     model, _ = load_model(model_path)
     values = []
     for lr, hr in pairs:
@@ -86,6 +87,10 @@ def expected_psnrs(model_path, pairs, protocol, scale):
         with torch.no_grad():
             pred = model((lr.unsqueeze(0) - 0.5) / 0.5, coord, make_cell(coord, (H, W)))
         sr = (pred[0] * 0.5 + 0.5).clamp(0, 1).view(H, W, 3).permute(2, 0, 1)
+        if round_8bit:
+            sr = torch.from_numpy(np.asarray(
+                Image.fromarray((sr * 255).round().byte().permute(1, 2, 0).numpy()),
+                dtype=np.float32) / 255).permute(2, 0, 1)
         values.append(psnr(sr.unsqueeze(0), hr.unsqueeze(0), protocol, scale))
     return values
 
@@ -109,6 +114,22 @@ def test_paired_benchmark_prints_result_and_matches_direct_computation(bench, ca
     for row, value in zip(report['images'], expected):
         assert row['psnr'] == pytest.approx(value, abs=1e-4)
         assert 0 < row['ssim'] < 1
+
+
+@pytest.mark.parametrize('eval_type, protocol, round_8bit', [('rgb-2', 'rgb', False),
+                                                             ('benchmark-2-8bit', 'benchmark', True)])
+def test_eval_type_option_replaces_the_configs(bench, capsys, eval_type, protocol, round_8bit):
+    code, out, err = run_main(test_cli.main, cli('--config', bench['x2'], '--model', bench['model'],
+                                                 '--eval-type', eval_type,
+                                                 '--out', bench['dir'] / 'rows.json'), capsys)
+    assert code == 0, err
+    pairs = [(read_image(bench['dir'] / 'LR_bicubic' / 'X2' / f'img{k}x2.png'),
+              read_image(bench['hr'] / f'img{k}.png')) for k in range(3)]
+    expected = expected_psnrs(bench['model'], pairs, protocol, 2, round_8bit)
+    assert float(out.split()[-1]) == pytest.approx(sum(expected) / 3, abs=2e-4)
+    unrounded = expected_psnrs(bench['model'], pairs, protocol, 2)
+    assert (sum(unrounded) != sum(expected)) == round_8bit
+    assert json.loads((bench['dir'] / 'rows.json').read_text())['eval_type'] == eval_type
 
 
 def test_downsampled_div2k_protocol_and_csv(bench, capsys):
@@ -184,6 +205,8 @@ def test_cli_errors_are_one_line(bench, tmp_path, capsys):
     typo = tmp_path / 'typo.yaml'
     typo.write_text(cfg.read_text().replace('benchmark-2', 'benchmark-two'))
     cases.append((cli('--config', typo, '--model', model), r'typo\.yaml: eval_type must be'))
+    cases.append((cli('--config', cfg, '--model', model, '--eval-type', 'rgb'),
+                  r"--eval-type: eval_type must be benchmark-S, div2k-S or rgb-S .*; got 'rgb'"))
     missing = tmp_path / 'missing.yaml'
     missing.write_text(cfg.read_text().replace(str(bench['hr']), str(tmp_path / 'gone')))
     cases.append((cli('--config', missing, '--model', model), r'gone'))
