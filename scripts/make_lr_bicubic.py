@@ -16,7 +16,8 @@ the published benchmark (Set5, Set14, B100, Urban100) and DIV2K LR images were m
 the files written equal the published ones pixel for pixel (checked on all of Set5 and
 Set14 at x2-x4). ``--boundary replicate`` makes LR like some older B100/Urban100
 distributions, whose edges were replicated rather than mirrored. ``--kernel pil`` is
-Pillow's bicubic, this script's earlier output, which moves PSNRs by up to ~0.1 dB.
+Pillow's bicubic, this script's earlier output (16-20% of the Set5/Set14 LR values
+differ from the published ones).
 Grey source images give grey LR files, as the published ones (Set14 ``bridge``).
 
 ``--compare DIR`` then compares every LR file with the file of the same name in
