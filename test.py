@@ -3,7 +3,9 @@
     python test.py --config configs/test/test-div2k-4.yaml --model save/_train_edsr-baseline-liif/epoch-last.pth
     python test.py --config configs/test/test-set5-4.yaml --model rdn-liif.pth --gpu 0
     python test.py --config configs/test/test-b100-6.yaml --model rdn-liif.pth --device cpu --out b100-x6.csv
-    python test.py --config configs/test/test-set5-4.yaml --baseline bicubic     # the "Bicubic" row
+    python test.py --config configs/test/test-set5-4.yaml --baseline matlab-bicubic   # the field's "Bicubic" row
+    python test.py --config configs/test/test-set5-4.yaml --baseline bicubic          # Pillow's bicubic
+    python test.py --config configs/test/test-set5-4.yaml --model rdn-liif.pth --eval-type benchmark-4-8bit
 
 The last line printed is ``result: <psnr>`` (4 decimals), as in the original code;
 ``ssim: <value>`` comes just before it. ``--out FILE.json|.csv`` writes the per-image
@@ -22,8 +24,10 @@ import sys
 from pathlib import Path
 
 import models
+from models.bicubic import BASELINES, baseline_spec
 from engine.checkpoint import load_model
 from engine.evaluate import evaluate_config, load_test_config
+from engine.metrics import EVAL_TYPE_FORMS, parse_eval_type
 from engine.render import DEFAULT_TILE
 from engine.throughput import add_inference_flags, prepare_inference
 from utils.device import note_first_gpu, select_device
@@ -38,12 +42,15 @@ def parse_args(argv=None):
     parser.add_argument('--config', required=True, help='test config (configs/test/*.yaml)')
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument('--model', help='checkpoint (.pth)')
-    which.add_argument('--baseline', choices=['bicubic'],
-                       help='evaluate Pillow bicubic upscaling instead of a model')
+    which.add_argument('--baseline', choices=list(BASELINES),
+                       help="evaluate bicubic upscaling instead of a model: matlab-bicubic "
+                            "(MATLAB's imresize, the field's Bicubic row) or bicubic (Pillow)")
     parser.add_argument('--gpu', default=None, help='CUDA device ids, e.g. 0 (as the original)')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:N or mps (default: the best available)')
     parser.add_argument('--out', default=None, help='per-image results: FILE.json or FILE.csv')
+    parser.add_argument('--eval-type', default=None,
+                        help=f"protocol instead of the config's eval_type: {EVAL_TYPE_FORMS}")
     parser.add_argument('--query', choices=['fast', 'plain'], default=None,
                         help="LIIF query path (default: the model's own)")
     parser.add_argument('--tile', type=int, default=0,
@@ -88,10 +95,16 @@ def main(args):
     if args.tile < 0 or args.workers < 0:
         raise UserError('--tile and --workers must be 0 or more')
     cfg = load_test_config(args.config)
+    if args.eval_type is not None:
+        try:
+            parse_eval_type(args.eval_type)
+        except UserError as e:
+            raise UserError(f'--eval-type: {e}') from None
+        cfg = {**cfg, 'eval_type': args.eval_type}
     device = select_device(args.device, args.gpu)
     note_first_gpu(args.gpu, device)
     if args.baseline:
-        model = models.make({'name': args.baseline, 'args': {'data_norm': cfg.get('data_norm')}})
+        model = models.make(baseline_spec(args.baseline, cfg.get('data_norm')))
         ckpt = {}
     else:
         model, ckpt = load_model(args.model, device)

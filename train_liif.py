@@ -30,7 +30,7 @@ from engine.checkpoint import (load_checkpoint, restore_rng, restore_training, s
                                training_checkpoint)
 from engine.data_norm import DataNorm
 from engine.evaluate import EvalLoader, evaluate
-from engine.metrics import parse_eval_type
+from engine.metrics import EVAL_TYPE_FORMS, parse_eval_type
 from engine.throughput import apply_throughput_options
 from engine.train import (NonFiniteLoss, make_train_loader, seed_everything, set_loader_epoch,
                           train_one_epoch)
@@ -53,7 +53,7 @@ CONFIG_KEYS = {
     'epoch_val': 'optional: validate every epoch_val epochs (needs val_dataset)',
     'epoch_save': 'optional: keep epoch-N.pth every epoch_save epochs',
     'resume': 'optional checkpoint path to continue from (--resume overrides it)',
-    'eval_type': 'optional validation protocol: div2k-S or benchmark-S (default: plain PSNR)',
+    'eval_type': f'optional validation protocol: {EVAL_TYPE_FORMS} (default: plain PSNR)',
     'eval_bsize': 'optional: validation queries per forward pass (default: all at once)',
     # ours
     'seed': 'integer seed of weights init and data order (default 0)',
@@ -258,9 +258,10 @@ def train(config, args, env, device):
 
             val_psnr = None
             if val_set is not None and epoch_val is not None and epoch % epoch_val == 0:
-                val_psnr = evaluate(model, val_set, data_norm, val_spec['batch_size'],
-                                    config.get('eval_type'), config.get('eval_bsize'), device, env,
-                                    num_workers, progress)['psnr']
+                val_psnr = evaluate(model, val_loader, data_norm,
+                                    eval_type=config.get('eval_type'),
+                                    eval_bsize=config.get('eval_bsize'), device=device,
+                                    progress=progress)['psnr']
                 log.scalar('psnr', val_psnr, epoch)
             is_best = val_psnr is not None and (best_psnr is None or val_psnr > best_psnr)
             if is_best:

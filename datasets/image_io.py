@@ -63,6 +63,14 @@ def image_size(path):
         return im.height, im.width
 
 
+def is_grayscale(path):
+    """True when the file holds one grey channel (Pillow modes ``1``, ``L``, ``I;16*``,
+    ``I``; palette images count as colour), reading only its header. Such files are
+    read as RGB with three equal channels; writers that keep them grey check this."""
+    with _errors_name(path), Image.open(path) as im:
+        return len(im.getbands()) == 1 and im.mode != 'P'
+
+
 def read_arrays(path):
     """Decode an image file into integer arrays, without converting to float.
 
@@ -144,10 +152,16 @@ def read_image_with_alpha(path):
     return array_to_tensor(rgb), (None if alpha is None else array_to_tensor(alpha))
 
 
+def to_8bit_levels(img):
+    """Float tensor in ``[0, 1]`` -> its 8-bit levels ``0..255`` (float32: clamped, then
+    rounded by ``torch.round``), the one rule of every conversion to 8 bits (files
+    written, ``engine.metrics.round_to_8bit``)."""
+    return img.detach().float().clamp(0, 1).mul(255).round()
+
+
 def to_uint8_array(img):
-    """``(C, H, W)`` float in ``[0, 1]`` -> ``(H, W, C)`` uint8 (rounded, clamped)."""
-    arr = img.detach().float().clamp(0, 1).mul(255).round().byte()
-    return arr.permute(1, 2, 0).cpu().numpy()
+    """``(C, H, W)`` float in ``[0, 1]`` -> ``(H, W, C)`` uint8 (``to_8bit_levels``)."""
+    return to_8bit_levels(img).byte().permute(1, 2, 0).cpu().numpy()
 
 
 def write_image(img, path):

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from datasets.checks import check_int, check_number, item_index
 from datasets.datasets import register
-from datasets.resize import downsampled_size, resize_bicubic
+from datasets.resize import check_kernel, downsampled_size, resize_image
 from datasets.sampling import (AUGMENT_OPS, crop, item_rng, make_item, random_origin,
                                shorter_side_size)
 from utils.errors import UserError
@@ -168,18 +168,22 @@ class SRImplicitDownsampled(SRWrapper):
             (``scale_max`` defaults to ``scale_min``: a fixed scale).
         augment: random flips / transpose (``datasets.sampling.AUGMENT_OPS``).
         sample_q: number of HR pixels to query (distinct); ``None`` for all.
+        resize: ``'pil'`` (default: Pillow's bicubic, the original code's) or
+            ``'matlab'`` (MATLAB's bicubic ``imresize``, the kernel of the published LR
+            files); see ``datasets.resize.resize_image``.
 
     With ``inp_size``: HR crop of side ``round(inp_size * s)`` at a random position,
-    LR = Pillow bicubic of it to ``inp_size``. Without: the whole image downsampled by
-    ``datasets.resize.downsampled_size``'s rule (``h_lr = floor(H / s + 1e-9)``, HR = the
-    top-left ``round(h_lr * s) x round(w_lr * s)`` pixels, LR = their Pillow bicubic),
+    LR = its bicubic resize to ``inp_size``. Without: the whole image downsampled by
+    ``datasets.resize.make_lr``'s rule (``h_lr = floor(H / s + 1e-9)``, HR = the
+    top-left ``round(h_lr * s) x round(w_lr * s)`` pixels, LR = their bicubic resize),
     the rule ``scripts/make_lr_bicubic.py`` writes LR files with.
     """
     name = 'sr-implicit-downsampled'
 
     def __init__(self, dataset, inp_size=None, scale_min=1, scale_max=None, augment=False,
-                 sample_q=None):
+                 sample_q=None, resize='pil'):
         super().__init__(dataset, augment, sample_q, paired=False)
+        self.resize = check_kernel(resize, f'{self.name}: resize')
         self.inp_size = check_int(inp_size, 'inp_size', 1, self.name, allow_none=True)
         self.scale_min = check_number(scale_min, 'scale_min', self.name, 0)
         self.scale_max = self.scale_min if scale_max is None else \
@@ -216,11 +220,11 @@ class SRImplicitDownsampled(SRWrapper):
         if self.inp_size is None:
             lr_size, crop_size = downsampled_size(size, s)
             hr = load_region(self.dataset, idx, (0, 0, *crop_size))
-            return resize_bicubic(hr, lr_size), hr
+            return resize_image(hr, lr_size, self.resize), hr
         side = round(self.inp_size * s)
         top, left = random_origin(rng, size, (side, side))
         hr = load_region(self.dataset, idx, (top, left, side, side))
-        return resize_bicubic(hr, (self.inp_size, self.inp_size)), hr
+        return resize_image(hr, (self.inp_size, self.inp_size), self.resize), hr
 
 
 @register('sr-implicit-paired')
@@ -275,18 +279,20 @@ class SRImplicitPaired(SRWrapper):
 class SRImplicitUniformVaried(SRWrapper):
     """Paired items whose HR size grows linearly over the dataset (celebA-HQ experiments).
 
-    Item ``i`` of ``n``: the HR image is resized (Pillow bicubic) so that its shorter side
-    is ``round(size_min + (size_max - size_min) * i / (n - 1))``, then, with
-    ``gt_resize``, so that its shorter side is ``gt_resize``; the LR image is used as it
-    is. ``augment`` mirrors LR and HR left-right with probability 0.5 (only that, as in
-    the original code for face images).
+    Item ``i`` of ``n``: the HR image is resized (bicubic: ``resize`` ``'pil'``, the
+    default and the original's, or ``'matlab'``, as in ``sr-implicit-downsampled``) so
+    that its shorter side is ``round(size_min + (size_max - size_min) * i / (n - 1))``,
+    then, with ``gt_resize``, so that its shorter side is ``gt_resize``; the LR image is
+    used as it is. ``augment`` mirrors LR and HR left-right with probability 0.5 (only
+    that, as in the original code for face images).
     """
     name = 'sr-implicit-uniform-varied'
     augment_ops = ('flip_cols',)
 
     def __init__(self, dataset, size_min, size_max=None, augment=False, gt_resize=None,
-                 sample_q=None):
+                 sample_q=None, resize='pil'):
         super().__init__(dataset, augment, sample_q, paired=True)
+        self.resize = check_kernel(resize, f'{self.name}: resize')
         self.size_min = check_int(size_min, 'size_min', 1, self.name)
         self.size_max = self.size_min if size_max is None else \
             check_int(size_max, 'size_max', self.size_min, self.name)
@@ -311,9 +317,9 @@ class SRImplicitUniformVaried(SRWrapper):
 
     def make_pair(self, idx, rng):
         lr, hr = self.dataset[idx]
-        hr = resize_bicubic(hr, shorter_side_size(hr.shape[-2:], self.hr_side(idx)))
+        hr = resize_image(hr, shorter_side_size(hr.shape[-2:], self.hr_side(idx)), self.resize)
         if self.gt_resize is not None:
-            # The original resized after its flip; resizing commutes with the mirror, and
-            # resizing first lets the shared make_item do the flip.
-            hr = resize_bicubic(hr, shorter_side_size(hr.shape[-2:], self.gt_resize))
+            # The original resized after its flip; resizing commutes with the mirror (both
+            # kernels are symmetric), and resizing first lets the shared make_item flip.
+            hr = resize_image(hr, shorter_side_size(hr.shape[-2:], self.gt_resize), self.resize)
         return lr, hr

@@ -70,7 +70,8 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
         model: LIIF-style model in eval mode (or DDP-wrapped), on the batch's device.
         batch: wrapper dict (see module docstring) with a batch axis, on the model's device.
         data_norm: ``engine.data_norm.DataNorm``.
-        eval_type: ``None``, ``'div2k-S'`` or ``'benchmark-S'``.
+        eval_type: ``None``, ``'benchmark-S'``, ``'div2k-S'``, ``'rgb-S'``, each
+            optionally followed by ``'-8bit'`` (``engine.metrics.parse_eval_type``).
         eval_bsize: queries per chunk (``None``: all at once); tile: see ``engine.render``.
         full: whether the queries are every HR pixel in order (``None``: checked here;
             ``evaluate`` checks it on the host copy of the batch, so that the device
@@ -82,10 +83,12 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
         every HR pixel), ``lr_h``, ``lr_w``, ``hr_h``, ``hr_w``, ``scale`` (``H / h``).
         The figures reach the host in one transfer.
     """
-    protocol, scale = metrics.parse_eval_type(eval_type)
+    protocol, scale, round_8bit = metrics.parse_eval_type(eval_type)
     inp, coord, cell, gt = batch['inp'], batch['coord'], batch['cell'], batch['gt']
     pred = predict(model, data_norm.inp(inp), coord, cell, eval_bsize, tile, amp_dtype)
     pred = data_norm.denorm(pred.float()).clamp_(0, 1)              # (B, Q, 3)
+    if round_8bit:
+        pred = metrics.round_to_8bit(pred)                          # as a saved PNG
     b, _, h, w = inp.shape
     size = hr_size((h, w), coord.shape[1])
     if full is None:

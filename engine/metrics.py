@@ -3,11 +3,20 @@
 Images are ``(B, C, H, W)`` or ``(C, H, W)`` tensors in ``[0, 1]`` (already
 de-normalised and clamped by the caller).
 
-Protocols (``eval_type`` in configs):
+Protocols (``eval_type`` in configs; ``parse_eval_type`` reads them):
 - ``None``: PSNR over all pixels and channels.
 - ``benchmark-S``: shave S pixels on each border; PSNR of the luminance of the
   difference, ``Y = (65.738 R + 129.057 G + 25.064 B) / 256`` (RGB images only).
-- ``div2k-S``: shave S + 6 pixels; PSNR over RGB.
+  LIIF's protocol for Set5/Set14/B100/Urban100. BasicSR's ``crop_border=S,
+  test_y_channel=True`` on its saved uint8 outputs is ``benchmark-S-8bit`` (its luma
+  coefficients ``65.481 / 255, ...`` equal these to 6 digits).
+- ``div2k-S``: shave S + 6 pixels; PSNR over RGB (LIIF's DIV2K protocol).
+- ``rgb-S``: shave S pixels; PSNR over RGB (mmagic's ``PSNR(crop_border=scale)``).
+- any of these followed by ``-8bit`` (``benchmark-4-8bit``, ``rgb-2-8bit``, ...): the
+  prediction is first rounded to 8-bit levels (``round_to_8bit``), i.e. measured as
+  the saved PNG would be, as most SR papers after LIIF evaluate (they save images, then
+  measure). Targets read from 8-bit files hold 8-bit levels already.
+S may be fractional (non-integer SR); the shave is ``ceil(S)``.
 
 SSIM (``ssim``) follows the same shave and channel rules: the luminance of each image
 for ``benchmark-S`` (with the +16/255 offset of ITU-R BT.601 Y, as the usual SR
@@ -15,10 +24,13 @@ evaluation code and MATLAB's ``rgb2ycbcr``), every RGB channel otherwise.
 """
 import functools
 import math
+import re
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
+from datasets.image_io import to_8bit_levels
 from utils.device import accurate_float
 from utils.errors import UserError
 
@@ -31,23 +43,46 @@ SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
-def parse_eval_type(eval_type):
-    """``'benchmark-4'`` -> ``('benchmark', 4)``; ``None`` -> ``(None, 0)``.
+PROTOCOLS = ('benchmark', 'div2k', 'rgb')
+ROUND_SUFFIX = '8bit'
+EVAL_TYPE_FORMS = ('benchmark-S, div2k-S or rgb-S with a scale S > 0, optionally followed '
+                   f'by -{ROUND_SUFFIX} (e.g. benchmark-4, rgb-2-{ROUND_SUFFIX})')
+_EVAL_TYPE = re.compile(rf'({"|".join(PROTOCOLS)})-([^-]+)(-{ROUND_SUFFIX})?')
 
-    The second value is the protocol's S in whole pixels: a fractional scale such as
-    ``'benchmark-3.5'`` (non-integer SR) shaves ``ceil(S)`` = 4 pixels.
+
+class EvalType(NamedTuple):
+    """A parsed ``eval_type``: ``protocol`` (``None`` or one of ``PROTOCOLS``), ``scale``
+    (the S of the protocol in whole pixels, 0 for ``None``) and ``round_8bit`` (round
+    the prediction to 8-bit levels before measuring)."""
+    protocol: Optional[str]
+    scale: int
+    round_8bit: bool = False
+
+
+def parse_eval_type(eval_type):
+    """``'benchmark-4'`` -> ``EvalType('benchmark', 4, False)``, ``'rgb-2-8bit'`` ->
+    ``('rgb', 2, True)``, ``None`` -> ``(None, 0, False)``.
+
+    The scale is the protocol's S in whole pixels: a fractional scale such as
+    ``'benchmark-3.5'`` (non-integer SR) shaves ``ceil(S)`` = 4 pixels. Anything else is
+    a one-line ``UserError`` listing the valid forms.
     """
     if eval_type is None:
-        return None, 0
-    name, _, scale = str(eval_type).rpartition('-')
+        return EvalType(None, 0)
+    match = _EVAL_TYPE.fullmatch(str(eval_type))
     try:
-        value = float(scale)
+        value = float(match.group(2)) if match else -1.0
     except ValueError:
         value = -1.0
-    if name not in ('benchmark', 'div2k') or not value > 0 or not math.isfinite(value):
-        raise UserError(f'eval_type must be "div2k-S" or "benchmark-S" with a scale S > 0, '
-                        f'got {eval_type!r}')
-    return name, math.ceil(value)
+    if not value > 0 or not math.isfinite(value):
+        raise UserError(f'eval_type must be {EVAL_TYPE_FORMS}; got {eval_type!r}')
+    return EvalType(match.group(1), math.ceil(value), match.group(3) is not None)
+
+
+def round_to_8bit(x):
+    """``x`` in ``[0, 1]`` rounded to the nearest of the 256 levels ``k / 255`` (what
+    ``datasets.image_io.write_image`` stores, read back as ``read_image`` reads it)."""
+    return to_8bit_levels(x).div_(255)
 
 
 def shave_border(x, shave):
@@ -75,13 +110,15 @@ def protocol_view(x, protocol, scale, y_offset=0.0):
         return shave_border(x, scale)
     if protocol == 'div2k':
         return shave_border(x, scale + DIV2K_EXTRA_SHAVE)
-    raise UserError(f'unknown evaluation protocol {protocol!r}; valid: benchmark, div2k')
+    if protocol == 'rgb':
+        return shave_border(x, scale)
+    raise UserError(f'unknown evaluation protocol {protocol!r}; valid: {", ".join(PROTOCOLS)}')
 
 
 def psnr(sr, hr, protocol=None, scale=1, rgb_range=1):
     """PSNR in dB, ``-10 log10(MSE)`` for pixel range ``rgb_range``.
 
-    ``protocol``: ``None``, ``'benchmark'`` or ``'div2k'`` with the integer ``scale``
+    ``protocol``: ``None`` or one of ``PROTOCOLS`` with the integer ``scale``
     (see module docstring). The luminance is taken of the difference, as in the
     original evaluation code; since it is linear this equals the difference of the
     luminances. A batch is averaged into one MSE.

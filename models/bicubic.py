@@ -1,7 +1,9 @@
 """The "Bicubic" row of SR tables as a model: every LR image is upscaled to the HR size
-with Pillow's bicubic (on the 8-bit image, like the data pipeline's downsampling), then
-evaluated by the same code and protocol as a learned model (``test.py --baseline
-bicubic``).
+with a bicubic resize of the 8-bit image, then evaluated by the same code and protocol as
+a learned model. ``kernel: pil`` is Pillow's bicubic, the original data pipeline's
+(``test.py --baseline bicubic``); ``kernel: matlab`` is MATLAB's ``imresize(LR, s,
+'bicubic')``, the "Bicubic" row of the field's tables (``test.py --baseline
+matlab-bicubic``). ``BASELINES`` maps the baseline names to their model specs.
 
 It answers queries at output pixel centres only (the HR size comes from the cell,
 ``H = 2 / cell``), which is what evaluation asks for; it has no weights.
@@ -9,10 +11,18 @@ It answers queries at output pixel centres only (the HR size comes from the cell
 import torch
 from torch import nn
 
-from datasets.resize import resize_bicubic
+from datasets.resize import check_kernel, resize_image
 from models import register
 from utils.config import data_norm_values
 from utils.coords import nearest_index
+
+BASELINES = {'bicubic': 'pil', 'matlab-bicubic': 'matlab'}  # baseline name -> kernel
+
+
+def baseline_spec(name, data_norm=None):
+    """Model spec of the baseline ``name`` (a key of ``BASELINES``) for a test config's
+    ``data_norm``."""
+    return {'name': 'bicubic', 'args': {'data_norm': data_norm, 'kernel': BASELINES[name]}}
 
 
 @register('bicubic')
@@ -21,10 +31,12 @@ class Bicubic(nn.Module):
         data_norm: the ``data_norm`` the evaluation normalises with (``None``: none). The
             model un-normalises its input with the ``inp`` entry and normalises its
             output with the ``gt`` entry, so it fits the loop of a learned model.
+        kernel: ``'pil'`` (default) or ``'matlab'`` (``datasets.resize.resize_image``).
     """
 
-    def __init__(self, data_norm=None):
+    def __init__(self, data_norm=None, kernel='pil'):
         super().__init__()
+        self.kernel = check_kernel(kernel, 'bicubic: kernel')
         values = data_norm_values(data_norm)
         self.inp_sub, self.inp_div, self.gt_sub, self.gt_div = (
             torch.tensor(values[part][key]) for part in ('inp', 'gt') for key in ('sub', 'div'))
@@ -44,7 +56,8 @@ class Bicubic(nn.Module):
         size = (round(2 / cell[0, 0, 0].item()), round(2 / cell[0, 0, 1].item()))
         if size not in prepared['upscaled']:
             prepared['upscaled'][size] = torch.stack(
-                [resize_bicubic(img.cpu(), size) for img in prepared['lr']]).to(coord.device)
+                [resize_image(img.cpu(), size, self.kernel) for img in prepared['lr']]
+            ).to(coord.device)
         up = prepared['upscaled'][size]                   # (B, 3, H, W)
         # The HR pixel whose cell holds each query (spec section 1).
         rows = nearest_index(coord[..., 0], size[0], fused=False).clamp_(0, size[0] - 1)

@@ -1,14 +1,23 @@
 """Evaluate a model on every test set and scale present under load/ and print a markdown
-table of PSNR/SSIM beside the paper's PSNR.
+table of PSNR/SSIM beside the bicubic baseline's and the paper's PSNR.
 
     python scripts/eval_all.py --model rdn-liif.pth
     python scripts/eval_all.py --model save/_train_edsr-baseline-liif/epoch-last.pth --gpu 0
-    python scripts/eval_all.py --model rdn-liif.pth --only set5 set14 --device cpu
+    python scripts/eval_all.py --model rdn-liif.pth --only set5 set14 --device cpu --no-bicubic
+    python scripts/eval_all.py --baseline matlab-bicubic     # the Bicubic row beside the field's
 
 Runs each ``configs/test/*.yaml`` whose data exists; the others are listed as missing,
 not errors. The configs read ``./load/...`` relative to the current folder, as in the
-original code: run it from the repository root. The paper column is the row of the paper's tables for this model (from the
-checkpoint's model and encoder names; ``--paper`` picks another row).
+original code: run it from the repository root.
+
+Columns: the model's PSNR and SSIM; ``bicubic`` (unless ``--no-bicubic``), the PSNR of
+MATLAB-bicubic upscaling (``test.py --baseline matlab-bicubic``, the "Bicubic" row of
+SR tables) on the same images and protocol, so the gain over it reads off each line;
+the paper's PSNR for this model (the row from the checkpoint's model and encoder names;
+``--paper`` picks another) and the difference. ``--baseline`` evaluates a baseline
+instead of a model, beside the ``bicubic`` paper row: LIIF's DIV2K figures and the
+field's Set5/Set14/B100/Urban100 x2-x4 bicubic figures (made on MATLAB LR images, Y
+channel, shave = scale).
 """
 import argparse
 import math
@@ -23,6 +32,7 @@ if str(REPO) not in sys.path:
 
 import datasets  # noqa: E402
 import models  # noqa: E402
+from models.bicubic import BASELINES, baseline_spec  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.evaluate import evaluate_config, load_test_config  # noqa: E402
 from utils.device import select_device  # noqa: E402
@@ -33,10 +43,18 @@ TEST_SETS = {'div2k': 'DIV2K', 'set5': 'Set5', 'set14': 'Set14', 'b100': 'B100',
              'urban100': 'Urban100', 'celebAHQ': 'CelebA-HQ'}
 
 # PSNR (dB) reported in the LIIF paper (Chen, Liu, Wang, CVPR 2021): row -> set -> scale.
+# The bicubic row's benchmark figures are the field's (x2-x4; LIIF's tables have none),
+# the row SR papers repeat (../shared/spec/matlab_imresize/README.md).
 DIV2K_SCALES = ('2', '3', '4', '6', '12', '18', '24', '30')
 BENCHMARK_SCALES = ('2', '3', '4', '6', '8')
 PAPER = {
-    'bicubic': {'div2k': dict(zip(DIV2K_SCALES, (31.01, 28.22, 26.66, 24.82, 22.27, 21.00, 20.19, 19.59)))},
+    'bicubic': {
+        'div2k': dict(zip(DIV2K_SCALES, (31.01, 28.22, 26.66, 24.82, 22.27, 21.00, 20.19, 19.59))),
+        'set5': dict(zip(BENCHMARK_SCALES, (33.66, 30.39, 28.42))),
+        'set14': dict(zip(BENCHMARK_SCALES, (30.24, 27.55, 26.00))),
+        'b100': dict(zip(BENCHMARK_SCALES, (29.56, 27.21, 25.96))),
+        'urban100': dict(zip(BENCHMARK_SCALES, (26.88, 24.46, 23.14))),
+    },
     'edsr-baseline-metasr': {'div2k': dict(zip(DIV2K_SCALES, (34.64, 30.93, 28.92, 26.61, 23.55, 22.03, 21.06, 20.37)))},
     'edsr-baseline-liif': {'div2k': dict(zip(DIV2K_SCALES, (34.67, 30.96, 29.00, 26.75, 23.71, 22.17, 21.18, 20.48)))},
     'rdn-metasr': {'div2k': dict(zip(DIV2K_SCALES, (35.00, 31.27, 29.25, 26.88, 23.73, 22.18, 21.17, 20.47)))},
@@ -74,24 +92,40 @@ def fmt(value, digits):
         else f'{value:.{digits}f}'
 
 
-def markdown_table(results, row_name):
-    """``results``: ``[(set, scale, stats)]`` -> markdown lines."""
+def markdown_table(results, row_name, bicubic=False):
+    """``results``: ``[(set, scale, stats, bicubic stats or None)]`` -> markdown lines;
+    ``bicubic``: add the column of the bicubic baseline's PSNR."""
     paper_col = f'paper PSNR ({row_name})' if row_name else 'paper PSNR'
-    lines = [f'| set | scale | PSNR | SSIM | {paper_col} | diff |',
-             '|---|---|---|---|---|---|']
-    for test_set, scale, stats in results:
+    columns = ['set', 'scale', 'PSNR', 'SSIM'] + ['bicubic PSNR'] * bicubic + [paper_col, 'diff']
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    for test_set, scale, stats, baseline in results:
         paper = PAPER.get(row_name, {}).get(test_set, {}).get(scale)
         diff = None if paper is None else stats['psnr'] - paper
         label = f'x{scale}' if '-' not in scale else scale.replace('-', ' -> ')
-        lines.append(f'| {TEST_SETS[test_set]} | {label} | {fmt(stats["psnr"], 2)} | '
-                     f'{fmt(stats["ssim"], 4)} | {fmt(paper, 2)} | '
-                     f'{"-" if diff is None else f"{diff:+.2f}"} |')
+        cells = [TEST_SETS[test_set], label, fmt(stats['psnr'], 2), fmt(stats['ssim'], 4)]
+        if bicubic:
+            cells.append(fmt(baseline['psnr'] if baseline else None, 2))
+        cells += [fmt(paper, 2), '-' if diff is None else f'{diff:+.2f}']
+        lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
+
+
+def evaluate_baseline(name, cfg, device, workers):
+    """``evaluate_config`` of the baseline ``name`` (``models.bicubic.BASELINES``) built
+    for the config's ``data_norm``, as ``test.py --baseline`` runs it."""
+    model = models.make(baseline_spec(name, cfg.get('data_norm')))
+    return evaluate_config(model, cfg, device, workers=workers)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', required=True, help='checkpoint (.pth)')
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument('--model', help='checkpoint (.pth)')
+    which.add_argument('--baseline', choices=list(BASELINES),
+                       help="evaluate bicubic upscaling instead of a model (matlab-bicubic: "
+                            "MATLAB's imresize, the field's Bicubic row; bicubic: Pillow)")
+    parser.add_argument('--no-bicubic', action='store_true',
+                        help='leave out the bicubic column (MATLAB bicubic on the same data)')
     parser.add_argument('--gpu', default=None, help='CUDA device ids, e.g. 0')
     parser.add_argument('--device', default=None, help='cpu, cuda, cuda:N or mps')
     parser.add_argument('--query', choices=['fast', 'plain'], default=None)
@@ -109,9 +143,14 @@ def main(argv=None):
     if not configs:
         raise UserError(f'--configs {args.configs}: no test-<set>-<scale>.yaml files')
     device = select_device(args.device, args.gpu)
-    model, ckpt = load_model(args.model, device)
-    models.set_query_impl(model, args.query)
-    row_name = args.paper or paper_row(ckpt['model'])
+    if args.baseline:
+        model, ckpt = None, {}
+        row_name = args.paper or 'bicubic'
+    else:
+        model, ckpt = load_model(args.model, device)
+        models.set_query_impl(model, args.query)
+        row_name = args.paper or paper_row(ckpt['model'])
+    with_bicubic = not args.baseline and not args.no_bicubic
 
     results, missing = [], {}  # missing path -> configs needing it
     for test_set, scale, path in configs:
@@ -122,11 +161,16 @@ def main(argv=None):
         if absent:
             continue
         print(f'{path.name} ...', file=sys.stderr, flush=True)
-        stats = evaluate_config(model, cfg, device, checkpoint_data_norm=ckpt.get('data_norm'),
-                                workers=args.workers)
-        results.append((test_set, scale, stats))
+        if args.baseline:
+            stats = evaluate_baseline(args.baseline, cfg, device, args.workers)
+        else:
+            stats = evaluate_config(model, cfg, device, workers=args.workers,
+                                    checkpoint_data_norm=ckpt.get('data_norm'))
+        baseline = evaluate_baseline('matlab-bicubic', cfg, device, args.workers) \
+            if with_bicubic else None
+        results.append((test_set, scale, stats, baseline))
 
-    print('\n'.join(markdown_table(results, row_name)))
+    print('\n'.join(markdown_table(results, row_name, with_bicubic)))
     if missing:
         print('\nmissing data (not evaluated):')
         for p, names in missing.items():

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import datasets
+from datasets.resize import imresize
 from helpers import folder, make_test_image, save, shared_dataset
 from utils.coords import make_coord
 from utils.errors import UserError
@@ -119,6 +120,41 @@ def test_downsampled_without_inp_size_sizes(tmp_path, size, scale, lr_size, hr_s
     assert torch.all(item['cell'] == torch.tensor([2 / hr_size[0], 2 / hr_size[1]]))
 
 
+def matlab(arr, size):
+    """MATLAB bicubic imresize of a (H, W, 3) uint8 array to size = (H', W')."""
+    return imresize(np.ascontiguousarray(arr), size=size)
+
+
+def test_downsampled_resize_matlab(tmp_path):
+    img = coord_image(60, 70, seed=1)
+    save(tmp_path / 'hr' / 'a.png', img)
+    # whole image at x3 (the on-the-fly benchmarks): MATLAB's imresize of the top-left crop
+    item = wrap('sr-implicit-downsampled', folder(tmp_path / 'hr'), scale_min=3,
+                resize='matlab')[0]
+    assert torch.equal(item['inp'], chw(matlab(img[:, :69], (20, 23))))
+    assert np.array_equal(to_uint8(item['gt'].view(60, 69, 3)), img[:, :69])
+    # training crops: LR = MATLAB's imresize of the HR crop, which differs from Pillow's
+    w = wrap('sr-implicit-downsampled', folder(tmp_path / 'hr', repeat=4), inp_size=10,
+             scale_min=2, scale_max=4, resize='matlab')
+    for idx in range(len(w)):
+        item = w[idx]
+        side = math.isqrt(len(item['gt']))
+        hr = to_uint8(item['gt'].view(side, side, 3))
+        assert torch.equal(item['inp'], chw(matlab(hr, (10, 10))))
+        assert not torch.equal(item['inp'], chw(bicubic(hr, (10, 10))))
+
+
+def test_resize_must_be_pil_or_matlab(tmp_path):
+    save(tmp_path / 'single' / 'a.png', make_test_image(20, 20))
+    for name, ds in (('sr-implicit-downsampled', folder(tmp_path / 'single')),
+                     ('sr-implicit-uniform-varied', paired(tmp_path, [make_test_image(8, 8)],
+                                                           [make_test_image(16, 16)]))):
+        args = {'size_min': 16} if name == 'sr-implicit-uniform-varied' else {}
+        with pytest.raises(UserError, match=rf"^{name}: resize must be one of pil, matlab, "
+                                            r"got 'cubic'$"):
+            wrap(name, ds, resize='cubic', **args)
+
+
 def test_downsampled_augment_is_the_same_on_lr_and_hr(tmp_path):
     save(tmp_path / 'hr' / 'a.png', make_test_image(40, 40))
     args = dict(inp_size=8, scale_min=2, scale_max=3)
@@ -212,6 +248,17 @@ def test_uniform_varied_sizes_resize_and_gt_resize(tmp_path):
     item = wrap('sr-implicit-uniform-varied', ds, size_min=16, size_max=32, gt_resize=12)[2]
     expected = bicubic(bicubic(hrs[2], (24, 36)), (12, 18))
     assert np.array_equal(to_uint8(item['gt'].view(12, 18, 3)), expected)
+
+
+def test_uniform_varied_resize_matlab(tmp_path):
+    lrs = [make_test_image(8, 12, seed=k) for k in range(3)]
+    hrs = [make_test_image(40, 60, seed=10 + k) for k in range(3)]
+    w = wrap('sr-implicit-uniform-varied', paired(tmp_path, lrs, hrs), size_min=16,
+             size_max=32, gt_resize=12, resize='matlab')
+    item = w[1]                                     # shorter side 24, then 12
+    expected = matlab(matlab(hrs[1], (24, 36)), (12, 18))
+    assert np.array_equal(to_uint8(item['gt'].view(12, 18, 3)), expected)
+    assert torch.equal(item['inp'], chw(lrs[1]))    # the LR image is used as it is
 
 
 def test_uniform_varied_augment_only_mirrors(tmp_path):
@@ -361,7 +408,7 @@ EXAMPLES = {  # name -> (args, kind); a new registered dataset needs an entry he
     'image-folder': ({}, 'image'),
     'paired-image-folders': ({}, 'pair'),
     'sr-implicit-downsampled': ({'inp_size': 8, 'scale_min': 1, 'scale_max': 4,
-                                 'augment': True, 'sample_q': 50}, 'wrapper'),
+                                 'augment': True, 'sample_q': 50, 'resize': 'matlab'}, 'wrapper'),
     'sr-implicit-paired': ({'inp_size': 8, 'augment': True, 'sample_q': 50}, 'wrapper'),
     'sr-implicit-uniform-varied': ({'size_min': 16, 'size_max': 32, 'augment': True,
                                     'sample_q': 50}, 'wrapper'),

@@ -16,7 +16,7 @@ from PIL import Image
 import datasets
 from datasets import PATH_ARGS
 from datasets.image_io import read_image
-from datasets.resize import resize_bicubic
+from datasets.resize import imresize, resize_bicubic
 from engine.checkpoint import load_model
 from engine.evaluate import TEST_CONFIG_KEYS, load_test_config
 from engine.metrics import psnr
@@ -75,8 +75,9 @@ def cli(*args):
                                 '--no-progress'])
 
 
-def expected_psnrs(model_path, pairs, protocol, scale):
-    """Per-image PSNR computed here from the image files, outside test.py's pipeline."""
+def expected_psnrs(model_path, pairs, protocol, scale, round_8bit=False):
+    """Per-image PSNR computed here from the image files, outside test.py's pipeline
+    (``round_8bit``: of the prediction rounded to 8 bits, as a saved PNG)."""
     model, _ = load_model(model_path)
     values = []
     for lr, hr in pairs:
@@ -86,6 +87,10 @@ def expected_psnrs(model_path, pairs, protocol, scale):
         with torch.no_grad():
             pred = model((lr.unsqueeze(0) - 0.5) / 0.5, coord, make_cell(coord, (H, W)))
         sr = (pred[0] * 0.5 + 0.5).clamp(0, 1).view(H, W, 3).permute(2, 0, 1)
+        if round_8bit:
+            sr = torch.from_numpy(np.asarray(
+                Image.fromarray((sr * 255).round().byte().permute(1, 2, 0).numpy()),
+                dtype=np.float32) / 255).permute(2, 0, 1)
         values.append(psnr(sr.unsqueeze(0), hr.unsqueeze(0), protocol, scale))
     return values
 
@@ -111,6 +116,22 @@ def test_paired_benchmark_prints_result_and_matches_direct_computation(bench, ca
         assert 0 < row['ssim'] < 1
 
 
+@pytest.mark.parametrize('eval_type, protocol, round_8bit', [('rgb-2', 'rgb', False),
+                                                             ('benchmark-2-8bit', 'benchmark', True)])
+def test_eval_type_option_replaces_the_configs(bench, capsys, eval_type, protocol, round_8bit):
+    code, out, err = run_main(test_cli.main, cli('--config', bench['x2'], '--model', bench['model'],
+                                                 '--eval-type', eval_type,
+                                                 '--out', bench['dir'] / 'rows.json'), capsys)
+    assert code == 0, err
+    pairs = [(read_image(bench['dir'] / 'LR_bicubic' / 'X2' / f'img{k}x2.png'),
+              read_image(bench['hr'] / f'img{k}.png')) for k in range(3)]
+    expected = expected_psnrs(bench['model'], pairs, protocol, 2, round_8bit)
+    assert float(out.split()[-1]) == pytest.approx(sum(expected) / 3, abs=2e-4)
+    unrounded = expected_psnrs(bench['model'], pairs, protocol, 2)
+    assert (sum(unrounded) != sum(expected)) == round_8bit
+    assert json.loads((bench['dir'] / 'rows.json').read_text())['eval_type'] == eval_type
+
+
 def test_downsampled_div2k_protocol_and_csv(bench, capsys):
     code, out, err = run_main(test_cli.main, cli('--config', bench['x3'], '--model', bench['model'],
                                                  '--out', bench['dir'] / 'rows.csv',
@@ -125,10 +146,18 @@ def test_downsampled_div2k_protocol_and_csv(bench, capsys):
     assert len(rows) == 4
 
 
-def test_bicubic_baseline_equals_pillow_bicubic_upscaling(bench, capsys):
-    # x3 downsampled on the fly, div2k-3 protocol: test.py --baseline bicubic against
-    # the same numbers computed here from the files with Pillow directly.
-    code, out, err = run_main(test_cli.main, cli('--config', bench['x3'], '--baseline', 'bicubic',
+def matlab_upscale(img, size):
+    """MATLAB's imresize of a (3, h, w) float image, computed here from its uint8 array."""
+    arr = (img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return torch.from_numpy(imresize(arr, size=size).astype(np.float32) / 255).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize('baseline, upscale', [('bicubic', resize_bicubic),
+                                               ('matlab-bicubic', matlab_upscale)])
+def test_bicubic_baselines_equal_direct_upscaling(bench, capsys, baseline, upscale):
+    # x3 downsampled on the fly (by Pillow: the config's wrapper has no resize key),
+    # div2k-3 protocol: test.py --baseline against the same numbers computed here.
+    code, out, err = run_main(test_cli.main, cli('--config', bench['x3'], '--baseline', baseline,
                                                  '--out', bench['dir'] / 'bic.json'), capsys)
     assert code == 0, err
     result = float(out.strip().splitlines()[-1].split()[1])
@@ -137,11 +166,11 @@ def test_bicubic_baseline_equals_pillow_bicubic_upscaling(bench, capsys):
         hr = read_image(bench['hr'] / f'img{k}.png')
         h, w = hr.shape[-2] // 3, hr.shape[-1] // 3
         hr = hr[:, :h * 3, :w * 3]
-        up = resize_bicubic(resize_bicubic(hr, (h, w)), (h * 3, w * 3))
+        up = upscale(resize_bicubic(hr, (h, w)), (h * 3, w * 3))
         expected.append(psnr(up.unsqueeze(0), hr.unsqueeze(0), 'div2k', 3))
     assert result == pytest.approx(sum(expected) / 3, abs=1e-4)
     report = json.loads((bench['dir'] / 'bic.json').read_text())
-    assert report['model'] == 'bicubic'
+    assert report['model'] == baseline
     for row, value in zip(report['images'], expected):
         assert row['psnr'] == pytest.approx(value, abs=1e-4)
 
@@ -176,6 +205,8 @@ def test_cli_errors_are_one_line(bench, tmp_path, capsys):
     typo = tmp_path / 'typo.yaml'
     typo.write_text(cfg.read_text().replace('benchmark-2', 'benchmark-two'))
     cases.append((cli('--config', typo, '--model', model), r'typo\.yaml: eval_type must be'))
+    cases.append((cli('--config', cfg, '--model', model, '--eval-type', 'rgb'),
+                  r"--eval-type: eval_type must be benchmark-S, div2k-S or rgb-S .*; got 'rgb'"))
     missing = tmp_path / 'missing.yaml'
     missing.write_text(cfg.read_text().replace(str(bench['hr']), str(tmp_path / 'gone')))
     cases.append((cli('--config', missing, '--model', model), r'gone'))
@@ -262,13 +293,49 @@ def test_make_lr_names_sizes_and_pixels(tmp_path):
     lr3 = Image.open(tmp_path / 'LR' / 'X3' / 'img0x3.png')
     assert lr2.size == (15, 25) and lr3.size == (10, 16)           # (W, H) = floor(size / s)
     src = Image.open(hr / 'img0.png').convert('RGB').crop((0, 0, 30, 48))  # top-left 48 x 30
-    assert np.array_equal(np.asarray(lr3), np.asarray(src.resize((10, 16), Image.BICUBIC)))
+    # default: MATLAB's imresize(crop, 1/3); --kernel pil: Pillow's bicubic
+    assert np.array_equal(np.asarray(lr3), imresize(np.asarray(src), 1 / 3))
+    make_lr.make_lr_folders(hr, tmp_path / 'PIL', [3], progress=False, kernel='pil')
+    assert np.array_equal(np.asarray(Image.open(tmp_path / 'PIL' / 'X3' / 'img0x3.png')),
+                          np.asarray(src.resize((10, 16), Image.BICUBIC)))
+    make_lr.make_lr_folders(hr, tmp_path / 'REP', [3], progress=False, boundary='replicate')
+    assert np.array_equal(np.asarray(Image.open(tmp_path / 'REP' / 'X3' / 'img0x3.png')),
+                          imresize(np.asarray(src), 1 / 3, boundary='replicate'))
     # existing files are kept unless --overwrite
     assert make_lr.make_lr_folders(hr, tmp_path / 'LR', [2, 3], progress=False) == 0
     assert make_lr.make_lr_folders(hr, tmp_path / 'LR', [2], overwrite=True, progress=False) == 1
     tiny = write_hr_folder(tmp_path / 'tiny', sizes=((2, 5),))
     with pytest.raises(UserError, match=r'img0\.png: 2x5 is smaller than scale 3'):
         make_lr.make_lr_folders(tiny, tmp_path / 'LR2', [3], progress=False)
+
+
+def test_make_lr_keeps_grey_images_grey(tmp_path):
+    gray = make_test_image(30, 24, seed=4)[..., 0]
+    (tmp_path / 'HR').mkdir()
+    Image.fromarray(gray).save(tmp_path / 'HR' / 'bridge.png')
+    make_lr.make_lr_folders(tmp_path / 'HR', tmp_path / 'LR', [2], progress=False)
+    lr = Image.open(tmp_path / 'LR' / 'X2' / 'bridgex2.png')
+    assert lr.mode == 'L' and np.array_equal(np.asarray(lr), imresize(gray, 0.5))
+
+
+def test_make_lr_compare_counts_differing_pixels(tmp_path, capsys):
+    hr = write_hr_folder(tmp_path / 'HR', sizes=((20, 16), (18, 18)))
+    published = tmp_path / 'published'
+    make_lr.make_lr_folders(hr, published, [2], progress=False)      # X2/<name>x2.png
+    argv = ['--hr', str(hr), '--out', str(tmp_path / 'LR'), '--scales', '2']
+    assert make_lr.main(argv + ['--compare', str(published)]) == 0
+    assert 'X2: 2 image(s) compared, 0 differing pixel(s)' in capsys.readouterr().out
+    flat = tmp_path / 'flat'                                         # files directly in DIR
+    flat.mkdir()
+    arr = np.asarray(Image.open(published / 'X2' / 'img0x2.png')).copy()
+    arr[3, 4] = 255 - arr[3, 4]                                      # one pixel off
+    Image.fromarray(arr).save(flat / 'img0x2.png')
+    assert make_lr.main(argv + ['--compare', str(flat)]) == 1
+    out = capsys.readouterr().out
+    assert 'X2: 1 image(s) compared, 1 differing pixel(s)' in out
+    assert '1 LR file(s) without a published file' in out and 'img1x2.png' in out
+    with pytest.raises(UserError, match='none of the LR files has a published file'):
+        make_lr.compare_folders(hr, tmp_path / 'LR', tmp_path / 'HR', [2])
 
 
 def test_resize_celebahq(tmp_path):
@@ -294,11 +361,29 @@ def test_eval_all_table_and_missing_sets(bench, tmp_path, capsys):
     code, out, err = run_main(eval_all.main, argv, capsys)
     assert code == 0, err
     table = [line for line in out.splitlines() if line.startswith('|')]
-    assert table[0] == '| set | scale | PSNR | SSIM | paper PSNR (rdn-liif) | diff |'
+    assert table[0] == '| set | scale | PSNR | SSIM | bicubic PSNR | paper PSNR (rdn-liif) | diff |'
     assert len(table) == 3 and table[2].startswith('| Set5 | x2 | ')
     cells = [c.strip() for c in table[2].split('|')[1:-1]]
-    assert cells[4] == '38.17' and float(cells[5]) == pytest.approx(float(cells[2]) - 38.17, abs=0.011)
+    assert cells[5] == '38.17' and float(cells[6]) == pytest.approx(float(cells[2]) - 38.17, abs=0.011)
     assert re.search(r'- .*no_urban: test-urban100-6', out)
+    # the bicubic column is test.py --baseline matlab-bicubic on the same config
+    code, single, err = run_main(test_cli.main, cli('--config', configs / 'test-set5-2.yaml',
+                                                    '--baseline', 'matlab-bicubic'), capsys)
+    assert code == 0, err
+    assert float(cells[4]) == pytest.approx(float(single.split()[-1]), abs=0.006)
+    # --baseline: that baseline's table beside the bicubic paper row; --no-bicubic: no column
+    argv = ['--baseline', 'matlab-bicubic', '--configs', str(configs), '--device', 'cpu',
+            '--workers', '0']
+    code, out, err = run_main(eval_all.main, argv, capsys)
+    assert code == 0, err
+    table = [line for line in out.splitlines() if line.startswith('|')]
+    assert table[0] == '| set | scale | PSNR | SSIM | paper PSNR (bicubic) | diff |'
+    cells = [c.strip() for c in table[2].split('|')[1:-1]]
+    assert cells[2] == f'{float(single.split()[-1]):.2f}' and cells[4] == '33.66'
+    argv = ['--model', str(bench['model']), '--configs', str(configs), '--device', 'cpu',
+            '--workers', '0', '--no-bicubic']
+    code, out, err = run_main(eval_all.main, argv, capsys)
+    assert code == 0 and out.splitlines()[0].startswith('| set | scale | PSNR | SSIM | paper PSNR (')
 
 
 def test_eval_all_paper_rows_and_order():

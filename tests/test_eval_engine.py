@@ -104,6 +104,43 @@ def test_errors_inside_the_shave_do_not_count_and_inner_errors_do():
     assert result['psnr'] == pytest.approx(expected, abs=1e-3)
 
 
+class Constant(RowRamp):
+    """Predicts ``value`` everywhere."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def query(self, prepared, coord, cell):
+        return torch.full((*coord.shape[:-1], 3), self.value)
+
+
+@pytest.mark.parametrize('protocol', ['benchmark-2', 'div2k-2', 'rgb-2'])
+def test_8bit_eval_types_round_the_prediction(protocol):
+    batch = ramp_batch(16, 16, 2)                             # HR 32 x 32
+    batch['gt'] = torch.full_like(batch['gt'], 100 / 255)     # an 8-bit target
+    near = Constant(100.4 / 255)                              # rounds to the target
+    assert evaluate_batch(near, batch, DataNorm(), protocol)['psnr'] < math.inf
+    exact = evaluate_batch(near, batch, DataNorm(), protocol + '-8bit')
+    assert exact['psnr'] == math.inf and exact['rows'][0]['ssim'] == pytest.approx(1.0)
+    # 100.6 / 255 rounds to 101 / 255: one level off everywhere, on every channel
+    one_level = 20 * math.log10(255)                          # 48.13 dB over RGB
+    if protocol.startswith('benchmark'):                      # Y of a grey difference
+        one_level -= 20 * math.log10((65.738 + 129.057 + 25.064) / 256)
+    result = evaluate_batch(Constant(100.6 / 255), batch, DataNorm(), protocol + '-8bit')
+    assert result['psnr'] == pytest.approx(one_level, abs=1e-3)
+
+
+def test_rgb_protocol_shaves_scale_over_rgb():
+    batch = ramp_batch(10, 10, 2)                              # HR 20 x 20
+    gt = batch['gt'][0]
+    gt[1 * 20 + 10] += 0.5                                     # row 1: in the 2-pixel border
+    assert evaluate_batch(RowRamp(), batch, DataNorm(), 'rgb-2')['psnr'] == math.inf
+    gt[5 * 20 + 3, 2] -= 0.2                                   # column 3: inner, blue only
+    result = evaluate_batch(RowRamp(), batch, DataNorm(), 'rgb-2')
+    assert result['psnr'] == pytest.approx(-10 * math.log10(0.04 / (16 * 16 * 3)), abs=1e-3)
+
+
 def test_prediction_is_denormalised_and_clamped():
     class Normalised(RowRamp):
         def query(self, prepared, coord, cell):   # what a 0.5/0.5 model outputs, plus overshoot

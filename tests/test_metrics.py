@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils.errors import UserError
-from engine.metrics import parse_eval_type, psnr, to_luminance
+from engine.metrics import EvalType, parse_eval_type, psnr, round_to_8bit, to_luminance
 
 
 def test_psnr_hand_computed():
@@ -46,11 +46,37 @@ def test_benchmark_on_gray_images_uses_the_single_channel():
     assert psnr(sr, hr, 'benchmark', 2) == pytest.approx(20.0, abs=1e-4)
 
 
+def test_rgb_shaves_scale_and_compares_every_channel():
+    hr = torch.zeros(1, 3, 20, 20)
+    sr = hr.clone()
+    sr[..., :2, :] = 1.0       # inside the 2-pixel border
+    sr[..., :, -2:] = 1.0
+    assert psnr(sr, hr, 'rgb', 2) == math.inf
+    sr[0, 1, 5, 5] = 0.5       # one inner pixel, green only: MSE = 0.25 / (3 * 16 * 16)
+    assert psnr(sr, hr, 'rgb', 2) == pytest.approx(-10 * math.log10(0.25 / 768), abs=1e-4)
+    assert psnr(sr, hr, 'div2k', 2) == math.inf  # div2k shaves 8: that pixel is outside
+
+
 def test_parse_eval_type():
-    assert parse_eval_type('benchmark-4') == ('benchmark', 4)
-    assert parse_eval_type('div2k-30') == ('div2k', 30)
-    assert parse_eval_type(None) == (None, 0)
-    assert parse_eval_type('benchmark-3.5') == ('benchmark', 4)   # shave ceil(S)
-    for bad in ('set5-4', 'benchmark-x', 'div2k-0', 'benchmark--2', 'div2k-inf'):
-        with pytest.raises(UserError, match='div2k-S'):
+    assert parse_eval_type('benchmark-4') == ('benchmark', 4, False)
+    assert parse_eval_type('div2k-30') == ('div2k', 30, False)
+    assert parse_eval_type(None) == (None, 0, False)
+    assert parse_eval_type('benchmark-3.5') == ('benchmark', 4, False)   # shave ceil(S)
+    assert parse_eval_type('rgb-2') == EvalType('rgb', 2, False)
+    assert parse_eval_type('rgb-3-8bit') == ('rgb', 3, True)
+    assert parse_eval_type('benchmark-4-8bit').round_8bit
+    assert parse_eval_type('div2k-2.5-8bit') == ('div2k', 3, True)
+    for bad in ('set5-4', 'benchmark-x', 'div2k-0', 'benchmark--2', 'div2k-inf', 'rgb-nan',
+                'benchmark-4-16bit', 'benchmark-8bit', '8bit', 'rgb-2-8bit-8bit', 'RGB-2'):
+        with pytest.raises(UserError, match='div2k-S') as info:
             parse_eval_type(bad)
+        message = str(info.value)
+        assert '\n' not in message and repr(bad) in message
+        assert 'rgb-S' in message and '-8bit' in message and 'benchmark-S' in message
+
+
+def test_round_to_8bit_levels_as_a_saved_image():
+    x = torch.tensor([0.0, 100.4 / 255, 100.6 / 255, 1.0, 1.2, -0.1])
+    assert (round_to_8bit(x) * 255).tolist() == pytest.approx([0, 100, 101, 255, 255, 0])
+    levels = torch.arange(256, dtype=torch.float32) / 255  # what read_image gives
+    assert torch.equal(round_to_8bit(levels), levels)
