@@ -48,9 +48,10 @@ def downsampled_size(size, scale):
     return (h, w), (round(h * scale), round(w * scale))
 
 
-def make_lr(hr, scale):
+def make_lr(hr, scale, downscale=resize_bicubic):
     """``(lr, hr_crop)`` of an HR image ``(C, H, W)``: the top-left crop of
-    ``downsampled_size`` and its Pillow bicubic resize to the LR size."""
+    ``downsampled_size`` and ``downscale(hr_crop, lr_size)`` (Pillow bicubic by default;
+    ``datasets.degrade`` passes its degradation)."""
     lr_size, crop = downsampled_size(hr.shape[-2:], scale)
     hr = hr[..., :crop[0], :crop[1]]
-    return resize_bicubic(hr, lr_size), hr
+    return downscale(hr, lr_size), hr
