@@ -29,6 +29,7 @@ import models
 from engine.checkpoint import (load_checkpoint, restore_rng, restore_training, save_checkpoint,
                                training_checkpoint)
 from engine.data_norm import DataNorm
+from engine.ema import check_ema_config, make_ema
 from engine.evaluate import evaluate
 from engine.metrics import parse_eval_type
 from engine.train import (NonFiniteLoss, make_train_loader, seed_everything, set_loader_epoch,
@@ -59,6 +60,8 @@ CONFIG_KEYS = {
     'amp': "optional mixed precision: 'bf16' runs forward passes under bfloat16 autocast "
            '(CUDA; also accepted on CPU); default off',
     'num_workers': 'data-loading processes per training process (default min(8, CPUs))',
+    'ema': 'optional {decay: d}: validate and save (as model) an exponential moving average '
+           'of the weights, w_ema = d * w_ema + (1 - d) * w after each step (engine/ema.py)',
 }
 DEFAULT_SEED = 0
 AMP_DTYPES = {'bf16': torch.bfloat16}
@@ -125,6 +128,7 @@ def check_config(config, path):
     if amp not in (None, False, 'none') and amp not in AMP_DTYPES:
         raise UserError(f'{path}: amp must be one of {", ".join(AMP_DTYPES)} or none, got {amp!r}')
     parse_eval_type(config.get('eval_type'))
+    check_ema_config(config.get('ema'), f'{path}: ema')
 
 
 def train(config, args, env, device):
@@ -165,6 +169,7 @@ def train(config, args, env, device):
         config, ckpt, resume_path, device)
     models.set_query_impl(model, args.query)
     net = model
+    ema = make_ema(config.get('ema'), net, ckpt)
     if env.distributed:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None)
@@ -202,6 +207,11 @@ def train(config, args, env, device):
             + (f', query={net.query_impl}' if hasattr(net, 'query_impl') else ''))
         if amp_dtype is not None:
             log(f'amp: {config["amp"]} autocast on {device.type}')
+        if ema is not None:
+            log(f'ema: decay={ema.decay} (validation and epoch-*.pth model: the average)')
+        elif resume.get('ema') is not None:
+            log('note: the checkpoint holds an EMA; without ema in the config training '
+                'continues from its raw weights')
 
         restore_rng(resume.get('rng'), device)
         best_psnr = resume.get('best_psnr')
@@ -216,7 +226,7 @@ def train(config, args, env, device):
             set_loader_epoch(train_loader, epoch)
             try:
                 stats = train_one_epoch(model, train_loader, optimizer, device, data_norm, epoch,
-                                        amp_dtype, env, progress)
+                                        amp_dtype, env, progress, ema=ema)
             except NonFiniteLoss as e:
                 kept = f'; the last good checkpoint is {last_good}' if last_good else ''
                 raise NonFiniteLoss(f'{e}{kept}') from None
@@ -226,7 +236,8 @@ def train(config, args, env, device):
 
             val_psnr = None
             if val_set is not None and epoch_val is not None and epoch % epoch_val == 0:
-                val_psnr = evaluate(model, val_set, data_norm, val_spec['batch_size'],
+                val_psnr = evaluate(model if ema is None else ema.module, val_set, data_norm,
+                                    val_spec['batch_size'],
                                     config.get('eval_type'), config.get('eval_bsize'), device, env,
                                     num_workers, progress)['psnr']
                 log.scalar('psnr', val_psnr, epoch)
@@ -237,7 +248,7 @@ def train(config, args, env, device):
             if env.is_main:
                 ckpt_out = training_checkpoint(model_spec, net, opt_spec, optimizer, epoch, scheduler,
                                                device, data_norm.spec, seed, env.world_size,
-                                               best_psnr, val_psnr)
+                                               best_psnr, val_psnr, ema)
                 names = ['epoch-last.pth']
                 if epoch_save is not None and epoch % epoch_save == 0:
                     names.append(f'epoch-{epoch}.pth')
@@ -257,7 +268,7 @@ def train(config, args, env, device):
         log.close()
     distributed.barrier(env)
     return {'model': net, 'optimizer': optimizer, 'scheduler': scheduler,
-            'best_psnr': best_psnr, 'run_dir': run_dir}
+            'best_psnr': best_psnr, 'run_dir': run_dir, 'ema': ema}
 
 
 def build_training_state(config, ckpt, resume_path, device):
