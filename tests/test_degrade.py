@@ -16,7 +16,10 @@ from PIL import Image
 import datasets
 from datasets import degrade as dg
 from datasets.sampling import image_rng, item_rng, random_origin
-from helpers import folder, make_test_image, save
+from engine.evaluate import load_test_config
+from engine.metrics import parse_eval_type
+from helpers import REPO, folder, make_test_image, save
+from utils.config import freeze, load_config, thaw
 from utils.coords import make_coord
 from utils.errors import UserError
 
@@ -392,3 +395,33 @@ def test_degraded_wrappers_over_shared_sets(name):
         item = test[idx]
         assert item['inp'].shape == (3, h // 4, w // 4)
         assert len(item['gt']) == (h // 4 * 4) * (w // 4 * 4)
+
+
+# --- the shipped configs ---------------------------------------------------------------------
+
+DEGRADED_TEST_CONFIGS = (sorted((REPO / 'configs' / 'test-realworld').glob('*.yaml'))
+                         + sorted((REPO / 'configs' / 'quickstart').glob('test-degraded-*.yaml')))
+
+
+@pytest.mark.parametrize('path', DEGRADED_TEST_CONFIGS, ids=[p.stem for p in DEGRADED_TEST_CONFIGS])
+def test_degraded_test_configs_build(tmp_path, path):
+    cfg = load_test_config(path)
+    section = thaw(cfg['test_dataset'])
+    section['dataset']['args']['root_path'] = str(tmp_path / 'hr')
+    save(tmp_path / 'hr' / 'a.png', make_test_image(40, 48))
+    scale = parse_eval_type(cfg['eval_type'])[1]
+    item = datasets.make_sr_dataset(freeze(section))[0]
+    assert section['wrapper']['args']['degradation'] == 'blur-noise-jpeg'
+    assert item['inp'].shape == (3, 40 // scale, 48 // scale)
+    assert len(item['gt']) == (40 // scale * scale) * (48 // scale * scale)
+
+
+def test_quickstart_degraded_config_differs_only_in_the_wrapper():
+    import train_liif
+    clean, degraded = (load_config(REPO / 'configs' / 'quickstart' / f'train_quickstart{s}.yaml')
+                       for s in ('', '-degraded'))
+    train_liif.check_config(degraded, 'degraded')
+    assert degraded['train_dataset']['wrapper']['name'] == 'sr-implicit-degraded'
+    strip = thaw(degraded)
+    strip['train_dataset']['wrapper']['name'] = 'sr-implicit-downsampled'
+    assert strip == thaw(clean)

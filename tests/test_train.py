@@ -370,6 +370,8 @@ METASR_DECODER = (3 * 256 + 256) + (256 * 1728 + 1728)  # 3 -> 256 -> 64 * 9 * 3
 PARAMS = {
     'train_edsr-baseline-liif': EDSR_LIIF,
     'train_rdn-liif': RDN_LIIF,
+    'train_edsr-baseline-liif-realworld': EDSR_LIIF,  # the same models on degraded data
+    'train_rdn-liif-realworld': RDN_LIIF,
     'train_edsr-baseline-metasr': 1665560,
     'train_rdn-metasr': RDN_LIIF - LIIF_DECODER + METASR_DECODER,
     'train_edsr-baseline-x2': EDSR_X2,                  # LIIF without decoder = its encoder
