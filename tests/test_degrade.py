@@ -425,3 +425,25 @@ def test_quickstart_degraded_config_differs_only_in_the_wrapper():
     strip = thaw(degraded)
     strip['train_dataset']['wrapper']['name'] = 'sr-implicit-downsampled'
     assert strip == thaw(clean)
+
+
+def test_evidence_table_and_verdict():
+    from helpers import load_script
+    evidence = load_script('scripts/realworld_evidence.py')
+
+    def stats(psnr):
+        return {'psnr': psnr, 'ssim': psnr / 100, 'rows': []}
+    results = {('degraded', 4): {'bicubic': stats(24.0), 'clean': stats(23.5), 'degraded': stats(25.25)},
+               ('clean', 4): {'bicubic': stats(27.0), 'clean': stats(28.5), 'degraded': stats(27.75)}}
+    assert evidence.table(results)[2:] == [
+        '| degraded (blur-noise-jpeg) | x4 | 24.00 / 0.2400 | 23.50 / 0.2350 | 25.25 / 0.2525 |',
+        '| clean bicubic | x4 | 27.00 / 0.2700 | 28.50 / 0.2850 | 27.75 / 0.2775 |']
+    assert evidence.verdict(results) == [
+        'degraded x4: degradation-trained +1.75 dB vs clean-trained, +1.25 dB vs bicubic '
+        '(beats both)',
+        'clean x4: degradation-trained -0.75 dB vs clean-trained (the cost on clean inputs), '
+        '+0.75 dB vs bicubic']
+    results['degraded', 4]['bicubic'] = stats(26.0)
+    assert evidence.verdict(results)[0].endswith('(does NOT beat both)')
+    tiny = evidence.tiny_train_config(load_config(REPO / evidence.TRAIN_CONFIGS['degraded']))
+    assert tiny['epoch_max'] == 2 and tiny['train_dataset']['dataset']['args']['repeat'] == 1
