@@ -6,7 +6,11 @@ Images are ``(1, 3, H, W)`` float32 tensors in ``[0, 1]`` inside this module (``
 takes and returns ``(3, H, W)``); sizes are ``(rows, columns)``. Every random choice is
 drawn from the ``numpy.random.Generator`` passed in, in a fixed order, so a degradation
 is a function of that generator's state alone (``datasets.sampling.item_rng``): the
-same on every run and in every DataLoader worker.
+same on every run and in every DataLoader worker. ``degrade`` runs its torch operations
+on one thread (as a DataLoader worker does): some of them (e.g. bilinear resizing) round
+differently with several threads, and a last-bit difference can flip an 8-bit value
+before JPEG and grow into a different block. (CPUs with other vector units may still
+round differently.)
 
 The pipeline (``degrade``), each stage with its probability and ranges in the config:
 
@@ -31,6 +35,7 @@ The config (``degradation`` in the wrapper args) is ``None`` (the defaults), a p
 name of ``PRESETS``, or a mapping overriding any of ``DEFAULTS``' entries; unknown keys
 are errors that list the valid ones (``degradation_config``).
 """
+import contextlib
 import copy
 import io
 import math
@@ -459,6 +464,26 @@ def degrade(hr, lr_size, rng, config=None):
         config: a ``degradation_config`` result (``None``: ``DEFAULTS``).
     """
     config = degradation_config(None) if config is None else config
+    with one_thread():
+        return _degrade(hr, lr_size, rng, config)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch on one intra-op thread inside the block (a no-op in DataLoader workers,
+    which have one already); the previous count is restored."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _degrade(hr, lr_size, rng, config):
     first, second = config['first'], config['second']
     img = hr.unsqueeze(0).float()
     img = random_blur(rng, img, first['blur'])

@@ -48,12 +48,13 @@ def generated_images(folder, n, size):
 
 
 def time_items(wrapper, n_items, warmup):
-    """Seconds per item over ``n_items`` items (indices after ``warmup`` warm-up ones)."""
+    """Seconds per item over items ``warmup .. warmup + n_items - 1`` (each its own
+    draw of scale, crop and degradation) after ``warmup`` warm-up items."""
     for idx in range(warmup):
-        wrapper[idx % len(wrapper)]
+        wrapper[idx]
     start = time.perf_counter()
     for idx in range(warmup, warmup + n_items):
-        wrapper[idx % len(wrapper)]
+        wrapper[idx]
     return (time.perf_counter() - start) / n_items
 
 
@@ -78,9 +79,11 @@ def main(argv=None):
         if root is None:
             root = Path(tmp)
             generated_images(root, args.images, (400, 500) if args.quick else DIV2K_SIZE)
-        hr = datasets.make({'name': 'image-folder',
-                            'args': {'root_path': str(root), 'cache': 'in_memory'}})
-        print(f'{len(hr.files)} HR image(s) from {root if args.hr else "generated"}; wrapper '
+        n_images = len(datasets.image_folder.list_images(root))
+        repeat = -(-(args.items + args.warmup) // n_images)  # every timed item distinct
+        hr = datasets.make({'name': 'image-folder', 'args': {
+            'root_path': str(root), 'cache': 'in_memory', 'repeat': repeat}})
+        print(f'\n{len(hr.files)} HR image(s) from {root if args.hr else "generated"}; wrapper '
               f'args {PAPER_WRAPPER_ARGS}; one torch thread; {args.items} items after '
               f'{args.warmup} warm-up')
         print(f'| wrapper | ms/item | items/s/worker | batches/s of {args.batch}, '

@@ -222,6 +222,25 @@ def test_degrade_output_and_identity_pipeline():
     assert torch.equal(plain, dg.quantize(ref)[0])
 
 
+def test_degrade_runs_on_one_thread_and_restores_the_count(monkeypatch):
+    """Several threads round some resizes differently in the last bit, which 8-bit
+    rounding and JPEG can turn into different pixels: degrade runs single-threaded."""
+    seen = []
+    real_resize = dg.resize
+    monkeypatch.setattr(dg, 'resize', lambda *a: seen.append(torch.get_num_threads())
+                        or real_resize(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a = dg.degrade(chw(make_test_image(64, 64))[0], (16, 16), np.random.default_rng(1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+    b = dg.degrade(chw(make_test_image(64, 64))[0], (16, 16), np.random.default_rng(1))
+    assert torch.equal(a, b)
+
+
 # --- the training wrapper -------------------------------------------------------------------
 
 def coord_image(h, w, seed=0):
