@@ -28,8 +28,11 @@ offset), odd sizes in ``kernel_size = [min, max]``; with ``sinc_prob`` a circula
 (ideal low-pass) kernel instead. All kernels are point-symmetric, so correlation (what
 ``conv2d`` computes) equals convolution.
 
-Not included: Real-ESRGAN's unsharp-masking of the ground truth (``gt_usm``), which
-changes the target; here ``gt`` stays the HR pixel.
+Differences from Real-ESRGAN: the degradation runs on each item's HR crop (Real-ESRGAN
+degrades a 400-pixel region on the GPU and crops afterwards), with mirrored borders for
+the filters; JPEG is Pillow's at an integer quality (Real-ESRGAN: a differentiable JPEG
+at a real-valued one); its unsharp-masking of the ground truth (``gt_usm``) is left
+out, since it changes the target -- here ``gt`` stays the HR pixel.
 
 The config (``degradation`` in the wrapper args) is ``None`` (the defaults), a preset
 name of ``PRESETS``, or a mapping overriding any of ``DEFAULTS``' entries; unknown keys

@@ -13,6 +13,7 @@ entries of the defaults, e.g. ``{second: {blur: {prob: 0.5}}, final: {sinc_prob:
 """
 from pathlib import Path
 
+from datasets.checks import check_number
 from datasets.datasets import register
 from datasets.degrade import degradation_config, degrade
 from datasets.sampling import image_rng
@@ -58,7 +59,8 @@ class SRImplicitDegradedTest(SRImplicitDegraded):
     name = 'sr-implicit-degraded-test'
 
     def __init__(self, dataset, scale, degradation=None, seed=0):
-        super().__init__(dataset, scale_min=scale, degradation=degradation)
+        super().__init__(dataset, scale_min=check_number(scale, 'scale', self.name, 0),
+                         degradation=degradation)
         self.seed = seed
 
     def draw_scale(self, rng):

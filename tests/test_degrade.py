@@ -394,10 +394,14 @@ def test_config_errors_name_the_key(spec, message):
         dg.degradation_config(spec)
 
 
-def test_wrapper_reports_a_bad_degradation(tmp_path):
+def test_wrappers_report_bad_args(tmp_path):
     save(tmp_path / 'hr' / 'a.png', make_test_image(20, 20))
     with pytest.raises(UserError, match=r'^sr-implicit-degraded: degradation: unknown key'):
         wrap('sr-implicit-degraded', folder(tmp_path / 'hr'), degradation={'x': 1})
+    with pytest.raises(UserError, match=r'^sr-implicit-degraded-test: scale must be a number > 0'):
+        wrap('sr-implicit-degraded-test', folder(tmp_path / 'hr'), scale='4')
+    with pytest.raises(UserError, match=r'20x20 pixels, smaller than the 24x24'):
+        wrap('sr-implicit-degraded', folder(tmp_path / 'hr'), inp_size=8, scale_min=3)
 
 
 @pytest.mark.parametrize('name', ['Set5', 'Set14'])
