@@ -29,6 +29,7 @@ import models
 from engine.checkpoint import (load_checkpoint, restore_rng, restore_training, save_checkpoint,
                                training_checkpoint)
 from engine.data_norm import DataNorm
+from engine.ema import check_ema_config, make_ema
 from engine.evaluate import EvalLoader, evaluate
 from engine.metrics import EVAL_TYPE_FORMS, parse_eval_type
 from engine.throughput import apply_throughput_options
@@ -64,6 +65,8 @@ CONFIG_KEYS = {
                   'Ampere+, ~1e-3 relative error); default false: PyTorch\'s defaults',
     'channels_last': 'optional true: the encoder runs channels-last (engine/throughput.py)',
     'compile': 'optional true: torch.compile the model (slow first steps)',
+    'ema': 'optional {decay: d}: validate and save (as model) an exponential moving average '
+           'of the weights, w_ema = d * w_ema + (1 - d) * w after each step (engine/ema.py)',
 }
 BOOL_KEYS = ('allow_tf32', 'channels_last', 'compile')
 DEFAULT_SEED = 0
@@ -156,6 +159,7 @@ def check_config(config, path):
     probe = make_optimizer([torch.nn.Parameter(torch.zeros(1))], config['optimizer'],
                            where=f'{path}: optimizer')
     make_scheduler(probe, config.get('multi_step_lr'), where=f'{path}: multi_step_lr')
+    check_ema_config(config.get('ema'), f'{path}: ema')
 
 
 def train(config, args, env, device):
@@ -194,6 +198,7 @@ def train(config, args, env, device):
     apply_throughput_options(model, config.get('channels_last', False),
                              config.get('compile', False), training=True)
     net = model
+    ema = make_ema(config.get('ema'), net, ckpt)
     if env.distributed:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None)
@@ -234,6 +239,11 @@ def train(config, args, env, device):
             + (f', query={net.query_impl}' if hasattr(net, 'query_impl') else ''))
         if amp_dtype is not None:
             log(f'amp: {config["amp"]} autocast on {device.type}')
+        if ema is not None:
+            log(f'ema: decay={ema.decay} (validation and epoch-*.pth model: the average)')
+        elif resume.get('ema') is not None:
+            log('note: the checkpoint holds an EMA; without ema in the config training '
+                'continues from its raw weights')
 
         restore_rng(resume.get('rng'), device)
         best_psnr = resume.get('best_psnr')
@@ -248,7 +258,7 @@ def train(config, args, env, device):
             set_loader_epoch(train_loader, epoch)
             try:
                 stats = train_one_epoch(model, train_loader, optimizer, device, data_norm, epoch,
-                                        amp_dtype, env, progress)
+                                        amp_dtype, env, progress, ema=ema)
             except NonFiniteLoss as e:
                 kept = f'; the last good checkpoint is {last_good}' if last_good else ''
                 raise NonFiniteLoss(f'{e}{kept}') from None
@@ -258,7 +268,7 @@ def train(config, args, env, device):
 
             val_psnr = None
             if val_set is not None and epoch_val is not None and epoch % epoch_val == 0:
-                val_psnr = evaluate(model, val_loader, data_norm,
+                val_psnr = evaluate(model if ema is None else ema.module, val_loader, data_norm,
                                     eval_type=config.get('eval_type'),
                                     eval_bsize=config.get('eval_bsize'), device=device,
                                     progress=progress)['psnr']
@@ -270,7 +280,7 @@ def train(config, args, env, device):
             if env.is_main:
                 ckpt_out = training_checkpoint(model_spec, net, opt_spec, optimizer, epoch, scheduler,
                                                device, data_norm.spec, seed, env.world_size,
-                                               best_psnr, val_psnr)
+                                               best_psnr, val_psnr, ema)
                 names = ['epoch-last.pth']
                 if epoch_save is not None and epoch % epoch_save == 0:
                     names.append(f'epoch-{epoch}.pth')
@@ -291,7 +301,7 @@ def train(config, args, env, device):
             lock.release()
     distributed.barrier(env)
     return {'model': net, 'optimizer': optimizer, 'scheduler': scheduler,
-            'best_psnr': best_psnr, 'run_dir': run_dir}
+            'best_psnr': best_psnr, 'run_dir': run_dir, 'ema': ema}
 
 
 def on_main(env, action):

@@ -258,12 +258,15 @@ def downsampled_size(size, scale):
     return (h, w), (round(h * scale), round(w * scale))
 
 
-def make_lr(hr, scale, kernel='pil', boundary='symmetric'):
+def make_lr(hr, scale, kernel='pil', boundary='symmetric', downscale=None):
     """``(lr, hr_crop)`` of an HR image ``(C, H, W)``: the top-left crop of
     ``downsampled_size`` and its bicubic resize to the LR size (``kernel`` and
-    ``boundary`` as for ``resize_image``). With ``'matlab'`` and an integer scale this is the published LR:
-    MATLAB's ``imresize(modcrop(HR, s), 1 / s, 'bicubic')`` (the size ratio ``h / H'``
-    is the same double as ``1 / s``)."""
+    ``boundary`` as for ``resize_image``), or ``downscale(hr_crop, lr_size)`` when given
+    (``datasets.degrade`` passes its degradation). With ``'matlab'`` and an integer
+    scale this is the published LR: MATLAB's ``imresize(modcrop(HR, s), 1 / s,
+    'bicubic')`` (the size ratio ``h / H'`` is the same double as ``1 / s``)."""
     lr_size, crop = downsampled_size(hr.shape[-2:], scale)
     hr = hr[..., :crop[0], :crop[1]]
+    if downscale is not None:
+        return downscale(hr, lr_size), hr
     return resize_image(hr, lr_size, kernel, boundary), hr

@@ -11,6 +11,7 @@ choice) is drawn from ``item_rng(seed, epoch, idx)``, so an item does not depend
 which DataLoader worker makes it, on how many workers there are, or on what was drawn
 before. ``seed_worker`` seeds Python/NumPy/torch in each worker for anything else.
 """
+import hashlib
 import random
 
 import numpy as np
@@ -32,6 +33,16 @@ def item_rng(seed, epoch, idx):
     machine (NumPy's SeedSequence mixes them, so neighbouring triples are unrelated).
     """
     return np.random.default_rng((seed, epoch, idx))
+
+
+def image_rng(seed, name):
+    """The random generator of the image called ``name`` (a file name) for seed
+    ``seed``: the same for that image in every epoch, at every index and in every
+    folder, so a degraded benchmark does not change when images are added or removed.
+    ``name`` enters as the first 8 bytes of its SHA-256 (stable across machines,
+    unlike ``hash``)."""
+    key = int.from_bytes(hashlib.sha256(name.encode('utf-8')).digest()[:8], 'little')
+    return np.random.default_rng((seed, key))
 
 
 def seed_worker(worker_id):

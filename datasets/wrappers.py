@@ -79,9 +79,13 @@ class SRWrapper(Dataset):
 
     def __getitem__(self, idx):
         idx = item_index(idx, len(self))
-        rng = item_rng(self.seed, self.epoch, idx)
+        rng = self.rng_of(idx)
         lr, hr = self.make_pair(idx, rng)
         return make_item(lr, hr, rng, self.augment_ops if self.augment else (), self.sample_q)
+
+    def rng_of(self, idx):
+        """The generator item ``idx`` draws everything from: ``item_rng(seed, epoch, idx)``."""
+        return item_rng(self.seed, self.epoch, idx)
 
     def make_pair(self, idx, rng):
         raise NotImplementedError
@@ -216,15 +220,26 @@ class SRImplicitDownsampled(SRWrapper):
         size = item_size(self.dataset, idx)
         need = self.max_hr_crop()
         _check_fits(self.image_name(idx), size, (need, need), self._crop_reason())
-        s = rng.uniform(self.scale_min, self.scale_max)
+        s = self.draw_scale(rng)
         if self.inp_size is None:
             lr_size, crop_size = downsampled_size(size, s)
             hr = load_region(self.dataset, idx, (0, 0, *crop_size))
-            return resize_image(hr, lr_size, self.resize), hr
-        side = round(self.inp_size * s)
-        top, left = random_origin(rng, size, (side, side))
-        hr = load_region(self.dataset, idx, (top, left, side, side))
-        return resize_image(hr, (self.inp_size, self.inp_size), self.resize), hr
+        else:
+            side = round(self.inp_size * s)
+            top, left = random_origin(rng, size, (side, side))
+            hr = load_region(self.dataset, idx, (top, left, side, side))
+            lr_size = (self.inp_size, self.inp_size)
+        return self.make_lr(hr, lr_size, rng), hr
+
+    def draw_scale(self, rng):
+        """The item's scale, uniform in ``[scale_min, scale_max)`` (the first draw)."""
+        return rng.uniform(self.scale_min, self.scale_max)
+
+    def make_lr(self, hr, lr_size, rng):
+        """The LR image of size ``lr_size`` made from the HR crop ``hr``: its bicubic
+        resize with the ``resize`` kernel (``sr-implicit-degraded`` degrades it instead,
+        drawing from ``rng`` after the scale and crop)."""
+        return resize_image(hr, lr_size, self.resize)
 
 
 @register('sr-implicit-paired')

@@ -7,8 +7,9 @@ Files are written atomically (temp file in the same folder, fsync, rename) and r
 with ``torch.load(weights_only=True)``: a checkpoint cannot run code when loaded.
 
 Exact resuming: ``training_checkpoint`` stores, beside the published entries, the lr
-schedule, every RNG state (Python, NumPy, torch, CUDA), the seed and the best PSNR;
-``restore_training`` / ``restore_rng`` put them back.
+schedule, every RNG state (Python, NumPy, torch, CUDA), the seed and the best PSNR
+(and with EMA the raw weights, ``engine.ema``); ``restore_training`` / ``restore_rng``
+put them back.
 """
 import pickle
 import random
@@ -132,12 +133,17 @@ def _key_mismatch(expected, given):
 # --- resuming a training run ---------------------------------------------------------
 
 def training_checkpoint(model_spec, model, opt_spec, optimizer, epoch, scheduler, device,
-                        data_norm_spec, seed, world_size, best_psnr=None, val_psnr=None):
+                        data_norm_spec, seed, world_size, best_psnr=None, val_psnr=None,
+                        ema=None):
     """The checkpoint a training run writes after ``epoch``: the published entries plus
-    what exact resuming needs under ``resume``, and the ``data_norm`` spec."""
-    return {
+    what exact resuming needs under ``resume``, and the ``data_norm`` spec.
+
+    With ``ema`` (``engine.ema.ModelEMA``) ``model`` holds the averaged weights (what
+    published-format readers should get), ``resume.raw_model`` the trained ones and
+    ``resume.ema`` the average's state."""
+    ckpt = {
         # the published format ...
-        'model': model_entry(model_spec, model),
+        'model': model_entry(model_spec, model if ema is None else ema.module),
         'optimizer': optimizer_entry(opt_spec, optimizer),
         'epoch': epoch,
         # ... plus what exact resuming needs, under new keys
@@ -146,6 +152,9 @@ def training_checkpoint(model_spec, model, opt_spec, optimizer, epoch, scheduler
                    'seed': seed, 'world_size': world_size},
         'data_norm': data_norm_spec,
     }
+    if ema is not None:
+        ckpt['resume'].update(raw_model=unwrap(model).state_dict(), ema=ema.state())
+    return ckpt
 
 
 def restore_training(ckpt, path, multi_step_lr, device):
@@ -156,7 +165,8 @@ def restore_training(ckpt, path, multi_step_lr, device):
     ``multi_step_lr`` is the config's schedule (published checkpoints store none).
     """
     model_spec, opt_spec = ckpt['model'], ckpt['optimizer']
-    model = build_model(model_spec, path).to(device)
+    raw = (ckpt.get('resume') or {}).get('raw_model')  # written with EMA: 'model' is the average
+    model = build_model(model_spec if raw is None else {**model_spec, 'sd': raw}, path).to(device)
     optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'),
                                where=f'{path}: optimizer')
     epoch_start = int(ckpt['epoch']) + 1

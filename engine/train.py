@@ -70,8 +70,9 @@ def train_step(model, batch, optimizer, device, data_norm, amp_dtype=None, env=S
 
 
 def train_one_epoch(model, loader, optimizer, device, data_norm, epoch, amp_dtype=None,
-                    env=SINGLE, progress=True, max_iters=None):
-    """Run ``train_step`` over ``loader`` once (or for ``max_iters`` iterations).
+                    env=SINGLE, progress=True, max_iters=None, ema=None):
+    """Run ``train_step`` over ``loader`` once (or for ``max_iters`` iterations),
+    folding the weights into ``ema`` (``engine.ema.ModelEMA``) after each step.
 
     Returns ``{'loss': mean loss, 'iters': n, 'seconds': wall time,
     'seconds_per_iter': mean over iterations after the first (the first pays for
@@ -91,6 +92,8 @@ def train_one_epoch(model, loader, optimizer, device, data_norm, epoch, amp_dtyp
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f'{e} at epoch {epoch}, iteration {iters + 1}/{n_iters}; '
                                     'the weights of this step were not applied') from None
+            if ema is not None:
+                ema.update(model)
             total += loss
             iters += 1
             if iters == 1:

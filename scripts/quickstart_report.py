@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,6 +28,7 @@ from datasets.image_io import read_image, to_uint8_array, write_image  # noqa: E
 from datasets.resize import make_lr, resize_bicubic  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
 from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
+from utils.figures import busiest_crop, labelled, save_row  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
 SCALES = ('2', '3.5', '4')
@@ -65,30 +65,6 @@ def make_demo_input(data, run):
     print(lr_path)
 
 
-def busiest_crop(img, side):
-    """Top-left ``(row, col)`` of the ``side`` x ``side`` window with the most detail
-    (largest sum of absolute gradients), on a coarse grid of positions."""
-    gray = img.mean(0).numpy()
-    energy = np.abs(np.diff(gray, axis=0))[:, :-1] + np.abs(np.diff(gray, axis=1))[:-1, :]
-    best, where = -1.0, (0, 0)
-    step = max(side // 4, 1)
-    for top in range(0, energy.shape[0] - side + 1, step):
-        for left in range(0, energy.shape[1] - side + 1, step):
-            e = energy[top:top + side, left:left + side].sum()
-            if e > best:
-                best, where = e, (top, left)
-    return where
-
-
-def labelled(tile, text):
-    """A crop enlarged ``ZOOM`` times with a caption strip above it."""
-    big = tile.resize((tile.width * ZOOM, tile.height * ZOOM), Image.NEAREST)
-    canvas = Image.new('RGB', (big.width, big.height + 24), 'white')
-    canvas.paste(big, (0, 24))
-    ImageDraw.Draw(canvas).text((6, 6), text, fill='black')
-    return canvas
-
-
 def comparison_figure(data, run, out):
     """bicubic | LIIF | ground truth on the busiest crop of the demo photo, with the
     whole-image PSNRs (benchmark-4 protocol). Returns those two PSNRs."""
@@ -108,20 +84,9 @@ def comparison_figure(data, run, out):
              for img in (bicubic, liif, hr)]
     captions = [f'Bicubic x{DEMO_SCALE}: {scores["bicubic"]:.2f} dB',
                 f'LIIF x{DEMO_SCALE}: {scores["liif"]:.2f} dB', 'Ground truth']
-    panels = [labelled(c, t) for c, t in zip(crops, captions)]
-    gap = 8
-    figure = Image.new('RGB', (sum(p.width for p in panels) + gap * 4,
-                               panels[0].height + gap * 2 + 20), 'white')
-    x = gap
-    for panel in panels:
-        figure.paste(panel, (x, gap))
-        x += panel.width + gap
-    ImageDraw.Draw(figure).text(
-        (gap, figure.height - 22),
-        f'{photo.name}, held out; {side}x{side} crop at ({top}, {left}) shown {ZOOM}x; '
-        'PSNR of the whole image (Y, shave 4)', fill='black')
-    with atomic_path(out, suffix='.png') as tmp:
-        figure.save(tmp)
+    save_row([labelled(c, t, ZOOM) for c, t in zip(crops, captions)],
+             f'{photo.name}, held out; {side}x{side} crop at ({top}, {left}) shown {ZOOM}x; '
+             'PSNR of the whole image (Y, shave 4)', out)
     return scores
 
 

@@ -325,15 +325,19 @@ def _items_equal(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _training_wrapper(tmp_path, **args):
+def _training_wrapper(tmp_path, name='sr-implicit-downsampled', **args):
     save(tmp_path / 'hr' / 'a.png', make_test_image(48, 52))
     save(tmp_path / 'hr' / 'b.png', make_test_image(50, 48, seed=1))
-    return wrap('sr-implicit-downsampled', folder(tmp_path / 'hr', repeat=4), inp_size=8,
+    return wrap(name, folder(tmp_path / 'hr', repeat=4), inp_size=8,
                 scale_min=1, scale_max=4, augment=True, sample_q=32, **args)
 
 
-def test_seed_and_epoch_determine_every_item(tmp_path):
-    a, b = _training_wrapper(tmp_path), _training_wrapper(tmp_path)
+RANDOM_CROP_WRAPPERS = ('sr-implicit-downsampled', 'sr-implicit-degraded')
+
+
+@pytest.mark.parametrize('name', RANDOM_CROP_WRAPPERS)
+def test_seed_and_epoch_determine_every_item(tmp_path, name):
+    a, b = _training_wrapper(tmp_path, name), _training_wrapper(tmp_path, name)
     a.seed = 5
     b.set_seed(5)
     first = [a[i] for i in range(len(a))]
@@ -353,8 +357,10 @@ def _batches(loader):
     return [batch for batch in loader]
 
 
-def test_same_batches_for_any_worker_count_and_persistent_workers_follow_set_epoch(tmp_path):
-    w = _training_wrapper(tmp_path)
+@pytest.mark.parametrize('name', RANDOM_CROP_WRAPPERS)
+def test_same_batches_for_any_worker_count_and_persistent_workers_follow_set_epoch(tmp_path,
+                                                                                   name):
+    w = _training_wrapper(tmp_path, name)
     loader_args = dict(batch_size=3, shuffle=False, worker_init_fn=datasets.seed_worker)
     single = _batches(DataLoader(w, num_workers=0, **loader_args))
     multi = _batches(DataLoader(w, num_workers=2, **loader_args))
@@ -412,7 +418,12 @@ EXAMPLES = {  # name -> (args, kind); a new registered dataset needs an entry he
     'sr-implicit-paired': ({'inp_size': 8, 'augment': True, 'sample_q': 50}, 'wrapper'),
     'sr-implicit-uniform-varied': ({'size_min': 16, 'size_max': 32, 'augment': True,
                                     'sample_q': 50}, 'wrapper'),
+    'sr-implicit-degraded': ({'inp_size': 8, 'scale_min': 1, 'scale_max': 4, 'augment': True,
+                              'sample_q': 50}, 'wrapper'),
+    'sr-implicit-degraded-test': ({'scale': 4, 'degradation': 'blur-noise-jpeg'}, 'whole'),
 }
+SINGLE_IMAGE_WRAPPERS = ('sr-implicit-downsampled', 'sr-implicit-degraded',
+                         'sr-implicit-degraded-test')
 
 
 def test_every_registered_dataset_has_an_example():
@@ -431,14 +442,15 @@ def test_registered_dataset_items(tmp_path, name):
                                                    'root_path_2': hr_root}})
         assert [x.shape for x in ds[0]] == [(3, 16, 20), (3, 32, 40)]
     else:
-        base = pairs if name != 'sr-implicit-downsampled' else folder(hr_root)
+        base = folder(hr_root) if name in SINGLE_IMAGE_WRAPPERS else pairs
         ds = datasets.make({'name': name, 'args': args}, args={'dataset': base})
         batch = next(iter(DataLoader(ds, batch_size=3)))
-        assert batch['coord'].shape == batch['cell'].shape == (3, 50, 2)
-        assert batch['gt'].shape == (3, 50, 3) and batch['inp'].dtype == torch.float32
+        queries = 50 if kind == 'wrapper' else 32 * 40  # whole: every HR pixel (x4: 8 x 10 LR)
+        assert batch['coord'].shape == batch['cell'].shape == (3, queries, 2)
+        assert batch['gt'].shape == (3, queries, 3) and batch['inp'].dtype == torch.float32
         assert 0 <= batch['gt'].min() and batch['gt'].max() <= 1
         if name != 'sr-implicit-uniform-varied':
-            assert batch['inp'].shape == (3, 3, 8, 8)
+            assert batch['inp'].shape == ((3, 3, 8, 8) if kind == 'wrapper' else (3, 3, 8, 10))
     assert len(ds) == 3
 
 

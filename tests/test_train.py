@@ -155,6 +155,61 @@ def test_torchrun_two_processes_and_resume(tmp_path, load_dir, straight_run):
     assert single['psnr'] == ckpt['resume']['val_psnr']
 
 
+@pytest.fixture(scope='module')
+def straight_ema_run(tmp_path_factory, load_dir):
+    """2 epochs with EMA (decay 0.9: 6 steps move the average visibly), in this process."""
+    tmp = tmp_path_factory.mktemp('straight_ema')
+    cfg = tiny_config(load_dir, epoch_max=2, num_workers=1, ema={'decay': 0.9})
+    run_inprocess(write_config(tmp / 'ema.yaml', cfg), tmp / 'save')
+    return cfg, tmp / 'save' / '_ema'
+
+
+def test_ema_is_validated_saved_as_model_and_resumes_exactly(tmp_path, load_dir,
+                                                            straight_ema_run):
+    cfg, straight = straight_ema_run
+    reference = torch.load(straight / 'epoch-last.pth', weights_only=True)
+    assert reference['resume']['ema'] == {'decay': 0.9, 'updates': 6}  # 2 epochs x 3 steps
+    average, raw = reference['model']['sd'], reference['resume']['raw_model']
+    assert average.keys() == raw.keys()
+    assert any(not torch.equal(average[k], raw[k]) for k in raw)
+    # the published entry (what test.py loads) is the average, and validation measured it
+    model, _ = load_model(straight / 'epoch-last.pth')
+    val_set = datasets.make_sr_dataset(freeze(cfg['val_dataset']), 0)
+    val = evaluate(model, val_set, DataNorm(cfg['data_norm']), cfg['val_dataset']['batch_size'],
+                   device=torch.device('cpu'), progress=False)
+    assert val['psnr'] == reference['resume']['val_psnr']
+
+    run_inprocess(write_config(tmp_path / 'ema.yaml', dict(cfg, epoch_max=1)), tmp_path / 'save')
+    run = tmp_path / 'save' / '_ema'
+    write_config(tmp_path / 'ema.yaml', cfg)
+    state = run_inprocess(tmp_path / 'ema.yaml', tmp_path / 'save', '--resume',
+                          run / 'epoch-last.pth')
+    resumed = torch.load(run / 'epoch-last.pth', weights_only=True)
+    assert resumed['resume']['ema'] == reference['resume']['ema']
+    for got, want in ((resumed['model']['sd'], average), (resumed['resume']['raw_model'], raw)):
+        assert all(torch.equal(got[k], want[k]) for k in want)  # exact
+    assert state['ema'].updates == 6
+    assert 'ema: decay=0.9' in (run / 'log.txt').read_text()
+
+
+@pytest.mark.slow
+def test_torchrun_with_ema_gives_the_single_process_average(tmp_path, straight_ema_run):
+    """Every process updates its EMA from its (identical) weights: rank 0 saves the
+    average one process computes, up to the order of floating-point sums."""
+    cfg, straight = straight_ema_run
+    cfg_path = write_config(tmp_path / 'ema.yaml', cfg)
+    torchrun = ('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
+    result = run_script(['--config', cfg_path, '--no-progress'], tmp_path, torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / 'save' / '_ema'
+    assert max_weight_diff(run / 'epoch-last.pth', straight / 'epoch-last.pth') <= 1e-5
+    ddp, single = (torch.load(p / 'epoch-last.pth', weights_only=True)['resume']
+                   for p in (run, straight))
+    assert ddp['ema'] == single['ema']
+    assert max((ddp['raw_model'][k] - single['raw_model'][k]).abs().max().item()
+               for k in single['raw_model']) <= 1e-5
+
+
 # --- errors: one line, exit code 2, nothing lost ----------------------------------------
 
 def error_cases(load):
@@ -171,11 +226,13 @@ def error_cases(load):
         'missing_dataset': (dict(good, train_dataset=train), r'image folder not found: .*nope'),
         'missing_key': ({k: v for k, v in good.items() if k != 'model'},
                         r"bad\.yaml: missing required key 'model'"),
+        'bad_ema': (dict(good, ema={'decay': 1.5}),
+                    r'bad\.yaml: ema\.decay must be a number in \(0, 1\), got 1\.5'),
     }
 
 
 @pytest.mark.parametrize('case', ['invalid_yaml', 'unknown_key', 'unknown_model',
-                                  'missing_dataset', 'missing_key'])
+                                  'missing_dataset', 'missing_key', 'bad_ema'])
 def test_config_errors_are_one_line(tmp_path, load_dir, case, capsys, monkeypatch):
     content, message = error_cases(load_dir)[case]
     path = tmp_path / 'bad.yaml'
@@ -247,6 +304,8 @@ METASR_DECODER = (3 * 256 + 256) + (256 * 1728 + 1728)  # 3 -> 256 -> 64 * 9 * 3
 PARAMS = {
     'train_edsr-baseline-liif': EDSR_LIIF,
     'train_rdn-liif': RDN_LIIF,
+    'train_edsr-baseline-liif-realworld': EDSR_LIIF,  # the same models on degraded data
+    'train_rdn-liif-realworld': RDN_LIIF,
     'train_edsr-baseline-metasr': 1665560,
     'train_rdn-metasr': RDN_LIIF - LIIF_DECODER + METASR_DECODER,
     'train_edsr-baseline-x2': EDSR_X2,                  # LIIF without decoder = its encoder
