@@ -30,7 +30,7 @@ from torch import nn
 import models
 from models import register
 from models.common import receptive_radius
-from models.liif_fast import (DecodeWorkspace, LIIFPrepared, decode_block,
+from models.liif_fast import (DecodeWorkspace, LIIFPrepared, decode_block, decoder_plan,
                               fast_query_supported, flat_code_index,
                               grid_sample_rounding_is_fused, latent_code_rows,
                               project_latent_codes, split_first_layer)
@@ -288,17 +288,23 @@ class LIIF(nn.Module):
         # bound the working set (cache- and allocator-friendly on CPU) and reuse one
         # workspace; with autograd, one pass (the backward of each block's gather would
         # zero-fill a gradient as large as all the codes). No value depends on blocks.
-        n = index.shape[0]
+        # Under autocast without autograd (bf16 inference) the codes, w_rel and every
+        # layer are cast to the autocast dtype once here, and the layers then write into
+        # the workspace in that dtype (out= ops are not autocast).
+        n, codes = index.shape[0], prepared.codes
+        device_type = coord.device.type
         if torch.is_grad_enabled():
-            workspace, block_size = None, max(n, 1)
+            workspace, block_size, plan = None, max(n, 1), decoder_plan(rest)
         else:
-            autocast = torch.is_autocast_enabled(coord.device.type)  # out= skips autocast
-            workspace = None if autocast else DecodeWorkspace()
-            block_size = self.QUERY_BLOCK.get(coord.device.type) or max(n, 1)
+            if torch.is_autocast_enabled(device_type):
+                dtype = torch.get_autocast_dtype(device_type)
+                codes, w_rel = codes.to(dtype), w_rel.to(dtype)
+            workspace, plan = DecodeWorkspace(), decoder_plan(rest, codes.dtype)
+            block_size = self.QUERY_BLOCK.get(device_type) or max(n, 1)
         outs = []
         for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
             block = slice(start, start + block_size)
-            preds = decode_block(prepared.codes, index[block], rel[block], w_rel, rest,
+            preds = decode_block(codes, index[block], rel[block], w_rel, plan,
                                  workspace)                                          # (m, S, out)
             outs.append((preds * weights[block].unsqueeze(-1)).sum(dim=1))          # (m, out)
         out = torch.cat(outs)

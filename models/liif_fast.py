@@ -195,18 +195,41 @@ class DecodeWorkspace:
         return buf[:rows * width].view(rows, width)
 
 
-def decode_block(codes, index, rel, w_rel, layers, workspace=None):
+RELU = 'relu'   # a step of a decoder plan
+
+
+def decoder_plan(layers, dtype=None):
+    """The decoder's layers after its first Linear as ``decode_block`` runs them:
+    ``RELU``, ``(weight.t(), bias)`` of a Linear layer with bias (cast to ``dtype`` once
+    here, when given: the bf16 inference path then runs every layer in bf16 without
+    casting per block), or any other module as it is."""
+    plan = []
+    for layer in layers:
+        if isinstance(layer, nn.ReLU):
+            plan.append(RELU)
+        elif isinstance(layer, nn.Linear) and layer.bias is not None:
+            weight, bias = layer.weight, layer.bias
+            if dtype is not None and weight.dtype != dtype:
+                weight, bias = weight.to(dtype), bias.to(dtype)
+            plan.append((weight.t(), bias))
+        else:
+            plan.append(layer)
+    return plan
+
+
+def decode_block(codes, index, rel, w_rel, plan, workspace=None):
     """Decoder outputs for ``m`` queries with ``S`` latent codes (shifts) each.
 
     Args:
-        codes: ``(N, D)`` projected latent codes (``LIIFPrepared.codes``).
+        codes: ``(N, D)`` projected latent codes (``LIIFPrepared.codes``); the decoder
+            runs in their dtype.
         index: ``(m, S)`` int64 rows of ``codes``.
         rel: ``(m, S, R + 1)`` the first layer's other inputs: ``rel_coord`` (and
             ``rel_cell``), then 1 for the bias.
         w_rel: ``(D, R + 1)`` their columns of the first layer (``split_first_layer``).
-        layers: the decoder's layers after its first Linear (ReLU, Linear, ...).
-        workspace: a ``DecodeWorkspace`` to write into (only without autograd and
-            autocast), or ``None`` for fresh tensors.
+        plan: ``decoder_plan`` of the decoder's layers after its first Linear.
+        workspace: a ``DecodeWorkspace`` to write into (only without autograd), or
+            ``None`` for fresh tensors.
     Returns:
         ``(m, S, out_dim)``; with a workspace, a view that the next call overwrites.
     """
@@ -221,15 +244,19 @@ def decode_block(codes, index, rel, w_rel, layers, workspace=None):
     # ops are not autocast: bf16 codes under autocast).
     hidden.addmm_(rel.reshape(m * s, rel.shape[-1]).to(hidden.dtype), w_rel.t().to(hidden.dtype))
     slot = 0
-    for layer in layers:
-        if isinstance(layer, nn.ReLU):
+    for step in plan:
+        if step is RELU:
             # Every tensor here is this function's own and no backward needs the
-            # pre-activation (Linear saves its input, ReLU its output): in place is safe.
+            # pre-activation (addmm saves its input, ReLU its output): in place is safe.
             hidden = hidden.relu_()
-        elif isinstance(layer, nn.Linear) and layer.bias is not None and workspace is not None:
-            slot = 1 - slot
-            out = workspace.take(slot, m * s, layer.out_features, hidden)
-            hidden = torch.addmm(layer.bias, hidden, layer.weight.t(), out=out)
+        elif isinstance(step, tuple):
+            weight_t, bias = step
+            if workspace is None:
+                hidden = torch.addmm(bias, hidden, weight_t)      # Linear (autocast applies)
+            else:
+                slot = 1 - slot
+                out = workspace.take(slot, m * s, weight_t.shape[1], hidden)
+                hidden = torch.addmm(bias, hidden, weight_t, out=out)
         else:
-            hidden = layer(hidden)
+            hidden = step(hidden)
     return hidden.view(m, s, hidden.shape[-1])

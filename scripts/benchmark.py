@@ -28,11 +28,16 @@ pages are returned to the OS (VmHWM reset through /proc/self/clear_refs; ru_maxr
 that is unavailable, which then also counts the start-up). CUDA:
 ``torch.cuda.max_memory_allocated`` minus the allocation before the task.
 
-bf16 (on CUDA by default; ``--bf16 on`` forces it, e.g. on a CPU with bf16 support):
-an extra column with the fast path under ``torch.autocast(dtype=torch.bfloat16)``, and
+bf16 (by default on devices with fast bf16: GPUs since Ampere, CPUs with AVX512-BF16 or
+AMX; ``--bf16 on|off`` forces it): an extra column with the fast path under bf16
+autocast (the decoder then runs entirely in bf16), and
 the PSNR change of bf16 against fp32 on Set5 x4 (benchmark-4 protocol, LR by Pillow
 bicubic) when ``--set5`` names a folder of its HR images. Use ``--weights`` with a
 trained checkpoint: with random weights the change only shows bf16's rounding.
+
+``--compile`` / ``--channels-last``: columns with the fast path under ``torch.compile``
+(the timed runs come after the compiling warm-up) or with a channels-last encoder
+(``engine.throughput``).
 """
 import argparse
 import ctypes
@@ -59,10 +64,12 @@ from datasets.sampling import make_item  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.data_norm import PUBLISHED, DataNorm  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
-from engine.render import OutputGrid, render  # noqa: E402
+from engine.render import OutputGrid, autocast, render  # noqa: E402
+from engine.throughput import apply_throughput_options  # noqa: E402
 from engine.train import train_step  # noqa: E402
 from models.published import PUBLISHED_SPECS  # noqa: E402
 from utils.coords import make_cell  # noqa: E402
+from utils.device import bf16_supported  # noqa: E402
 from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
@@ -97,7 +104,12 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch\'s own choice)')
     parser.add_argument('--bf16', choices=['auto', 'on', 'off'], default='auto',
-                        help='bf16 autocast column: auto = on CUDA devices only')
+                        help='bf16 autocast column: auto = on devices with fast bf16 (GPUs '
+                             'since Ampere, CPUs with AVX512-BF16/AMX)')
+    parser.add_argument('--compile', action='store_true',
+                        help='a column with the fast path under torch.compile')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='a column with the fast path and a channels-last encoder')
     parser.add_argument('--set5', default=None,
                         help='folder of the Set5 HR images for the bf16 PSNR change')
     parser.add_argument('--weights', nargs='*', default=[], metavar='MODEL=CKPT',
@@ -197,23 +209,20 @@ def time_render(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
     lr = random_lr(lr_side, device)
     size = (lr_side * scale, lr_side * scale)
     data_norm = DataNorm(PUBLISHED)
-    with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
-                        enabled=autocast_dtype is not None):
-        render(model, lr, (lr_side, lr_side), data_norm, chunk=chunk)   # warm-up
-        seconds = []
-        for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            render(model, lr, size, data_norm, chunk=chunk)          # ends on the host
-            seconds.append(time.perf_counter() - start)
+    render(model, lr, size, data_norm, chunk=chunk, amp_dtype=autocast_dtype)   # warm-up
+    seconds = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        render(model, lr, size, data_norm, chunk=chunk, amp_dtype=autocast_dtype)  # ends on the host
+        seconds.append(time.perf_counter() - start)
     return size[0] * size[1] / min(seconds)
 
 
 def encode_lr(model, device, lr_side, autocast_dtype):
     """The feature map of the LR image the ``query`` tasks decode."""
     lr = DataNorm(PUBLISHED).inp(random_lr(lr_side, device).unsqueeze(0))
-    with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
-                                         enabled=autocast_dtype is not None):
+    with torch.no_grad(), autocast(device, autocast_dtype):
         return model.encode(lr)
 
 
@@ -222,8 +231,7 @@ def time_query(model, feat, size, chunk, repeats, autocast_dtype):
     of an output of ``size`` from the feature map ``feat``."""
     device = feat.device
     grid = OutputGrid(size, device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
-                                         enabled=autocast_dtype is not None):
+    with torch.no_grad(), autocast(device, autocast_dtype):
         warm = grid.coord(0, min(chunk, len(grid))).unsqueeze(0)
         model.query(model.prepare(feat), warm, make_cell(warm, size))   # warm-up
         seconds = []
@@ -277,9 +285,7 @@ def set5_psnr(model, device, folder, autocast_dtype, data_norm):
         lr, hr = make_lr(read_image(Path(folder) / name), 4)  # the benchmark-4 LR image
         lr = lr.to(device)
         h, w = lr.shape[-2:]
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
-                            enabled=autocast_dtype is not None):
-            image = render(model, lr, (h * 4, w * 4), data_norm)
+        image = render(model, lr, (h * 4, w * 4), data_norm, amp_dtype=autocast_dtype)
         sr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
         values.append(psnr(sr, hr, 'benchmark', 4))
     return float(np.mean(values))
@@ -291,7 +297,8 @@ def worker(job):
         torch.set_num_threads(job['threads'])
     device = torch.device(job['device'])
     torch.manual_seed(0)
-    amp = torch.bfloat16 if job['bf16'] else None
+    variant = job.get('variant')
+    amp = torch.bfloat16 if variant == 'bf16' else None
     if job['task'] == 'psnr':
         data_norm = DataNorm(PUBLISHED)
         if job['weights']:
@@ -305,6 +312,8 @@ def worker(job):
     model = models.make(MODEL_SPECS[job['model']]).to(device)
     model.query_impl = job['impl']
     kind, _, scale = job['task'].partition('-')
+    apply_throughput_options(model, channels_last=variant == 'channels_last',
+                             compile=variant == 'compile', training=kind == 'train')
     if kind != 'train':
         model.eval()
         lr_side, factor = job['sizes'][scale]
@@ -328,6 +337,9 @@ def default_devices():
     return ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
+VARIANTS = ('bf16', 'compile', 'channels_last')   # extra columns, each on the fast path
+
+
 def make_jobs(args):
     """Every measurement to run, in the order of the table."""
     devices = args.devices or default_devices()
@@ -338,18 +350,19 @@ def make_jobs(args):
     weights = parse_weights(args.weights)
     jobs = []
     for device in devices:
-        bf16 = args.bf16 == 'on' or (args.bf16 == 'auto' and device.startswith('cuda'))
+        bf16 = args.bf16 == 'on' or (args.bf16 == 'auto' and bf16_supported(device))
+        variants = [v for v, on in zip(VARIANTS, (bf16, args.compile, args.channels_last)) if on]
         for model in args.models:
             for task in args.tasks:
                 for impl in IMPLS:
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
-                                 'impl': impl, 'bf16': False})
-                if bf16:
+                                 'impl': impl, 'variant': None})
+                for variant in variants:
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
-                                 'impl': 'fast', 'bf16': True})
+                                 'impl': 'fast', 'variant': variant})
             if bf16 and args.set5:
                 jobs.append({**common, 'model': model, 'device': device, 'task': 'psnr',
-                             'impl': 'fast', 'bf16': True, 'set5': args.set5,
+                             'impl': 'fast', 'variant': 'bf16', 'set5': args.set5,
                              'weights': weights.get(model)})
     return jobs
 
@@ -379,7 +392,7 @@ def run_job(job):
 
 
 def job_label(job):
-    flavour = 'bf16' if job['bf16'] else job['impl']
+    flavour = job.get('variant') or job['impl']
     return f"{job['model']} {job['device']} {job['task']} {flavour}"
 
 
@@ -400,14 +413,16 @@ def table(jobs, results):
         elif job['task'] == 'psnr':
             row['dpsnr'] = result['bf16'] - result['fp32']
             row['psnr_weights'] = 'trained' if job.get('weights') else 'random'
-        elif job['bf16']:
-            row['bf16'] = result['value']
+        elif job.get('variant'):
+            row[job['variant']] = result['value']
         else:
             row[job['impl']] = result['value']
             row[job['impl'] + '_mib'] = result['peak_mib']
+    shown = [v for v in VARIANTS if any(v in row for row in rows.values())]
     lines = ['| model | device | task | plain | fast | fast vs plain | plain peak MiB | '
-             'fast peak MiB | fast bf16 | bf16 ΔPSNR Set5 x4 (dB) |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             'fast peak MiB | ' + ''.join(f'fast {v.replace("_", "-")} | ' for v in shown)
+             + 'bf16 ΔPSNR Set5 x4 (dB) |',
+             '|---|---|---|---|---|---|---|---|' + '---|' * len(shown) + '---|']
     errors = []
     for (model, device, task), row in rows.items():
         plain, fast = row.get('plain'), row.get('fast')
@@ -418,7 +433,8 @@ def table(jobs, results):
         dpsnr = f"{row['dpsnr']:+.3f} ({row['psnr_weights']} weights)" if 'dpsnr' in row else '-'
         lines.append(f'| {model} | {device} | {task} | {format_value(task, plain)} | '
                      f'{format_value(task, fast)} | {ratio} | {mib[0]} | {mib[1]} | '
-                     f"{format_value(task, row.get('bf16'))} | {dpsnr} |")
+                     + ''.join(f'{format_value(task, row.get(v))} | ' for v in shown)
+                     + f'{dpsnr} |')
         errors += row.get('errors', [])
     return '\n'.join(lines), errors
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from helpers import make_test_image
+from utils.device import bf16_supported
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ _spec.loader.exec_module(benchmark)
 # region can wait for a descheduled thread.
 TINY = {'threads': 1, 'chunk': 100, 'repeats': 1, 'batch': 2, 'patch': 8, 'sample_q': 16,
         'train_iters': 1, 'warmup': 1, 'sizes': {'x4': [8, 4], 'x30': [3, 30]},
-        'model': 'edsr-baseline-liif', 'device': 'cpu', 'bf16': False}
+        'model': 'edsr-baseline-liif', 'device': 'cpu', 'variant': None}
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +72,7 @@ def test_synthetic_batch_is_shaped_like_the_training_data():
 def test_bf16_psnr_job_on_generated_images(tmp_path):
     for seed in range(2):
         Image.fromarray(make_test_image(16, 20, seed)).save(tmp_path / f'img{seed}.png')
-    result = benchmark.worker({**TINY, 'task': 'psnr', 'impl': 'fast', 'bf16': True,
+    result = benchmark.worker({**TINY, 'task': 'psnr', 'impl': 'fast', 'variant': 'bf16',
                                'set5': str(tmp_path), 'weights': None})
     assert np.isfinite(result['fp32']) and np.isfinite(result['bf16'])
     assert abs(result['bf16'] - result['fp32']) < 1.0
@@ -82,21 +83,26 @@ def test_jobs_cover_models_tasks_paths_and_bf16():
                                  '--tasks', 'render-x4', 'train'])
     jobs = benchmark.make_jobs(args)
     assert len(jobs) == 2 * 2 * 3                # models x tasks x (plain, fast, bf16)
-    assert {(j['impl'], j['bf16']) for j in jobs} == {('plain', False), ('fast', False),
-                                                      ('fast', True)}
+    assert {(j['impl'], j['variant']) for j in jobs} == {('plain', None), ('fast', None),
+                                                         ('fast', 'bf16')}
     assert jobs[0]['batch'] == 2 and jobs[0]['sizes'] == benchmark.QUICK_RENDER_SIZES
     default = benchmark.make_jobs(benchmark.parse_args(['--devices', 'cpu']))
-    assert not any(j['bf16'] for j in default)   # auto: bf16 only on CUDA
+    # auto: bf16 where the device has fast bf16 (this CPU: only with AVX512-BF16/AMX)
+    assert any(j['variant'] == 'bf16' for j in default) == bf16_supported('cpu')
     assert {j['task'] for j in default} == set(benchmark.TASKS)
+    more = benchmark.make_jobs(benchmark.parse_args(['--devices', 'cpu', '--bf16', 'off',
+                                                     '--compile', '--channels-last',
+                                                     '--tasks', 'train']))
+    assert [j['variant'] for j in more[:4]] == [None, None, 'compile', 'channels_last']
     assert default[0]['batch'] == 16 and default[0]['sample_q'] == 2304
 
 
 def test_table_gives_ratios_memory_and_failures():
-    jobs = [{'model': 'm', 'device': 'cpu', 'task': task, 'impl': impl, 'bf16': bf16}
+    jobs = [{'model': 'm', 'device': 'cpu', 'task': task, 'impl': impl, 'variant': variant}
             for task in ('render-x4', 'train')
-            for impl, bf16 in (('plain', False), ('fast', False), ('fast', True))]
-    jobs.append({'model': 'm', 'device': 'cpu', 'task': 'psnr', 'impl': 'fast', 'bf16': True,
-                 'weights': None})
+            for impl, variant in (('plain', None), ('fast', None), ('fast', 'bf16'))]
+    jobs.append({'model': 'm', 'device': 'cpu', 'task': 'psnr', 'impl': 'fast',
+                 'variant': 'bf16', 'weights': None})
     results = [{'value': 1e5, 'peak_mib': 300}, {'value': 3e5, 'peak_mib': 100},
                {'error': 'boom'},
                {'value': 2.0, 'peak_mib': 900}, {'value': 1.25, 'peak_mib': 800},

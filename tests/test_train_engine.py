@@ -257,7 +257,9 @@ def test_rng_state_round_trip():
 
 
 def test_env_from_torchrun():
-    assert env_from_torchrun({}) == DistEnv(0, 1, 0)
+    assert env_from_torchrun({}) == DistEnv(0, 1, 0) and not DistEnv().distributed
+    one = env_from_torchrun({'RANK': '0', 'WORLD_SIZE': '1', 'LOCAL_RANK': '0'})
+    assert one.launched and one.distributed      # torchrun of one process: a process group
     env = env_from_torchrun({'RANK': '3', 'WORLD_SIZE': '4', 'LOCAL_RANK': '1'})
     assert (env.rank, env.world_size, env.local_rank, env.is_main) == (3, 4, 1, False)
     with pytest.raises(UserError, match='RANK=4 is outside WORLD_SIZE=4'):

@@ -21,10 +21,13 @@ from utils.errors import UserError
 @dataclass(frozen=True)
 class DistEnv:
     """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank``
-    on its machine. ``is_main`` (rank 0) is the one process that writes files."""
+    on its machine. ``is_main`` (rank 0) is the one process that writes files.
+    ``launched``: started by torchrun, which then always means a process group, also of
+    one process (so ``torchrun --nproc_per_node=1`` runs the NCCL/DDP path)."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False
 
     @property
     def is_main(self):
@@ -32,7 +35,7 @@ class DistEnv:
 
     @property
     def distributed(self):
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
 
 def env_from_torchrun(environ=None):
@@ -42,7 +45,7 @@ def env_from_torchrun(environ=None):
         return DistEnv()
     try:
         env = DistEnv(rank=int(environ['RANK']), world_size=int(environ['WORLD_SIZE']),
-                      local_rank=int(environ.get('LOCAL_RANK', 0)))
+                      local_rank=int(environ.get('LOCAL_RANK', 0)), launched=True)
     except (KeyError, ValueError):
         raise UserError('WORLD_SIZE is set but RANK/LOCAL_RANK are missing or not integers; '
                         'launch several processes with torchrun --nproc_per_node=N') from None
