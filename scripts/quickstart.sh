@@ -3,7 +3,8 @@
 #
 #   bash scripts/quickstart.sh
 #
-# 1. installs requirements.txt (+ the optional requirements-quickstart.txt: scikit-image
+# 1. installs requirements.txt, keeping an installed PyTorch >= 2.4 such as a CUDA
+#    build (+ the optional requirements-quickstart.txt: scikit-image
 #    ships sample photographs inside its wheel; without it, generated images are used)
 #    into the active Python;
 # 2. writes the photos to load/quickstart/{train,test} (3 held out for testing);
@@ -23,7 +24,7 @@ PYTHON=${PYTHON:-python3}
 start=$(date +%s)
 
 echo "== installing requirements"
-"$PYTHON" -m pip install -q -r requirements.txt
+PYTHON=$PYTHON bash scripts/install_requirements.sh
 "$PYTHON" -m pip install -q -r requirements-quickstart.txt \
   || echo "note: optional quickstart packages not installed: generated images, Pillow plot"
 

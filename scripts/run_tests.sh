@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -m pip install -q -r requirements.txt -r requirements-dev.txt
+PYTHON=$PYTHON bash scripts/install_requirements.sh requirements-dev.txt
 if [ "${RUN_SLOW:-0}" = "1" ]; then
   exec "$PYTHON" -m pytest tests "$@"
 fi
