@@ -5,5 +5,5 @@ and what every wrapper does to an item (``sampling``)."""
 from datasets.datasets import (PATH_ARGS, SECTION_KEYS, check_section, data_paths,  # noqa: F401
                                datasets, make, make_sr_dataset, register)
 from datasets import image_folder, wrappers  # noqa: F401  (register their classes)
-from datasets.sampling import seed_worker  # noqa: F401
+from datasets.sampling import as_query_lists, seed_worker  # noqa: F401
 from datasets.wrappers import item_file  # noqa: F401

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from datasets.image_io import to_uint8_array
 from engine.checkpoint import unwrap
-from utils.coords import make_coord
+from utils.coords import clip_cell, make_coord
 
 DEFAULT_CHUNK = 30000   # queries per chunk, the original eval_bsize
 DEFAULT_TILE = 512      # LR pixels per encoder tile side (core, without the margin)
@@ -188,7 +188,7 @@ def spans(n, step):
 
 
 def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE,
-                  window=DEFAULT_WINDOW, margin=None):
+                  window=DEFAULT_WINDOW, margin=None, scale_max=None):
     """Super-resolve ``lr`` to ``size`` region by region, in bounded memory.
 
     A generator of ``(top, left, rgb)``: ``rgb`` is an ``(n_rows, n_cols, 3)`` float
@@ -210,7 +210,8 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
         size: ``(H, W)``; data_norm: ``engine.data_norm.DataNorm``; chunk: queries per
             ``query`` call; tile: encoder tile side in LR pixels (``None``/0: whole);
         window: decoding window side in latent cells; margin: latent cells of context
-            around a window (default ``window_margin(model)``; fewer give wrong values).
+            around a window (default ``window_margin(model)``; fewer give wrong values);
+        scale_max: LTE's cell clipping (``utils.coords.clip_cell``), ``None`` for none.
     """
     model = unwrap(model)
     out_h, out_w = int(size[0]), int(size[1])
@@ -238,11 +239,11 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
                         core_cols = (tile_cols[0] + cols[0], tile_cols[0] + cols[1])
                         yield from _decode_window(model, feat, feat_rows, feat_cols, core_rows,
                                                   core_cols, margin, (h, w), (out_h, out_w),
-                                                  data_norm, chunk, device, dtype)
+                                                  data_norm, chunk, device, dtype, scale_max)
 
 
 def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, margin, lat_size,
-                   size, data_norm, chunk, device, dtype):
+                   size, data_norm, chunk, device, dtype, scale_max=None):
     """Blocks of the output pixels whose centres lie in latent cells ``core_rows x
     core_cols`` (see ``render_blocks``); ``feat`` holds latent rows ``feat_rows`` and
     columns ``feat_cols``; the window around the core has ``margin`` cells of context."""
@@ -258,8 +259,10 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
     rows = window_axis(*out_rows, out_h, h, *win_rows, device, dtype)
     cols = window_axis(*out_cols, out_w, w, *win_cols, device, dtype)
     # The cell in window units: (2 / H) output pixels scaled like the coordinates.
-    cell = torch.tensor([2 / out_h * h / (win_rows[1] - win_rows[0]),
-                         2 / out_w * w / (win_cols[1] - win_cols[0])], device=device, dtype=dtype)
+    win_size = (win_rows[1] - win_rows[0], win_cols[1] - win_cols[0])
+    cell = torch.tensor([2 / out_h * h / win_size[0], 2 / out_w * w / win_size[1]],
+                        device=device, dtype=dtype)
+    cell = clip_cell(cell, win_size, scale_max)
     n_cols = out_cols[1] - out_cols[0]
     rows_per_chunk = max(1, chunk // n_cols)
     col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk
@@ -274,11 +277,12 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
-           progress=False, window=DEFAULT_WINDOW):
+           progress=False, window=DEFAULT_WINDOW, scale_max=None):
     """Super-resolve ``lr`` (``(3, h, w)`` in ``[0, 1]``) into a Pillow image of ``size``.
 
     Args:
-        size: ``(H, W)`` of the output; chunk, tile, window: see ``render_blocks``.
+        size: ``(H, W)`` of the output; chunk, tile, window, scale_max: see
+            ``render_blocks``.
         alpha: optional ``(1, h, w)`` alpha in ``[0, 1]``: resized with Pillow bicubic
             and attached (the result is RGBA, else RGB).
         progress: show a tqdm bar over output pixels.
@@ -290,7 +294,8 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
     image = Image.new('RGB' if alpha is None else 'RGBA', (width, height))
     with tqdm(total=height * width, disable=not progress, unit='px', unit_scale=True,
               desc='render', leave=False) as bar:
-        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile, window):
+        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile, window,
+                                            scale_max=scale_max):
             block = to_uint8_array(rgb.permute(2, 0, 1))                  # (rows, cols, 3)
             image.paste(Image.fromarray(block), (left, top))
             bar.update(block.shape[0] * block.shape[1])

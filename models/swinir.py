@@ -76,14 +76,14 @@ def window_partition(x, window):
     (H and W multiples of ``window``)."""
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window, window, c)
 
 
 def window_reverse(windows, window, h, w):
     """Inverse of ``window_partition``: ``(B * nW, window, window, C)`` -> ``(B, H, W, C)``."""
     b = windows.shape[0] // ((h // window) * (w // window))
     x = windows.view(b, h // window, w // window, window, window, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
 
 
 def relative_position_index(window):
