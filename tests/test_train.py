@@ -327,6 +327,15 @@ PARAMS = {
     'train_celebAHQ-64-128_upsample': EDSR_X2,
     # x8 upsampler: 3 conv(64 -> 256) + shuffle stages instead of x2's one
     'train_celebAHQ-32-256_upsample': EDSR_X2 + 2 * (64 * 256 * 9 + 256),
+    # LTE's (the published counts of lte_state_dicts.json)
+    'train_edsr-baseline-lte': 1714267, 'train_rdn-lte': 22467779,
+    'train_swinir-lte': 12096871, 'train_edsr-baseline-lte-fast': 1714267,
+    'train_swinir-liif': 11949927, 'train_swinir-metasr': 12048164,
+    # x3: one conv(64 -> 576) + shuffle 3 instead of x2's conv(64 -> 256); x4: two x2 stages
+    **{f'train_{name}-x3': x2 - (64 * 256 * 9 + 256) + (64 * 576 * 9 + 576)
+       for name, x2 in (('edsr-baseline', EDSR_X2), ('rdn', RDN_X2))},
+    **{f'train_{name}-x4': x2 + (64 * 256 * 9 + 256)
+       for name, x2 in (('edsr-baseline', EDSR_X2), ('rdn', RDN_X2))},
 }
 
 
