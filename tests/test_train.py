@@ -365,3 +365,59 @@ def test_resume_from_a_checkpoint_in_the_original_format(tmp_path, load_dir):
     assert load_checkpoint(tmp_path / 'save' / 'continued' / 'epoch-last.pth')['epoch'] == 3
     # lr 1e-3, halved after epochs 1 and 2
     assert state['optimizer'].param_groups[0]['lr'] == pytest.approx(0.25e-3)
+
+
+# --- LTE's configs: LTE and LTE+ train like LIIF; `resume:` means "if it exists" --------
+
+TINY_LTE = {'lte': {'name': 'lte', 'args': {
+                'encoder_spec': thaw(TINY_SPEC['args']['encoder_spec']), 'hidden_dim': 8,
+                'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}},
+            'lte-fast': {'name': 'lte-fast', 'args': {
+                'encoder_spec': thaw(TINY_SPEC['args']['encoder_spec']), 'num_layer': 1,
+                'hidden_dim': 8}}}
+
+
+def lte_config(load, name, **overrides):
+    """``tiny_config`` with a tiny LTE, or a tiny LTE+ on LTE+'s grid-shaped wrappers
+    (inp_size 8: 64 sampled queries per item), as LTE's configs pair them."""
+    cfg = tiny_config(load, model=TINY_LTE[name], **overrides)
+    if name == 'lte-fast':
+        for key, augment in (('train_dataset', {'augment': True}), ('val_dataset', {})):
+            cfg[key] = dict(cfg[key], wrapper={'name': 'sr-implicit-downsampled-fast', 'args': {
+                'inp_size': 8, 'scale_max': 2, **augment}})
+    return cfg
+
+
+@pytest.mark.parametrize('name,amp', [('lte', None), ('lte-fast', 'bf16')])
+def test_lte_config_starts_then_resumes_from_its_resume_key(tmp_path, load_dir, monkeypatch,
+                                                             name, amp):
+    """LTE's configs name ./save/<run>/epoch-last.pth as resume: the first run starts
+    fresh (a note), the same config run again continues it, and the result equals an
+    uninterrupted run."""
+    monkeypatch.chdir(tmp_path)
+    cfg = lte_config(load_dir, name, epoch_max=2, amp=amp)
+    run_inprocess(write_config(tmp_path / 'straight.yaml', cfg), tmp_path / 'save')
+
+    cfg = dict(cfg, resume='./save/_lte/epoch-last.pth')
+    first = run_inprocess(write_config(tmp_path / 'lte.yaml', dict(cfg, epoch_max=1)),
+                          tmp_path / 'save')
+    assert first['model'].__class__.__name__ == ('LTE' if name == 'lte' else 'LTEP')
+    log = (tmp_path / 'save' / '_lte' / 'log.txt').read_text()
+    assert ("note: the config's resume: ./save/_lte/epoch-last.pth does not exist (yet); "
+            'starting a new run') in log and 'resumed from' not in log
+    run_inprocess(write_config(tmp_path / 'lte.yaml', cfg), tmp_path / 'save')
+    log = (tmp_path / 'save' / '_lte' / 'log.txt').read_text()
+    assert 'resumed from ./save/_lte/epoch-last.pth (epoch 1)' in log
+    assert LOG_LINE.findall(log) == [('1', '1'), ('2', '2')]
+    assert max_weight_diff(tmp_path / 'save' / '_lte' / 'epoch-last.pth',
+                           tmp_path / 'save' / '_straight' / 'epoch-last.pth') <= 1e-6
+
+
+def test_a_missing_resume_flag_is_still_an_error(tmp_path, load_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg_path = write_config(tmp_path / 'lte.yaml', lte_config(load_dir, 'lte',
+                                                              resume='./save/_lte/epoch-last.pth'))
+    code, _, err = run_main(train_cli, ['--config', cfg_path, '--device', 'cpu',
+                                        '--resume', 'save/_lte/epoch-lst.pth'], capsys)
+    assert_one_line_error(code, err, r'^error: checkpoint not found: save/_lte/epoch-lst\.pth$')
+    assert not (tmp_path / 'save').exists()
