@@ -191,16 +191,32 @@ def decode_block(codes, index, rel, w_rel, layers, workspace=None):
     # view (autograd would copy a view's base back), and in the codes' dtype (in-place
     # ops are not autocast: bf16 codes under autocast).
     hidden.addmm_(rel.reshape(m * s, rel.shape[-1]).to(hidden.dtype), w_rel.t().to(hidden.dtype))
-    slot = 0
+    hidden = apply_layers(hidden, layers, workspace, slot=0)
+    return hidden.view(m, s, hidden.shape[-1])
+
+
+def apply_layers(hidden, layers, workspace=None, slot=0):
+    """Decoder layers (Linear, 1x1 Conv2d as the Linear layer it is, ReLU) on rows
+    ``hidden (N, D)`` that the caller owns and no backward needs (ReLU runs in place).
+
+    With a ``DecodeWorkspace`` (no autograd, no autocast), layers with a bias write
+    alternately into its two buffers, starting with the one ``hidden`` is not in
+    (``slot``): the result is a view that the workspace's next use overwrites.
+    """
     for layer in layers:
         if isinstance(layer, nn.ReLU):
-            # Every tensor here is this function's own and no backward needs the
+            # Every tensor here is the caller's own and no backward needs the
             # pre-activation (Linear saves its input, ReLU its output): in place is safe.
             hidden = hidden.relu_()
-        elif isinstance(layer, nn.Linear) and layer.bias is not None and workspace is not None:
-            slot = 1 - slot
-            out = workspace.take(slot, m * s, layer.out_features, hidden)
-            hidden = torch.addmm(layer.bias, hidden, layer.weight.t(), out=out)
+        elif isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d)
+                                              and layer.kernel_size == (1, 1)):
+            weight = layer.weight.flatten(1)          # (out, in); a 1x1 Conv2d's too
+            if workspace is not None and layer.bias is not None:
+                slot = 1 - slot
+                out = workspace.take(slot, hidden.shape[0], weight.shape[0], hidden)
+                hidden = torch.addmm(layer.bias, hidden, weight.t(), out=out)
+            else:
+                hidden = F.linear(hidden, weight, layer.bias)
         else:
             hidden = layer(hidden)
-    return hidden.view(m, s, hidden.shape[-1])
+    return hidden

@@ -44,7 +44,8 @@ from models import register
 from models.common import receptive_radius
 from models.liif import (ENSEMBLE_SHIFTS, SHIFT_EPS, ensemble_weights, sample_nearest,
                          shift_query, shifted_code_lookup)
-from models.liif_fast import grid_sample_rounding_is_fused
+from models.liif_fast import DecodeWorkspace, apply_layers, grid_sample_rounding_is_fused
+from models.mlp import MLP
 from models.models import QueryPaths
 from utils.coords import latent_centres
 from utils.errors import UserError
@@ -126,8 +127,9 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
         """The decoder on ``(B, Q, hidden)`` -> ``(B, Q, out)``, as the reference applies it."""
         raise NotImplementedError
 
-    def decode_rows(self, x):
-        """The decoder on ``(N, hidden)`` rows -> ``(N, out)`` (the fast path)."""
+    def decode_rows(self, x, workspace=None):
+        """The decoder on ``(N, hidden)`` rows -> ``(N, out)`` (the fast path; with a
+        ``DecodeWorkspace`` whose buffer 1 holds ``x``, writing into its buffers)."""
         raise NotImplementedError
 
     # --- encoding ------------------------------------------------------------------
@@ -234,22 +236,35 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
         weights, phase = weights.flatten(0, 1), phase.flatten(0, 1)
 
         # With autograd one pass (a block's gather backward would zero-fill a gradient
-        # as large as the table); without, blocks bound the working set. No value
-        # depends on the blocks.
+        # as large as the table); without, blocks bound the working set and write into
+        # one reused workspace (as LIIF's, models/liif_fast.py). No value depends on them.
         n = index.shape[0]
-        block_size = max(n, 1)
+        block_size, workspace = max(n, 1), None
         if not torch.is_grad_enabled():
             block_size = self.QUERY_BLOCK.get(coord.device.type) or block_size
+            if not torch.is_autocast_enabled(coord.device.type):   # out= skips autocast
+                workspace = DecodeWorkspace()
+        table = prepared.table
         outs = []
         for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
             block = slice(start, start + block_size)
             m, s = index[block].shape
-            rows = prepared.table.index_select(0, index[block].reshape(-1))
-            rows = rows.view(m, s, prepared.table.shape[1])
+            flat = index[block].reshape(-1)
+            if workspace is None:
+                rows = table.index_select(0, flat)
+            else:
+                rows = torch.index_select(table, 0, flat,
+                                          out=workspace.take(0, m * s, table.shape[1], table))
+            rows = rows.view(m, s, table.shape[1])
             coef = rows[..., :hidden]
             f_row, f_col = rows[..., hidden:].chunk(2, dim=-1)
             basis = fourier_basis(f_row, f_col, rel_coord[block], phase[block].unsqueeze(1))
-            pred = self.decode_rows((coef * basis).reshape(m * s, hidden))
+            if workspace is None:
+                x = coef * basis
+            else:       # the decoder's first layer then writes over the gathered rows
+                out = workspace.take(1, m * s, hidden, basis).view(m, s, hidden)
+                x = torch.mul(coef, basis, out=out)
+            pred = self.decode_rows(x.view(m * s, hidden), workspace)
             pred = pred.view(m, s, pred.shape[-1])
             outs.append((pred * weights[block].unsqueeze(-1)).sum(dim=1))    # (m, out)
         out = torch.cat(outs)
@@ -284,5 +299,7 @@ class LTE(LocalTextureEstimator):
     def decode_plain(self, x):
         return self.imnet(x)
 
-    def decode_rows(self, x):
-        return self.imnet(x)
+    def decode_rows(self, x, workspace=None):
+        if not isinstance(self.imnet, MLP):       # another registered decoder: as it is
+            return self.imnet(x)
+        return apply_layers(x, self.imnet.layers, workspace, slot=1)

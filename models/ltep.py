@@ -18,10 +18,10 @@ Calls: the reference's grid form ``model(inp, coord (B, H, W, 2), cell (B, 2))``
 the engine trains, evaluates and renders LTE+ like any other model (a 1x1 convolution
 is the same linear map at every pixel).
 """
-import torch.nn.functional as F
 from torch import nn
 
 from models import register
+from models.liif_fast import apply_layers
 from models.lte import LocalTextureEstimator
 from utils.coords import grid_to_queries
 
@@ -47,13 +47,8 @@ class LTEP(LocalTextureEstimator):
         out = self.layers(x.permute(0, 2, 1).unsqueeze(-1))    # (B, out, Q, 1)
         return out.squeeze(-1).permute(0, 2, 1)
 
-    def decode_rows(self, x):
-        for layer in self.layers:
-            if isinstance(layer, nn.Conv2d):   # a 1x1 convolution is a Linear layer
-                x = F.linear(x, layer.weight.flatten(1), layer.bias)
-            else:
-                x = layer(x)
-        return x
+    def decode_rows(self, x, workspace=None):
+        return apply_layers(x, self.layers, workspace, slot=1)   # 1x1 convs as Linear layers
 
     def forward(self, inp, coord, cell):
         """``coord (B, H, W, 2)``, ``cell (B, 2)`` -> ``(B, out_dim, H, W)`` (the reference's
