@@ -102,7 +102,7 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
     ``(B, Q, hidden)``, ``decode_rows`` on ``(N, hidden)``)."""
 
     # Queries decoded together by query_fast without autograd, per device type (all of
-    # them where absent): 1024 keep a block's 4096 x 256 activations near the CPU cache.
+    # them where absent): LIIF's CPU figure (models/liif.py), not tuned for LTE apart.
     QUERY_BLOCK = {'cpu': 1024}
     # Latent cells a query reads beyond its own: the codes of the ensemble (one cell
     # away) are 3x3 convolutions of the features (one more). See engine/render.py.
