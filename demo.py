@@ -4,6 +4,7 @@
     python demo.py --input photo.jpg --model rdn-liif.pth --scale 3.5 --output photo_x3.5.png
     python demo.py --input photo.jpg --model rdn-liif.pth --scale 2,3 --output wide.png --device cpu
     python demo.py --input lr_folder --model rdn-liif.pth --scale 4 --output sr_folder
+    python demo.py --input photo.png --model swinir-lte.pth --scale 8 --scale_max 4 --output photo_x8.png
 
 ``--resolution`` is ``HEIGHT,WIDTH`` of the output (as in the original demo);
 ``--scale S`` or ``--scale SH,SW`` multiplies the input size instead (any positive
@@ -21,6 +22,14 @@ larger than ``--tile`` pixels are encoded in overlapping tiles that give the sam
 features. The checkpoint's ``data_norm`` is used when it has one, else 0.5/0.5 like the
 published models and the original demo.py (``engine.data_norm.choose``; test.py falls
 back to none instead, as the original test.py).
+
+``--scale_max M`` is LTE's cell clipping for scales beyond training, ``cell * max(scale /
+M, 1)`` per axis (LTE's demo always applies it with M = 4; here only when asked). SwinIR
+encoders (LTE's best models): features are aligned with the input for every size (the
+encoder pads to a multiple of its window and crops its features back; LTE's own demo
+renders a slightly shifted image for sizes that are not multiples of 8); their window
+attention cannot be encoded in tiles exactly, so such inputs are encoded whole (memory
+grows with the input; decoding still runs in windows and chunks).
 """
 import argparse
 import math
@@ -63,6 +72,9 @@ def parse_args(argv=None):
                         help="LIIF query path (default: the model's own)")
     parser.add_argument('--bsize', type=int, default=DEFAULT_CHUNK,
                         help='queries decoded at once (memory per chunk)')
+    parser.add_argument('--scale_max', type=float, default=None, metavar='M',
+                        help="LTE's cell clipping beyond the training scales: cell * "
+                             'max(scale / M, 1) (LTE\'s demo uses 4); default: none')
     parser.add_argument('--tile', type=int, default=DEFAULT_TILE,
                         help='encode inputs larger than this many pixels per side in '
                              'overlapping tiles (same result, less memory); 0: never')
@@ -193,6 +205,8 @@ def main(args):
     scale = None if args.scale is None else parse_pair(args.scale, '--scale', float)
     if args.bsize < 1 or args.tile < 0:
         raise UserError('--bsize must be positive and --tile 0 or more')
+    if args.scale_max is not None and not args.scale_max > 0:
+        raise UserError(f'--scale_max must be positive, got {args.scale_max:g}')
     jobs = plan_jobs(args.input, args.output)
     failures = Failures(batch=Path(args.input).is_dir())
 
@@ -218,7 +232,8 @@ def main(args):
         lr, alpha = read_image_with_alpha(src)
         image = render(model, lr.to(device), size, data_norm, chunk=args.bsize,
                        tile=args.tile or None, alpha=alpha,
-                       progress=size[0] * size[1] > args.bsize, amp_dtype=amp_dtype)
+                       progress=size[0] * size[1] > args.bsize, amp_dtype=amp_dtype,
+                       scale_max=args.scale_max)
         save_image(image, dst)
         print(f'{src} ({lr.shape[1]}x{lr.shape[2]}) -> {dst} ({size[0]}x{size[1]})')
     for src, dst, size in sized:

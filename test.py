@@ -6,6 +6,8 @@
     python test.py --config configs/test/test-set5-4.yaml --baseline matlab-bicubic   # the field's "Bicubic" row
     python test.py --config configs/test/test-set5-4.yaml --baseline bicubic          # Pillow's bicubic
     python test.py --config configs/test/test-set5-4.yaml --model rdn-liif.pth --eval-type benchmark-4-8bit
+    python test.py --config configs/test/test-set5-4.yaml --model swinir-lte.pth --window 8 --scale_max 4
+    python test.py --config configs/test/test-fast-set5-4.yaml --model edsr-baseline-lte-fast.pth --fast
 
 The last line printed is ``result: <psnr>`` (4 decimals), as in the original code;
 ``ssim: <value>`` comes just before it. ``--out FILE.json|.csv`` writes the per-image
@@ -14,6 +16,14 @@ PSNR/SSIM with the LR/HR sizes and the scale. The protocol (spec section 7) is i
 
 ``data_norm``: the test config's, else the checkpoint's, else none (as the original
 test.py; ``engine.data_norm.choose``).
+
+LTE's options, with its flag names: ``--window S`` pads each LR image on the bottom and
+right to a multiple of S (1 to S pixels, mirrored, as LTE's test.py does for SwinIR
+encoders) and crops the prediction; ``--scale_max M`` clips cells to
+``cell * max(scale / M, 1)`` (LTE's test.py does so with M = 4 by default; here only when
+asked, so LIIF's figures stay LIIF's); ``--fast`` (or LTE's ``--fast True``) queries each
+image in one pass instead of chunks of ``eval_bsize``, as LTE+ is evaluated. The
+``test-fast-*`` configs work with or without it.
 """
 import argparse
 import csv
@@ -35,6 +45,15 @@ from utils.errors import UserError, add_debug_flag, run_cli
 from utils.files import write_text_atomic
 
 ROW_FIELDS = ['index', 'name', 'psnr', 'ssim', 'lr_h', 'lr_w', 'hr_h', 'hr_w', 'scale']
+FLAG_VALUES = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
+
+
+def flag_value(text):
+    """``--fast`` alone, or LTE's ``--fast True`` (true/false, 1/0, yes/no)."""
+    value = FLAG_VALUES.get(str(text).lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+    return value
 
 
 def parse_args(argv=None):
@@ -56,6 +75,15 @@ def parse_args(argv=None):
     parser.add_argument('--tile', type=int, default=0,
                         help=f'encode LR images larger than this in overlapping tiles that give '
                              f'the same features (saves memory; e.g. {DEFAULT_TILE}); 0: whole')
+    parser.add_argument('--window', type=int, default=0, metavar='S',
+                        help="LTE's SwinIR evaluation: pad each LR image on the bottom/right "
+                             'to a multiple of S (mirrored), crop the prediction; 0: none')
+    parser.add_argument('--scale_max', type=float, default=None, metavar='M',
+                        help="LTE's cell clipping beyond the training scales: cell * "
+                             'max(scale / M, 1) (LTE uses 4); default: none')
+    parser.add_argument('--fast', nargs='?', const=True, default=False, type=flag_value,
+                        help="query each image in one pass (LTE+'s evaluation; eval_bsize "
+                             'ignored); LTE\'s "--fast True" is accepted')
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
                         help='data loader worker processes (default: min(4, CPUs))')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
@@ -92,8 +120,10 @@ def write_results(stats, path, meta):
 
 def main(args):
     out = check_out_path(args.out)
-    if args.tile < 0 or args.workers < 0:
-        raise UserError('--tile and --workers must be 0 or more')
+    if args.tile < 0 or args.workers < 0 or args.window < 0:
+        raise UserError('--tile, --workers and --window must be 0 or more')
+    if args.scale_max is not None and not args.scale_max > 0:
+        raise UserError(f'--scale_max must be positive, got {args.scale_max:g}')
     cfg = load_test_config(args.config)
     if args.eval_type is not None:
         try:
@@ -115,7 +145,8 @@ def main(args):
                                   args.compile)
     stats = evaluate_config(model, cfg, device, checkpoint_data_norm=ckpt.get('data_norm'),
                             workers=args.workers, progress=not args.no_progress,
-                            tile=args.tile or None, amp_dtype=amp_dtype)
+                            tile=args.tile or None, amp_dtype=amp_dtype, window=args.window or None,
+                            scale_max=args.scale_max, whole_images=args.fast)
     if out is not None:
         write_results(stats, out, {'config': str(args.config),
                                    'model': str(args.model or args.baseline),

@@ -12,6 +12,12 @@ The run folder is ``save/_<config name>[_<tag>]`` or ``save/<name>[_<tag>]`` (se
 ``utils/run_dir.py``); it is never deleted: a used folder must be resumed. Resuming
 from ``epoch-last.pth`` ends with the same weights as an uninterrupted run.
 
+Which checkpoint a run resumes from (``resume_source``): ``--resume PATH`` must exist
+(a mistyped path is an error); otherwise the config's ``resume:`` is used if that file
+exists, and a run whose config names a file that does not exist yet starts fresh with a
+note in the log. LTE's configs carry ``resume: ./save/<run>/epoch-last.pth`` in this
+sense: the same command starts the run and, after an interruption, continues it.
+
 This script builds the objects; the loop's pieces live in ``engine/``: the training step
 and epoch in ``engine/train.py``, validation in ``engine/evaluate.py``, checkpoints and
 resuming in ``engine/checkpoint.py``.
@@ -53,7 +59,8 @@ CONFIG_KEYS = {
     'multi_step_lr': 'optional {milestones: [epochs], gamma}: lr *= gamma at each milestone',
     'epoch_val': 'optional: validate every epoch_val epochs (needs val_dataset)',
     'epoch_save': 'optional: keep epoch-N.pth every epoch_save epochs',
-    'resume': 'optional checkpoint path to continue from (--resume overrides it)',
+    'resume': 'optional checkpoint to continue from if the file exists, else a new run '
+              'starts (--resume overrides it and must exist)',
     'eval_type': f'optional validation protocol: {EVAL_TYPE_FORMS} (default: plain PSNR)',
     'eval_bsize': 'optional: validation queries per forward pass (default: all at once)',
     # ours
@@ -167,7 +174,9 @@ def train(config, args, env, device):
     start_time = time.time()
     bench = args.bench is not None
     run_dir = Path(args.save_root) / run_name(args.config, args.name, args.tag)
-    resume_path = args.resume or config.get('resume')
+    # rank 0 looks at the file system, so all ranks resume (or not) together
+    resume_path, resume_note = distributed.broadcast_object(
+        resume_source(args.resume, config.get('resume')) if env.is_main else None, env)
     ckpt = load_checkpoint(resume_path) if resume_path else None
     resume_epoch = ckpt and int(ckpt['epoch'])
     if not bench:  # fail before building anything when the folder is taken
@@ -223,6 +232,8 @@ def train(config, args, env, device):
         log(f'world_size={env.world_size}, device={device}, seed={seed}, run folder {run_dir}')
         if removed:
             log(f'removed temporary files of an interrupted write: {", ".join(removed)}')
+        if resume_note:
+            log(resume_note)
         if ckpt is not None:
             log(f'resumed from {resume_path} (epoch {ckpt["epoch"]})')
             if model_spec['name'] != config['model']['name'] or \
@@ -317,6 +328,20 @@ def on_main(env, action):
     if problem:
         raise UserError(problem)
     return result
+
+
+def resume_source(cli_resume, config_resume):
+    """``(checkpoint path or None, log note or None)``: ``--resume`` as given (its
+    absence is reported by ``load_checkpoint``); else the config's ``resume`` if that file
+    exists; else none, with a note that the run starts fresh."""
+    if cli_resume:
+        return cli_resume, None
+    if config_resume is None:
+        return None, None
+    if Path(config_resume).exists():
+        return config_resume, None
+    return None, (f"note: the config's resume: {config_resume} does not exist (yet); "
+                  'starting a new run')
 
 
 def build_training_state(config, ckpt, resume_path, device):

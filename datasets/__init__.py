@@ -6,5 +6,5 @@ real-world degradations (``degrade``) and what every wrapper does to an item
 from datasets.datasets import (PATH_ARGS, SECTION_KEYS, check_section, data_paths,  # noqa: F401
                                datasets, make, make_sr_dataset, register)
 from datasets import degraded_wrappers, image_folder, wrappers  # noqa: F401  (registers classes)
-from datasets.sampling import seed_worker  # noqa: F401
+from datasets.sampling import as_query_lists, seed_worker  # noqa: F401
 from datasets.wrappers import item_file  # noqa: F401

@@ -17,7 +17,7 @@ import random
 import numpy as np
 import torch
 
-from utils.coords import make_cell, to_pixel_samples
+from utils.coords import grid_to_queries, make_cell, make_coord, to_pixel_samples
 from utils.errors import UserError
 
 # The three augmentation operations, each applied with probability 0.5, in this order.
@@ -125,6 +125,15 @@ def pixel_queries(hr, sample_q=None, rng=None):
     return coord, make_cell(coord, hr.shape[-2:]), gt
 
 
+def augment_pair(lr, hr, rng, augment_ops=()):
+    """Draw the augmentation of an item (each of ``augment_ops`` with p = 0.5) and apply
+    it to both ``lr`` and ``hr``; ``()`` draws and changes nothing."""
+    if augment_ops:
+        chosen = draw_augment(rng, augment_ops)
+        lr, hr = apply_augment(lr, chosen), apply_augment(hr, chosen)
+    return lr, hr
+
+
 def make_item(lr, hr, rng, augment_ops=(), sample_q=None):
     """Assemble a wrapper item from an aligned LR/HR pair.
 
@@ -137,8 +146,58 @@ def make_item(lr, hr, rng, augment_ops=(), sample_q=None):
         ``{'inp': (3, h, w), 'coord': (Q, 2), 'cell': (Q, 2), 'gt': (Q, 3)}``; the same
         augmentation is applied to ``inp`` and to the HR image the queries come from.
     """
-    if augment_ops:
-        chosen = draw_augment(rng, augment_ops)
-        lr, hr = apply_augment(lr, chosen), apply_augment(hr, chosen)
+    lr, hr = augment_pair(lr, hr, rng, augment_ops)
     coord, cell, gt = pixel_queries(hr, sample_q, rng)
     return {'inp': lr.contiguous(), 'coord': coord, 'cell': cell, 'gt': gt}
+
+
+# How a grid-shaped item (LTE+'s '-fast' wrappers) picks its HR pixels.
+GRID_QUERIES = ('all', 'sample', 'window')
+
+
+def make_grid_item(lr, hr, rng, augment_ops=(), queries='all'):
+    """Assemble LTE+'s grid-shaped item from an aligned LR/HR pair (augmented first, as
+    ``make_item``).
+
+    Args:
+        lr: ``(3, h, w)``, hr: ``(C, H, W)``; rng, augment_ops: as for ``make_item``.
+        queries: ``'all'`` every HR pixel (an ``H x W`` grid); ``'sample'`` ``h * w``
+            distinct HR pixels drawn at random (``pixel_queries``), laid out row-major as
+            an ``h x w`` grid (not a neighbourhood: LTE+'s training sample); ``'window'``
+            the HR pixels of a random ``h x w`` window.
+    Returns:
+        ``{'inp': (3, h, w), 'coord': (Hq, Wq, 2), 'cell': (2,), 'gt': (C, Hq, Wq)}``:
+        ``coord`` the queried pixel centres in the HR image's frame (row, col), ``gt``
+        their values, ``cell`` ``(2/H, 2/W)`` (the same for every query of the item).
+        ``datasets.sampling.as_query_lists`` turns batches of them into query lists.
+    """
+    if queries not in GRID_QUERIES:
+        raise ValueError(f'queries must be one of {GRID_QUERIES}, got {queries!r}')
+    lr, hr = augment_pair(lr, hr, rng, augment_ops)
+    (h, w), (big_h, big_w) = lr.shape[-2:], hr.shape[-2:]
+    if queries == 'window':
+        top, left = random_origin(rng, (big_h, big_w), (h, w))
+        coord = make_coord((big_h, big_w), flatten=False)[top:top + h, left:left + w]
+        gt = crop(hr, top, left, h, w)
+    else:
+        shape = (big_h, big_w) if queries == 'all' else (h, w)
+        coord, _, values = pixel_queries(hr, None if queries == 'all' else h * w, rng)
+        coord = coord.view(*shape, 2)
+        gt = values.t().reshape(hr.shape[0], *shape)
+    cell = make_cell(coord.new_zeros(2), (big_h, big_w))
+    return {'inp': lr.contiguous(), 'coord': coord.contiguous(), 'cell': cell,
+            'gt': gt.contiguous()}
+
+
+def as_query_lists(batch):
+    """A batch in the query-list layout every model and the engine take.
+
+    Grid-shaped batches (the ``-fast`` wrappers: ``coord (B, H, W, 2)``, ``cell (B, 2)``,
+    ``gt (B, C, H, W)``) become ``coord (B, H*W, 2)``, ``cell (B, H*W, 2)``,
+    ``gt (B, H*W, C)`` in row-major order (the same queries and targets); query-list
+    batches are returned as they are.
+    """
+    if batch['coord'].dim() != 4:
+        return batch
+    coord, cell = grid_to_queries(batch['coord'], batch['cell'])
+    return {**batch, 'coord': coord, 'cell': cell, 'gt': batch['gt'].flatten(2).transpose(1, 2)}

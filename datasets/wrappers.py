@@ -28,8 +28,8 @@ from torch.utils.data import Dataset
 from datasets.checks import check_int, check_number, item_index
 from datasets.datasets import register
 from datasets.resize import check_kernel, downsampled_size, resize_image
-from datasets.sampling import (AUGMENT_OPS, crop, item_rng, make_item, random_origin,
-                               shorter_side_size)
+from datasets.sampling import (AUGMENT_OPS, crop, item_rng, make_grid_item, make_item,
+                               random_origin, shorter_side_size)
 from utils.errors import UserError
 
 
@@ -37,8 +37,9 @@ class SRWrapper(Dataset):
     """Base class: seed/epoch state, item assembly and the dataset's image list.
 
     Subclasses set ``name`` (their registry name) and implement ``make_pair(idx, rng)``
-    returning the aligned ``(lr, hr)`` crops of item ``idx``; ``make_item`` then applies
-    augmentation and query sampling, drawing from the same generator after them.
+    returning the aligned ``(lr, hr)`` crops of item ``idx``; ``assemble`` then applies
+    augmentation and query sampling (``make_item``; LTE+'s wrappers ``make_grid_item``),
+    drawing from the same generator after them.
     """
     name = None
     augment_ops = AUGMENT_OPS
@@ -80,8 +81,7 @@ class SRWrapper(Dataset):
     def __getitem__(self, idx):
         idx = item_index(idx, len(self))
         rng = self.rng_of(idx)
-        lr, hr = self.make_pair(idx, rng)
-        return make_item(lr, hr, rng, self.augment_ops if self.augment else (), self.sample_q)
+        return self.assemble(*self.make_pair(idx, rng), rng)
 
     def rng_of(self, idx):
         """The generator item ``idx`` draws everything from: ``item_rng(seed, epoch, idx)``."""
@@ -89,6 +89,14 @@ class SRWrapper(Dataset):
 
     def make_pair(self, idx, rng):
         raise NotImplementedError
+
+    def assemble(self, lr, hr, rng):
+        """The item of an aligned ``(lr, hr)`` pair: augmentation, then queries."""
+        return make_item(lr, hr, rng, self.drawn_augment_ops(), self.sample_q)
+
+    def drawn_augment_ops(self):
+        """The augmentation operations items draw from (none without ``augment``)."""
+        return self.augment_ops if self.augment else ()
 
     def images(self):
         """``(file, size)`` of each distinct image of the dataset, if it says (the folder
@@ -338,3 +346,40 @@ class SRImplicitUniformVaried(SRWrapper):
             # kernels are symmetric), and resizing first lets the shared make_item flip.
             hr = resize_image(hr, shorter_side_size(hr.shape[-2:], self.gt_resize), self.resize)
         return lr, hr
+
+
+@register('sr-implicit-downsampled-fast')
+class SRImplicitDownsampledFast(SRImplicitDownsampled):
+    """LTE+'s ``sr-implicit-downsampled`` with grid-shaped items
+    (``datasets.sampling.make_grid_item``): ``coord (Hq, Wq, 2)``, ``gt (3, Hq, Wq)``,
+    ``cell (2,)``. LR and HR as ``sr-implicit-downsampled``; the queries are
+    ``inp_size ** 2`` HR pixels drawn at random, laid out as an ``inp_size x inp_size``
+    grid (the reference's training sample), or without ``inp_size`` every HR pixel.
+    """
+    name = 'sr-implicit-downsampled-fast'
+
+    def __init__(self, dataset, inp_size=None, scale_min=1, scale_max=None, augment=False):
+        sample_q = None if inp_size is None else check_int(inp_size, 'inp_size', 1, self.name) ** 2
+        super().__init__(dataset, inp_size, scale_min, scale_max, augment, sample_q)
+
+    def assemble(self, lr, hr, rng):
+        return make_grid_item(lr, hr, rng, self.drawn_augment_ops(),
+                              'all' if self.inp_size is None else 'sample')
+
+
+@register('sr-implicit-paired-fast')
+class SRImplicitPairedFast(SRImplicitPaired):
+    """LTE+'s ``sr-implicit-paired`` with grid-shaped items (see
+    ``sr-implicit-downsampled-fast``): every HR pixel of the pair (LTE's ``test-fast-*``
+    configs), or with ``inp_size`` the LR crop of ``sr-implicit-paired`` and a random
+    ``inp_size x inp_size`` window of its HR crop's pixels (what the reference's code for
+    this case means to do; it fails there with a NameError).
+    """
+    name = 'sr-implicit-paired-fast'
+
+    def __init__(self, dataset, inp_size=None, augment=False):
+        super().__init__(dataset, inp_size, augment)
+
+    def assemble(self, lr, hr, rng):
+        return make_grid_item(lr, hr, rng, self.drawn_augment_ops(),
+                              'all' if self.inp_size is None else 'window')

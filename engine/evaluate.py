@@ -9,7 +9,10 @@ training validation, ``test.py`` and ``scripts/eval_all.py``, in one process or 
     stats = evaluate_config(model, cfg, device)
 
 Items are the SR wrappers' dicts: ``inp`` ``(3, h, w)`` in ``[0, 1]`` (not normalised),
-``coord``/``cell`` ``(Q, 2)``, ``gt`` ``(Q, 3)`` in ``[0, 1]``. Predictions are
+``coord``/``cell`` ``(Q, 2)``, ``gt`` ``(Q, 3)`` in ``[0, 1]`` (the grid-shaped items of
+LTE+'s ``-fast`` wrappers are turned into these, ``datasets.as_query_lists``). LTE's
+evaluation options: ``scale_max`` clips cells (``utils.coords.clip_cell``), ``window``
+pads the LR image as LTE's ``test.py --window`` (``window_padding``). Predictions are
 de-normalised and clamped to ``[0, 1]``; the batch PSNR is one MSE over the whole batch,
 and the dataset PSNR is the batch-size-weighted mean of batch PSNRs, as the original
 code computes them.
@@ -27,12 +30,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import datasets
+from datasets import as_query_lists
 from engine import metrics
 from engine.checkpoint import unwrap
 from engine.data_norm import IDENTITY, DataNorm, choose
 from engine.render import predict
 from utils.config import load_config, positive_int
-from utils.coords import make_coord
+from utils.coords import clip_cell, make_cell, make_coord
 from utils.distributed import DistEnv, all_gather_objects
 from utils.errors import UserError
 
@@ -63,7 +67,7 @@ def _is_full_grid(coord, size):
 
 
 def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, tile=None,
-                   full=None, amp_dtype=None):
+                   full=None, amp_dtype=None, window=None, scale_max=None):
     """Metrics of one batch.
 
     Args:
@@ -77,6 +81,11 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
             ``evaluate`` checks it on the host copy of the batch, so that the device
             never waits for the host).
         amp_dtype: ``torch.bfloat16`` to run the model (only) under autocast.
+        window: LTE's ``--window S``: predict from the LR image padded as
+            ``window_padding`` says and crop the prediction (needs every HR pixel as a
+            query and an integer scale); ``None``/0: no padding.
+        scale_max: LTE's ``--scale_max M``: cells ``cell * max(scale / M, 1)``
+            (``utils.coords.clip_cell``); ``None``: as they are.
     Returns:
         dict with ``psnr`` (one MSE over the batch, the protocol applied), ``n`` (batch
         size) and ``rows``: per image ``psnr``, ``ssim`` (``None`` unless the queries are
@@ -84,11 +93,8 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
         The figures reach the host in one transfer.
     """
     protocol, scale, round_8bit = metrics.parse_eval_type(eval_type)
+    batch = as_query_lists(batch)
     inp, coord, cell, gt = batch['inp'], batch['coord'], batch['cell'], batch['gt']
-    pred = predict(model, data_norm.inp(inp), coord, cell, eval_bsize, tile, amp_dtype)
-    pred = data_norm.denorm(pred.float()).clamp_(0, 1)              # (B, Q, 3)
-    if round_8bit:
-        pred = metrics.round_to_8bit(pred)                          # as a saved PNG
     b, _, h, w = inp.shape
     size = hr_size((h, w), coord.shape[1])
     if full is None:
@@ -96,6 +102,15 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
     if protocol is not None and not full:
         raise UserError(f'eval_type {eval_type} needs every HR pixel of each image as a query, '
                         'in order: remove sample_q / inp_size from the test wrapper')
+    if window:
+        pred = predict_padded(model, inp, size if full else None, window, data_norm,
+                              eval_bsize, tile, scale_max, amp_dtype)
+    else:
+        pred = predict(model, data_norm.inp(inp), coord, clip_cell(cell, (h, w), scale_max),
+                       eval_bsize, tile, amp_dtype)
+    pred = data_norm.denorm(pred.float()).clamp_(0, 1)              # (B, Q, 3)
+    if round_8bit:
+        pred = metrics.round_to_8bit(pred)                          # as a saved PNG
     if full:
         pred_img, gt_img = _as_image(pred, size), _as_image(gt, size)  # (B, 3, H, W)
     else:
@@ -113,6 +128,52 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
              'hr_h': size[0] if full else None, 'hr_w': size[1] if full else None,
              'scale': round(size[0] / h, 6) if full else None} for i in range(b)]
     return {'psnr': figures[0], 'n': b, 'rows': rows}
+
+
+def window_padding(size, window):
+    """Rows and columns LTE's ``test.py --window S`` adds to an LR image of ``size =
+    (h, w)``: ``(h // S + 1) * S - h``, so 1 to S (a full S when ``h`` is already a
+    multiple of S, as the reference computes it); the padded sides are multiples of S."""
+    return tuple((n // window + 1) * window - n for n in size)
+
+
+def pad_symmetric(x, pad_h, pad_w):
+    """``(B, C, h, w)`` extended on the bottom by ``pad_h`` rows and on the right by
+    ``pad_w`` columns mirrored at the border, the border pixel repeated (the reference's
+    ``cat([x, flip(x)])``: symmetric padding, ``pad <= size``)."""
+    h, w = x.shape[-2:]
+    if pad_h > h or pad_w > w:
+        raise UserError(f'--window: padding an LR image of {h}x{w} by {pad_h}x{pad_w} pixels '
+                        'needs an image at least as large as the padding')
+    x = torch.cat([x, x.flip(-2)[..., :pad_h, :]], dim=-2)
+    return torch.cat([x, x.flip(-1)[..., :pad_w]], dim=-1)
+
+
+def predict_padded(model, inp, size, window, data_norm, eval_bsize=None, tile=None,
+                   scale_max=None, amp_dtype=None):
+    """LTE's ``test.py --window``: predict an HR image of ``size`` from ``inp`` padded.
+
+    The LR images ``inp (B, 3, h, w)`` (in ``[0, 1]``) are padded at the bottom and right
+    by ``window_padding`` (``pad_symmetric``), every pixel of the HR image of the padded
+    image at the same integer scale ``s = H / h`` is predicted (coordinates and cells of
+    that larger image, cells clipped with ``scale_max``), and its top-left ``H x W``
+    pixels are kept: the same pixel centres as the unpadded image's. Returns
+    ``(B, H*W, out)`` in row-major order, raw (normalised) output.
+    """
+    b, _, h, w = inp.shape
+    scale = size[0] // h if size is not None else 0
+    if size is None or scale < 1 or size != (scale * h, scale * w):
+        raise UserError(f'--window needs every HR pixel of each image as a query and an integer '
+                        f'scale, got an LR image of {h}x{w}'
+                        + (f' and an HR image of {size[0]}x{size[1]}' if size else ''))
+    padded = pad_symmetric(inp, *window_padding((h, w), window))
+    padded_size = (scale * padded.shape[-2], scale * padded.shape[-1])
+    coord = make_coord(padded_size, device=inp.device, dtype=inp.dtype).unsqueeze(0)
+    coord = coord.expand(b, -1, -1)
+    cell = clip_cell(make_cell(coord, padded_size), padded.shape[-2:], scale_max)
+    pred = predict(model, data_norm.inp(padded), coord, cell, eval_bsize, tile, amp_dtype)
+    pred = pred.view(b, *padded_size, -1)[:, :size[0], :size[1]]
+    return pred.reshape(b, size[0] * size[1], -1)
 
 
 def consecutive_batches(n_items, batch_size):
@@ -140,7 +201,8 @@ class EvalLoader:
 
 
 def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize=None,
-             device=None, env=SINGLE, num_workers=0, progress=True, tile=None, amp_dtype=None):
+             device=None, env=SINGLE, num_workers=0, progress=True, tile=None, amp_dtype=None,
+             window=None, scale_max=None):
     """PSNR and SSIM of ``model`` over ``dataset``, the same figures for any number of
     processes (see the module docstring).
 
@@ -151,7 +213,7 @@ def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize
             ``EvalLoader`` of one (then ``batch_size``, ``env`` and ``num_workers`` are
             its own).
         data_norm: ``engine.data_norm.DataNorm``; batch_size: items per batch.
-        eval_type, eval_bsize, tile, amp_dtype: see ``evaluate_batch``.
+        eval_type, eval_bsize, tile, amp_dtype, window, scale_max: see ``evaluate_batch``.
         device: where to evaluate (default: the model's parameters' device, else CPU).
         env: ``utils.distributed.DistEnv`` of this process.
         num_workers: DataLoader worker processes.
@@ -175,11 +237,12 @@ def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize
         with tqdm(loader.loader, desc='val', leave=False, disable=not progress,
                   dynamic_ncols=True) as bar:
             for index, batch in zip(loader.mine, bar):
+                batch = as_query_lists(batch)
                 coord = batch['coord']
                 full = _is_full_grid(coord, hr_size(batch['inp'].shape[-2:], coord.shape[1]))
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 result = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize, tile, full,
-                                        amp_dtype)
+                                        amp_dtype, window, scale_max)
                 results.append((index, result['psnr'], result['n'], result['rows']))
                 bar.set_description(f'val {average_psnr([r[1:3] for r in results]):.4f}')
     finally:
@@ -233,12 +296,15 @@ def load_test_config(path):
 
 
 def evaluate_config(model, cfg, device, checkpoint_data_norm=None, workers=0, progress=True,
-                    tile=None, env=SINGLE, amp_dtype=None):
+                    tile=None, env=SINGLE, amp_dtype=None, window=None, scale_max=None,
+                    whole_images=False):
     """``evaluate`` on a loaded test config: its dataset, batch size, eval_type and
-    eval_bsize. ``data_norm``: the config's, else ``checkpoint_data_norm`` (the one a
-    checkpoint stores), else none -- as the original ``test.py``."""
+    eval_bsize (``whole_images``: all queries of a batch in one pass instead, LTE's
+    ``--fast``). ``data_norm``: the config's, else ``checkpoint_data_norm`` (the one a
+    checkpoint stores), else none -- as the original ``test.py``. ``window``,
+    ``scale_max``: LTE's evaluation options (``evaluate_batch``)."""
     data_norm = DataNorm(choose(cfg.get('data_norm'), checkpoint_data_norm, default=IDENTITY))
     dataset = datasets.make_sr_dataset(cfg['test_dataset'])
     return evaluate(model, dataset, data_norm, cfg['test_dataset'].get('batch_size', 1),
-                    cfg.get('eval_type'), cfg.get('eval_bsize'), device, env, workers,
-                    progress, tile, amp_dtype)
+                    cfg.get('eval_type'), None if whole_images else cfg.get('eval_bsize'),
+                    device, env, workers, progress, tile, amp_dtype, window, scale_max)

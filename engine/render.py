@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from datasets.image_io import to_uint8_array
 from engine.checkpoint import unwrap
-from utils.coords import make_coord
+from utils.coords import clip_cell, make_coord
 from utils.device import accurate_float
 
 DEFAULT_CHUNK = 30000   # queries per chunk, the original eval_bsize
@@ -199,7 +199,7 @@ def spans(n, step):
 
 
 def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE,
-                  window=DEFAULT_WINDOW, margin=None, amp_dtype=None):
+                  window=DEFAULT_WINDOW, margin=None, amp_dtype=None, scale_max=None):
     """Super-resolve ``lr`` to ``size`` region by region, in bounded memory.
 
     A generator of ``(top, left, rgb)``: ``rgb`` is an ``(n_rows, n_cols, 3)`` float
@@ -222,7 +222,8 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
             ``query`` call; tile: encoder tile side in LR pixels (``None``/0: whole);
         window: decoding window side in latent cells; margin: latent cells of context
             around a window (default ``window_margin(model)``; fewer give wrong values);
-        amp_dtype: ``torch.bfloat16`` to run the model under autocast (``None``: float32).
+        amp_dtype: ``torch.bfloat16`` to run the model under autocast (``None``: float32);
+        scale_max: LTE's cell clipping (``utils.coords.clip_cell``), ``None`` for none.
     """
     model = unwrap(model)
     out_h, out_w = int(size[0]), int(size[1])
@@ -250,11 +251,11 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
                         core_cols = (tile_cols[0] + cols[0], tile_cols[0] + cols[1])
                         yield from _decode_window(model, feat, feat_rows, feat_cols, core_rows,
                                                   core_cols, margin, (h, w), (out_h, out_w),
-                                                  data_norm, chunk, device, dtype)
+                                                  data_norm, chunk, device, dtype, scale_max)
 
 
 def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, margin, lat_size,
-                   size, data_norm, chunk, device, dtype):
+                   size, data_norm, chunk, device, dtype, scale_max=None):
     """Blocks of the output pixels whose centres lie in latent cells ``core_rows x
     core_cols`` (see ``render_blocks``); ``feat`` holds latent rows ``feat_rows`` and
     columns ``feat_cols``; the window around the core has ``margin`` cells of context."""
@@ -271,8 +272,10 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
     cols = window_axis(*out_cols, out_w, w, *win_cols, device, dtype)
     # The cell in window units: (2 / H) output pixels scaled like the coordinates (filled
     # on the device from Python numbers: no copy from the host).
-    cell = torch.stack([rows.new_full((), 2 / out_h * h / (win_rows[1] - win_rows[0])),
-                        rows.new_full((), 2 / out_w * w / (win_cols[1] - win_cols[0]))])
+    win_size = (win_rows[1] - win_rows[0], win_cols[1] - win_cols[0])
+    cell = torch.stack([rows.new_full((), 2 / out_h * h / win_size[0]),
+                        rows.new_full((), 2 / out_w * w / win_size[1])])
+    cell = clip_cell(cell, win_size, scale_max)
     n_cols = out_cols[1] - out_cols[0]
     rows_per_chunk = max(1, chunk // n_cols)
     col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk
@@ -287,11 +290,11 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
-           progress=False, window=DEFAULT_WINDOW, amp_dtype=None):
+           progress=False, window=DEFAULT_WINDOW, amp_dtype=None, scale_max=None):
     """Super-resolve ``lr`` (``(3, h, w)`` in ``[0, 1]``) into a Pillow image of ``size``.
 
     Args:
-        size: ``(H, W)`` of the output; chunk, tile, window, amp_dtype: see
+        size: ``(H, W)`` of the output; chunk, tile, window, amp_dtype, scale_max: see
             ``render_blocks``.
         alpha: optional ``(1, h, w)`` alpha in ``[0, 1]``: resized with Pillow bicubic
             and attached (the result is RGBA, else RGB).
@@ -305,7 +308,7 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
     with tqdm(total=height * width, disable=not progress, unit='px', unit_scale=True,
               desc='render', leave=False) as bar:
         for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile, window,
-                                            amp_dtype=amp_dtype):
+                                            amp_dtype=amp_dtype, scale_max=scale_max):
             block = to_uint8_array(rgb.permute(2, 0, 1))                  # (rows, cols, 3)
             image.paste(Image.fromarray(block), (left, top))
             bar.update(block.shape[0] * block.shape[1])

@@ -7,6 +7,8 @@ builds the objects and calls these; validation is ``engine.evaluate.evaluate``.
 Batches are dicts from the SR wrappers (spec section 6):
 ``inp`` (B, 3, h, w) LR image in [0, 1] (not normalised), ``coord`` (B, Q, 2) query
 coordinates (row, col) in [-1, 1], ``cell`` (B, Q, 2), ``gt`` (B, Q, 3) in [0, 1].
+The grid-shaped batches of LTE+'s ``-fast`` wrappers are turned into these query lists
+first (``datasets.as_query_lists``), so every model trains on every wrapper.
 """
 import math
 import random
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from datasets import as_query_lists
 from utils.distributed import DistEnv, all_mean
 from utils.errors import UserError
 
@@ -51,6 +54,7 @@ def train_step(model, batch, optimizer, device, data_norm, amp_dtype=None, env=S
         NonFiniteLoss before ``optimizer.step()``, so the weights stay finite (every
         process raises together because the checked value is the all-process mean).
     """
+    batch = as_query_lists(batch)
     inp = data_norm.inp(batch['inp'].to(device, non_blocking=True))     # (B, 3, h, w)
     coord = batch['coord'].to(device, non_blocking=True)                 # (B, Q, 2)
     cell = batch['cell'].to(device, non_blocking=True)                   # (B, Q, 2)

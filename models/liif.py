@@ -29,13 +29,13 @@ from torch import nn
 
 import models
 from models import register
+from models.models import QueryPaths
 from models.common import receptive_radius
 from models.liif_fast import (DecodeWorkspace, LIIFPrepared, decode_block, decoder_plan,
                               fast_query_supported, flat_code_index,
                               grid_sample_rounding_is_fused, latent_code_rows,
                               project_latent_codes, split_first_layer)
 from utils.coords import latent_centres, make_coord, nearest_index
-from utils.errors import UserError
 
 # Local-ensemble shifts (vx along rows, vy along columns), in the spec's order.
 ENSEMBLE_SHIFTS = ((-1, -1), (-1, 1), (1, -1), (1, 1))
@@ -87,8 +87,67 @@ def sample_nearest(grid, coord):
     return sampled[:, :, 0, :].permute(0, 2, 1)
 
 
+def shift_query(coord, vx, vy, eps, centres):
+    """One local-ensemble shift of the plain query (spec section 2).
+
+    The query moves by ``(vx, vy)`` latent cells plus a tiny offset that breaks ties, is
+    clamped inside ``[-1, 1]``, and so lands in the neighbouring latent code's cell.
+
+    Args:
+        coord: ``(B, Q, 2)`` queries; eps: the offset (``SHIFT_EPS``, 0 without shifts);
+        centres: ``(B, 2, h, w)`` latent cell centres (``latent_centres``, expanded).
+    Returns:
+        ``shifted`` ``(B, Q, 2)``, where to sample the latent grid, and ``rel_coord``
+        ``(B, Q, 2)``: the unshifted query minus the centre of that cell, in latent cells.
+    """
+    h, w = centres.shape[-2:]
+    shifted = coord.clone()
+    shifted[:, :, 0] += vx / h + eps
+    shifted[:, :, 1] += vy / w + eps
+    shifted.clamp_(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
+    rel_coord = coord - sample_nearest(centres, shifted)
+    rel_coord[:, :, 0] *= h
+    rel_coord[:, :, 1] *= w
+    return shifted, rel_coord
+
+
+def shifted_code_lookup(coord, h, w, shifts, eps, fused):
+    """``query_plain``'s choice of latent code for every query and ensemble shift, by
+    index arithmetic instead of ``grid_sample`` (the same cells, ties included).
+
+    Args:
+        coord: ``(B, Q, 2)`` queries (row, col) in ``[-1, 1]`` on an ``h x w`` latent grid.
+        shifts: ``(vx, vy)`` pairs in latent cells (``ENSEMBLE_SHIFTS``, or ``((0, 0),)``).
+        eps: the offset added to shifted coordinates (``SHIFT_EPS``, or 0 without shifts).
+        fused: ``grid_sample``'s rounding (``models.liif_fast.grid_sample_rounding_is_fused``).
+    Returns:
+        ``index`` ``(B, Q, S)`` int64, the row of the picked code in a ``(B*h*w, D)``
+        table (``flat_code_index``), and ``rel_coord`` ``(B, Q, S, 2)``, the unshifted
+        query minus the picked cell's centre, in latent cells. Grouped by query, so that
+        a block of queries holds all its shifts.
+    """
+    # Rows depend only on vx and columns only on vy: 2 + 2 lookups serve the 4 shifts.
+    row_centres = make_coord((h,), device=coord.device, dtype=coord.dtype)[:, 0]
+    col_centres = make_coord((w,), device=coord.device, dtype=coord.dtype)[:, 0]
+    rows = {vx: _axis_lookup(coord[..., 0], vx, h, eps, row_centres, fused) for vx, _ in shifts}
+    cols = {vy: _axis_lookup(coord[..., 1], vy, w, eps, col_centres, fused) for _, vy in shifts}
+    index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
+                            torch.stack([cols[vy][0] for _, vy in shifts], dim=-1), h, w)
+    rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
+                             for vx, vy in shifts], dim=-2)
+    return index, rel_coord
+
+
+def _axis_lookup(coord_axis, v, size, eps, centres, fused):
+    """One axis of ``query_plain``'s lookup for shift value ``v``: ``coord_axis (B, Q)``
+    -> the picked cell index ``(B, Q)`` int64 and ``(coord - its centre) * size``."""
+    shifted = (coord_axis + (v / size + eps)).clamp_(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
+    index = nearest_index(shifted, size, fused)
+    return index, (coord_axis - centres[index]) * size
+
+
 @register('liif')
-class LIIF(nn.Module):
+class LIIF(QueryPaths, nn.Module):
     """Encoder + local implicit decoder.
 
     Args (the YAML ``args``):
@@ -98,7 +157,6 @@ class LIIF(nn.Module):
         local_ensemble, feat_unfold, cell_decode: the paper's ablation switches.
     """
 
-    QUERY_IMPLS = ('fast', 'plain')
     # Queries decoded together by query_fast (with all their shifts), per device type.
     # On CPU 1024 queries keep a 256-wide hidden layer (4 MiB) near the cache, measured
     # fastest; elsewhere one pass over all queries. Blocks change no value (up to
@@ -113,7 +171,6 @@ class LIIF(nn.Module):
     def __init__(self, encoder_spec, imnet_spec=None, local_ensemble=True,
                  feat_unfold=True, cell_decode=True):
         super().__init__()
-        self.query_impl = 'fast'
         self.local_ensemble = local_ensemble
         self.feat_unfold = feat_unfold
         self.cell_decode = cell_decode
@@ -125,18 +182,6 @@ class LIIF(nn.Module):
             self.imnet = models.make(imnet_spec, args={'in_dim': in_dim})
         else:
             self.imnet = None
-
-    @property
-    def query_impl(self):
-        """Which query path runs: ``'fast'`` or ``'plain'`` (see ``QUERY_IMPLS``)."""
-        return self._query_impl
-
-    @query_impl.setter
-    def query_impl(self, impl):
-        if impl not in self.QUERY_IMPLS:
-            raise UserError(f'query implementation must be one of {", ".join(self.QUERY_IMPLS)}, '
-                            f'got {impl!r}')
-        self._query_impl = impl
 
     def encode(self, inp):
         """``(B, 3, h, w)`` normalised LR image -> feature map ``(B, C, h, w)``."""
@@ -204,17 +249,8 @@ class LIIF(nn.Module):
 
         preds, rel_coords = [], []
         for vx, vy in shifts:
-            # Move the query by one latent cell (plus a tiny offset that breaks ties)
-            # so it lands in the neighbouring latent code's cell.
-            shifted = coord.clone()
-            shifted[:, :, 0] += vx / h + eps
-            shifted[:, :, 1] += vy / w + eps
-            shifted.clamp_(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
+            shifted, rel_coord = shift_query(coord, vx, vy, eps, centres)
             latent = sample_nearest(feat, shifted)        # (B, Q, C or 9C)
-            centre = sample_nearest(centres, shifted)     # (B, Q, 2)
-            rel_coord = coord - centre                    # the unshifted query
-            rel_coord[:, :, 0] *= h
-            rel_coord[:, :, 1] *= w
             mlp_in = [latent, rel_coord]
             if self.cell_decode:
                 rel_cell = cell.clone()
@@ -249,24 +285,8 @@ class LIIF(nn.Module):
         if self.cell_decode and cell is None:
             raise ValueError('this LIIF model decodes cells (cell_decode=True): pass cell')
 
-        # Per axis and per shift value: the latent cell of the shifted query, and the
-        # unshifted query's offset from that cell's centre in latent-cell units.
-        # Rows depend only on vx and columns only on vy, so 2 + 2 lookups serve the 4
-        # shifts. Same arithmetic as query_plain, so the same cells are picked.
-        axis_shifts, eps = ((-1, 1), SHIFT_EPS) if self.local_ensemble else ((0,), 0)
-        row_centres = make_coord((h,), device=coord.device, dtype=coord.dtype)[:, 0]
-        col_centres = make_coord((w,), device=coord.device, dtype=coord.dtype)[:, 0]
-        rows, cols = {}, {}
-        for v in axis_shifts:
-            rows[v] = self._axis_lookup(coord[..., 0], v, h, eps, row_centres, fused)
-            cols[v] = self._axis_lookup(coord[..., 1], v, w, eps, col_centres, fused)
-        shifts = ENSEMBLE_SHIFTS if self.local_ensemble else ((0, 0),)
-        # Grouped by query (B, Q, S), so that a block of queries holds all its shifts.
-        index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
-                                torch.stack([cols[vy][0] for _, vy in shifts], dim=-1),
-                                h, w)                                                # (B, Q, S)
-        rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
-                                 for vx, vy in shifts], dim=-2)                      # (B, Q, S, 2)
+        shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
+        index, rel_coord = shifted_code_lookup(coord, h, w, shifts, eps, fused)  # (B, Q, S[, 2])
 
         # The first layer's inputs besides the latent code: rel_coord, rel_cell (the
         # same for every shift of a query) and 1 for the bias.
@@ -309,17 +329,6 @@ class LIIF(nn.Module):
             outs.append((preds * weights[block].unsqueeze(-1)).sum(dim=1))          # (m, out)
         out = torch.cat(outs)
         return out.view(b, coord.shape[1], out.shape[-1])
-
-    @staticmethod
-    def _axis_lookup(coord_axis, v, size, eps, centres, fused):
-        """One axis of query_plain's lookup for shift value ``v``.
-
-        ``coord_axis`` ``(B, Q)``; returns the picked cell index ``(B, Q)`` int64 and
-        ``(coord - centre of that cell) * size`` ``(B, Q)``.
-        """
-        shifted = (coord_axis + (v / size + eps)).clamp_(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
-        index = nearest_index(shifted, size, fused)
-        return index, (coord_axis - centres[index]) * size
 
     @staticmethod
     def _nearest_code(prepared, coord, fused):

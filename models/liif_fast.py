@@ -199,18 +199,20 @@ RELU = 'relu'   # a step of a decoder plan
 
 
 def decoder_plan(layers, dtype=None):
-    """The decoder's layers after its first Linear as ``decode_block`` runs them:
-    ``RELU``, ``(weight.t(), bias)`` of a Linear layer with bias (cast to ``dtype`` once
-    here, when given: the bf16 inference path then runs every layer in bf16 without
-    casting per block), or any other module as it is."""
+    """Decoder layers as ``apply_layers`` runs them: ``RELU``; ``(weight.t(), bias)`` of a
+    Linear layer or of a 1x1 Conv2d (the Linear layer it is; LTE+'s decoder), cast to
+    ``dtype`` once here when given (the bf16 inference path then runs every layer in
+    bf16 without casting per block); or any other module as it is."""
     plan = []
     for layer in layers:
         if isinstance(layer, nn.ReLU):
             plan.append(RELU)
-        elif isinstance(layer, nn.Linear) and layer.bias is not None:
-            weight, bias = layer.weight, layer.bias
+        elif isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d)
+                                              and layer.kernel_size == (1, 1)):
+            weight, bias = layer.weight.flatten(1), layer.bias       # (out, in)
             if dtype is not None and weight.dtype != dtype:
-                weight, bias = weight.to(dtype), bias.to(dtype)
+                weight = weight.to(dtype)
+                bias = None if bias is None else bias.to(dtype)
             plan.append((weight.t(), bias))
         else:
             plan.append(layer)
@@ -243,20 +245,34 @@ def decode_block(codes, index, rel, w_rel, plan, workspace=None):
     # view (autograd would copy a view's base back), and in the codes' dtype (in-place
     # ops are not autocast: bf16 codes under autocast).
     hidden.addmm_(rel.reshape(m * s, rel.shape[-1]).to(hidden.dtype), w_rel.t().to(hidden.dtype))
-    slot = 0
+    hidden = apply_layers(hidden, plan, workspace, slot=0)
+    return hidden.view(m, s, hidden.shape[-1])
+
+
+def apply_layers(hidden, plan, workspace=None, slot=0):
+    """Run a ``decoder_plan`` on rows ``hidden (N, D)`` that the caller owns and no
+    backward needs (ReLU runs in place).
+
+    With a ``DecodeWorkspace`` (no autograd), layers with a bias write alternately into
+    its two buffers, starting with the one ``hidden`` is not in (``slot``): the result is
+    a view that the workspace's next use overwrites. Without one, the products are
+    plain ``addmm`` calls (``F.linear``'s own, autocast applies).
+    """
     for step in plan:
         if step is RELU:
-            # Every tensor here is this function's own and no backward needs the
+            # Every tensor here is the caller's own and no backward needs the
             # pre-activation (addmm saves its input, ReLU its output): in place is safe.
             hidden = hidden.relu_()
         elif isinstance(step, tuple):
             weight_t, bias = step
-            if workspace is None:
-                hidden = torch.addmm(bias, hidden, weight_t)      # Linear (autocast applies)
+            if bias is None:
+                hidden = hidden.matmul(weight_t)
+            elif workspace is None:
+                hidden = torch.addmm(bias, hidden, weight_t)
             else:
                 slot = 1 - slot
-                out = workspace.take(slot, m * s, weight_t.shape[1], hidden)
+                out = workspace.take(slot, hidden.shape[0], weight_t.shape[1], hidden)
                 hidden = torch.addmm(bias, hidden, weight_t, out=out)
         else:
             hidden = step(hidden)
-    return hidden.view(m, s, hidden.shape[-1])
+    return hidden

@@ -36,6 +36,27 @@ def make(model_spec, args=None, load_sd=False):
     return model
 
 
+class QueryPaths:
+    """Mixin of models with a readable specification query and a fast one (LIIF, LTE):
+    ``model.query_impl`` is ``'fast'`` (the default) or ``'plain'``, checked on
+    assignment against ``QUERY_IMPLS``. A runtime setting, not a constructor argument,
+    so checkpoints stay in the published format."""
+
+    QUERY_IMPLS = ('fast', 'plain')
+
+    @property
+    def query_impl(self):
+        """Which query path runs: ``'fast'`` or ``'plain'`` (see ``QUERY_IMPLS``)."""
+        return getattr(self, '_query_impl', self.QUERY_IMPLS[0])
+
+    @query_impl.setter
+    def query_impl(self, impl):
+        if impl not in self.QUERY_IMPLS:
+            raise UserError(f'query implementation must be one of {", ".join(self.QUERY_IMPLS)}, '
+                            f'got {impl!r}')
+        self._query_impl = impl
+
+
 def set_query_impl(model, impl):
     """Select the query path (``'fast'``/``'plain'``, a script's ``--query``) of a model
     that has one (``query_impl`` and ``QUERY_IMPLS``, e.g. LIIF).

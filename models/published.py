@@ -1,25 +1,48 @@
-"""Registry specs of the published architectures, by the names the LIIF paper's tables
-and checkpoints use (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...).
+"""Registry specs of the published architectures, by the names of their checkpoints:
+LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...) and LTE's
+(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...).
 
 ``models.make(PUBLISHED_SPECS['rdn-liif'])`` builds exactly the layout of the published
 checkpoint (parameter names, shapes and counts are tested against
-``official_state_dicts.json``); benchmarks and tests take their models from here.
+``official_state_dicts.json`` and ``lte_state_dicts.json``); benchmarks and tests take
+their models from here.
 """
 MLP_256x4 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}
+MLP_256x3 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 3}}
+
+
+def _encoder(name):
+    return {'name': name, 'args': {'no_upsampling': True}}
 
 
 def _liif(encoder):
-    return {'name': 'liif', 'args': {'encoder_spec': {'name': encoder,
-                                                      'args': {'no_upsampling': True}},
-                                     'imnet_spec': MLP_256x4}}
+    return {'name': 'liif', 'args': {'encoder_spec': _encoder(encoder), 'imnet_spec': MLP_256x4}}
+
+
+def _metasr(encoder):
+    return {'name': 'metasr', 'args': {'encoder_spec': _encoder(encoder)}}
+
+
+def _lte(encoder):
+    return {'name': 'lte', 'args': {'encoder_spec': _encoder(encoder), 'imnet_spec': MLP_256x3,
+                                    'hidden_dim': 256}}
 
 
 PUBLISHED_SPECS = {
+    # LIIF's (yinboc/liif)
     'edsr-baseline-liif': _liif('edsr-baseline'),
     'rdn-liif': _liif('rdn'),
     'rcan-liif': _liif('rcan'),
-    'edsr-baseline-metasr': {'name': 'metasr', 'args': {
-        'encoder_spec': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}}}},
+    'edsr-baseline-metasr': _metasr('edsr-baseline'),
     'edsr-baseline-x2': {'name': 'edsr-baseline', 'args': {'scale': 2}},
     'rdn-x2': {'name': 'rdn', 'args': {'scale': 2}},
+    # LTE's (jaewon-lee-b/lte)
+    'edsr-baseline-lte': _lte('edsr-baseline'),
+    'rdn-lte': _lte('rdn'),
+    'swinir-lte': _lte('swinir'),
+    'edsr-baseline-lte-fast': {'name': 'lte-fast', 'args': {
+        'encoder_spec': _encoder('edsr-baseline'), 'num_layer': 3, 'hidden_dim': 256,
+        'out_dim': 3}},
+    'swinir-liif': _liif('swinir'),
+    'swinir-metasr': _metasr('swinir'),
 }

@@ -1,6 +1,7 @@
-"""Speed and memory of LIIF's plain and fast query paths, printed as a markdown table.
+"""Speed and memory of the plain and fast query paths (LIIF, LTE), printed as a markdown table.
 
     python scripts/benchmark.py                        # EDSR-baseline-LIIF and RDN-LIIF; CPU, and CUDA when present
+    python scripts/benchmark.py --models edsr-baseline-lte swinir-lte --quick   # LTE's fast query
     python scripts/benchmark.py --quick                # small sizes (a minute or two): it works, rough ratios
     python scripts/benchmark.py --models edsr-baseline-liif --devices cpu --tasks render-x4 train
     python scripts/benchmark.py --set5 load/benchmark/Set5/HR --weights edsr-baseline-liif=edsr-baseline-liif.pth
@@ -73,9 +74,10 @@ from utils.device import bf16_supported  # noqa: E402
 from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
-# The published LIIF architectures this benchmark can build.
+# The published architectures this benchmark can build (LIIF's and LTE's).
 MODEL_SPECS = {name: PUBLISHED_SPECS[name] for name in ('edsr-baseline-liif', 'rdn-liif',
-                                                        'rcan-liif')}
+                                                        'rcan-liif', 'edsr-baseline-lte',
+                                                        'swinir-lte')}
 # task -> (LR side, scale) for renders and decoder-only runs
 RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30)}
 QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30)}

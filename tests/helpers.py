@@ -21,6 +21,7 @@ import datasets
 import models
 from engine.checkpoint import model_entry, save_checkpoint
 from utils.config import freeze, thaw
+from utils.coords import make_cell, make_coord, nearest_index
 from utils.errors import run_cli
 
 import train_liif
@@ -193,3 +194,113 @@ def run_inprocess(cfg_path, save_root, *extra):
     args = train_liif.parse_args(['--config', str(cfg_path), '--save-root', str(save_root),
                                   '--device', 'cpu', '--no-progress', *map(str, extra)])
     return train_liif.main(args)
+
+
+# --- query coordinates of the fast-path tests (LIIF, LTE) ------------------------------
+
+def pixel_grid(size, batch=2):
+    coord = make_coord(size).unsqueeze(0).expand(batch, -1, -1)
+    return coord, make_cell(coord, size)
+
+
+def tie_coords(size, shift, dtype=torch.float32, ulps=8):
+    """Coordinates c (1-D) whose shifted value ``c + shift``, clamped as the query does,
+    lands on or within ``ulps`` ulps of a boundary of a ``size``-cell axis, including
+    values on which the fused and the separately rounded grid_sample disagree."""
+    boundaries = (torch.arange(1, size, dtype=torch.float64) * (2 / size) - 1).to(dtype)
+    targets, up, down = [boundaries], boundaries, boundaries
+    for _ in range(ulps):
+        up, down = torch.nextafter(up, up + 1), torch.nextafter(down, down - 1)
+        targets += [up, down]
+    targets = torch.cat(targets)
+    # c = target - shift, and its neighbours: keep those whose shifted value hits a target.
+    base = targets - torch.tensor(shift, dtype=dtype)
+    cands = [base, torch.nextafter(base, base + 1), torch.nextafter(base, base - 1)]
+    cands = torch.cat(cands)
+    hits = torch.isin(cands + torch.tensor(shift, dtype=dtype), targets)
+    return cands[hits].clamp(-1, 1)
+
+
+COORD_CASES = {
+    'x1': lambda h, w: pixel_grid((h, w)),
+    'x2': lambda h, w: pixel_grid((2 * h, 2 * w)),
+    'x3-odd-ties': lambda h, w: pixel_grid((3 * h, 3 * w)),
+    'x2.5': lambda h, w: pixel_grid((5 * h // 2, 5 * w // 2)),
+    'anisotropic-x2-x3.7': lambda h, w: pixel_grid((2 * h, int(3.7 * w))),
+    'x0.6-downscale': lambda h, w: pixel_grid((3, 4)),
+}
+
+
+def border_coords(h, w):
+    """Image borders and corners, latent-cell boundaries, just inside/outside them."""
+    edges = torch.tensor([-1.0, -1 + 1e-7, -0.999, 0.0, 0.999, 1 - 1e-7, 1.0])
+    rows = torch.cat([edges, torch.arange(h + 1) * (2 / h) - 1])
+    cols = torch.cat([edges, torch.arange(w + 1) * (2 / w) - 1])
+    coord = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), dim=-1).view(1, -1, 2)
+    return coord, make_cell(coord, (3 * h, 2 * w))
+
+
+def tie_queries(h, shift):
+    """``(1, Q, 2)`` queries whose rows, shifted by ``shift`` and by ``-shift`` and clamped
+    as the query does, land on or next to boundaries of ``h`` latent rows, including
+    values on which fused and unfused grid_sample disagree (asserted)."""
+    rows = torch.cat([tie_coords(h, shift), tie_coords(h, -shift)])
+    cols = torch.linspace(-1, 1, rows.numel())
+    shifted = (rows + shift).clamp(-1 + 1e-6, 1 - 1e-6)
+    assert (nearest_index(shifted, h, True) != nearest_index(shifted, h, False)).any()
+    return torch.stack([rows, cols], dim=-1).unsqueeze(0)
+
+
+def relative_error(fast, plain):
+    return ((fast - plain).abs().max() / plain.abs().max().clamp_min(1e-12)).item()
+
+
+def gradients_of_both_paths(model):
+    """``{'plain': {name: grad}, 'fast': {...}}`` of an L1 loss on a 13 x 11 grid of
+    queries over a random 6 x 5 input, the same for both query paths."""
+    import torch.nn.functional as F
+    lr = torch.randn(2, 3, 6, 5)
+    coord, cell = pixel_grid((13, 11))
+    target = torch.randn(2, coord.shape[1], 3)
+    grads = {}
+    for impl in ('plain', 'fast'):
+        model.zero_grad()
+        model.query_impl = impl
+        F.l1_loss(model(lr, coord, cell), target).backward()
+        grads[impl] = {name: p.grad.clone() for name, p in model.named_parameters()
+                       if p.requires_grad}
+    assert grads['fast'].keys() == grads['plain'].keys()
+    return grads
+
+
+def bf16_steps(model, lr, coord, cell):
+    """For each query path: the bf16-autocast output of ``model(lr, coord, cell)`` after
+    the backward pass of an L1 loss against random targets (gradients left in place
+    for the caller to inspect). Yields ``(impl, output)``."""
+    import torch.nn.functional as F
+    target = torch.randn(coord.shape[0], coord.shape[1], 3)
+    for impl in ('plain', 'fast'):
+        model.zero_grad()
+        model.query_impl = impl
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(lr, coord, cell)
+        F.l1_loss(out.float(), target).backward()
+        yield impl, out
+
+
+def train_a_few_steps(model, impl, lr, coord, cell, target, steps=3):
+    """A copy of ``model`` trained ``steps`` Adam steps (lr 1e-3, L1) with query path
+    ``impl``: ``(losses, state_dict)``."""
+    import copy
+    import torch.nn.functional as F
+    run = copy.deepcopy(model)
+    run.query_impl = impl
+    optimizer = torch.optim.Adam(run.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        loss = F.l1_loss(run(lr, coord, cell), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, run.state_dict()

@@ -88,3 +88,29 @@ def test_shipped_configs_of_the_original_code_are_unchanged():
     for name, digest in record['files'].items():
         ours = yaml.safe_load((configs / name).read_text())
         assert hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest() == digest, name
+
+
+def test_shipped_configs_of_lte_are_the_references():
+    """Every config the LTE code adds is shipped at its path with the same content: the
+    parsed YAML hashes to the reference file's digest (tests/data/lte_configs.json). The
+    one amended file differs in the recorded key only, and holds the published model."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from models.published import PUBLISHED_SPECS
+    configs = Path(__file__).resolve().parents[1] / 'configs'
+    record = json.loads((Path(__file__).parent / 'data' / 'lte_configs.json').read_text())
+    assert len(record['files']) == 38
+    assert sorted(record['amended']) == ['train-div2k/train_swinir-liif.yaml']
+    for name, digest in record['files'].items():
+        ours = yaml.safe_load((configs / name).read_text())
+        if name in record['amended']:
+            key, reference = record['amended'][name]['key'], record['amended'][name]['reference']
+            assert ours[key] != reference
+            assert ours[key] == PUBLISHED_SPECS['swinir-liif']
+            ours[key] = reference
+        assert hashlib.sha256(json.dumps(ours, sort_keys=True).encode()).hexdigest() == digest, name
+

@@ -232,6 +232,75 @@ def test_paired_augment_same_flip_on_lr_and_hr_all_eight_seen(tmp_path):
     assert len(seen) == 8
 
 
+# --- LTE+'s grid-shaped wrappers (-fast) -----------------------------------------------
+
+def _same_items(a, b):
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize('args', [{}, {'scale_min': 2.5}, {'inp_size': 8, 'scale_max': 4},
+                                  {'inp_size': 8, 'scale_min': 2, 'scale_max': 3,
+                                   'augment': True}])
+def test_downsampled_fast_items_are_the_downsampled_items_as_grids(tmp_path, args):
+    """The same LR/HR and the same queries as sr-implicit-downsampled (sample_q =
+    inp_size^2, or every pixel), laid out as grids with one cell per item."""
+    save(tmp_path / '0.png', coord_image(40, 37))
+    hr = folder(tmp_path, repeat=4)
+    sample_q = {'sample_q': args['inp_size'] ** 2} if 'inp_size' in args else {}
+    fast = wrap('sr-implicit-downsampled-fast', hr, **args)
+    plain = wrap('sr-implicit-downsampled', hr, **args, **sample_q)
+    for idx in range(len(fast)):
+        grid = fast[idx]
+        h, w = grid['coord'].shape[:2]
+        if 'inp_size' in args:
+            assert (h, w) == (8, 8) == tuple(grid['inp'].shape[-2:])
+        else:                              # every HR pixel: the HR image itself
+            assert torch.equal(grid['coord'], make_coord((h, w), flatten=False))
+        assert grid['gt'].shape == (3, h, w) and grid['cell'].shape == (2,)
+        batch = datasets.as_query_lists({k: v.unsqueeze(0) for k, v in grid.items()})
+        _same_items({k: v[0] for k, v in batch.items()}, plain[idx])
+
+
+def test_paired_fast_whole_pair_and_inp_size_window(tmp_path):
+    lr, hr = _block_pair(7, 9, 3, extra=(2, 1))
+    pairs = paired(tmp_path, [lr], [hr], repeat=20)
+    whole = wrap('sr-implicit-paired-fast', pairs)[0]
+    assert torch.equal(whole['inp'], chw(lr))
+    assert torch.equal(whole['gt'], chw(hr[:21, :27]))
+    assert torch.equal(whole['coord'], make_coord((21, 27), flatten=False))
+    assert torch.equal(whole['cell'], torch.tensor([2 / 21, 2 / 27]))
+    batch = datasets.as_query_lists({k: v.unsqueeze(0) for k, v in whole.items()})
+    _same_items({k: v[0] for k, v in batch.items()}, wrap('sr-implicit-paired', pairs)[0])
+
+    # inp_size: the LR crop of sr-implicit-paired, a random inp_size window of its HR crop
+    w = wrap('sr-implicit-paired-fast', pairs, inp_size=4, augment=True)
+    windows = set()
+    for idx in range(len(w)):
+        item = w[idx]
+        assert item['inp'].shape == (3, 4, 4) and item['coord'].shape == (4, 4, 2)
+        assert torch.equal(item['cell'], torch.tensor([2 / 12, 2 / 12]))
+        # a contiguous window of the 12 x 12 HR crop's pixel centres
+        ij = pixel_index(item['coord'], (12, 12))
+        top, left = ij[0, 0].tolist()
+        assert 0 <= top <= 8 and 0 <= left <= 8
+        assert torch.equal(ij, torch.stack(torch.meshgrid(torch.arange(top, top + 4),
+                                                          torch.arange(left, left + 4),
+                                                          indexing='ij'), -1))
+        # each gt pixel is its LR pixel repeated 3 x 3 (the augmented block pair)
+        inp = to_uint8(item['inp'].permute(1, 2, 0))
+        blocks = np.kron(inp, np.ones((3, 3, 1), np.uint8))
+        assert np.array_equal(to_uint8(item['gt'].permute(1, 2, 0)),
+                              blocks[top:top + 4, left:left + 4])
+        windows.add((top, left))
+    assert len(windows) > 1
+
+
+def test_as_query_lists_leaves_query_lists_alone():
+    batch = {'inp': torch.rand(2, 3, 4, 4), 'coord': torch.rand(2, 7, 2),
+             'cell': torch.rand(2, 7, 2), 'gt': torch.rand(2, 7, 3)}
+    assert datasets.as_query_lists(batch) is batch
+
+
 # --- sr-implicit-uniform-varied -------------------------------------------------------
 
 def test_uniform_varied_sizes_resize_and_gt_resize(tmp_path):
@@ -421,6 +490,8 @@ EXAMPLES = {  # name -> (args, kind); a new registered dataset needs an entry he
     'sr-implicit-degraded': ({'inp_size': 8, 'scale_min': 1, 'scale_max': 4, 'augment': True,
                               'sample_q': 50}, 'wrapper'),
     'sr-implicit-degraded-test': ({'scale': 4, 'degradation': 'blur-noise-jpeg'}, 'whole'),
+    'sr-implicit-downsampled-fast': ({'inp_size': 8, 'scale_max': 4, 'augment': True}, 'grid'),
+    'sr-implicit-paired-fast': ({'inp_size': 8, 'augment': True}, 'grid'),
 }
 SINGLE_IMAGE_WRAPPERS = ('sr-implicit-downsampled', 'sr-implicit-degraded',
                          'sr-implicit-degraded-test')
@@ -441,6 +512,12 @@ def test_registered_dataset_items(tmp_path, name):
         ds = datasets.make({'name': name, 'args': {'root_path_1': str(tmp_path / 'lr'),
                                                    'root_path_2': hr_root}})
         assert [x.shape for x in ds[0]] == [(3, 16, 20), (3, 32, 40)]
+    elif kind == 'grid':
+        base = pairs if 'paired' in name else folder(hr_root)
+        ds = datasets.make({'name': name, 'args': args}, args={'dataset': base})
+        batch = next(iter(DataLoader(ds, batch_size=3)))
+        assert batch['coord'].shape == (3, 8, 8, 2) and batch['cell'].shape == (3, 2)
+        assert batch['gt'].shape == batch['inp'].shape == (3, 3, 8, 8)
     else:
         base = folder(hr_root) if name in SINGLE_IMAGE_WRAPPERS else pairs
         ds = datasets.make({'name': name, 'args': args}, args={'dataset': base})

@@ -24,6 +24,7 @@ from helpers import (PUBLISHED_NORM, REPO, assert_one_line_error, load_script,
                      make_test_image, run_main, save_evil_checkpoint, save_tiny_checkpoint,
                      shared_dataset)
 from utils.coords import make_cell, make_coord
+from utils.config import thaw
 from utils.errors import UserError
 from utils.registry import check_kwargs
 
@@ -236,9 +237,17 @@ ORIGINAL_TEST_CONFIGS = (
     + ['test-celebAHQ-32-256.yaml', 'test-celebAHQ-64-128.yaml'])
 
 
+# LTE's: the same benchmarks with LTE+'s grid-shaped wrappers (tests/test_config.py pins
+# their content to the reference's).
+LTE_TEST_CONFIGS = (
+    [f'test-fast-div2k-{s}.yaml' for s in (2, 3, 4, 6, 12, 18, 24, 30)]
+    + [f'test-fast-{b}-{s}.yaml' for b in ('set5', 'set14', 'b100', 'urban100') for s in (2, 3, 4, 6, 8)])
+
+
 def test_every_original_test_config_is_there_and_valid():
     folder = REPO / 'configs' / 'test'
-    assert sorted(p.name for p in folder.glob('*.yaml')) == sorted(ORIGINAL_TEST_CONFIGS)
+    assert sorted(p.name for p in folder.glob('*.yaml')) == sorted(ORIGINAL_TEST_CONFIGS
+                                                                  + LTE_TEST_CONFIGS)
     for name in ORIGINAL_TEST_CONFIGS:
         cfg = load_test_config(folder / name)
         assert set(cfg) <= TEST_CONFIG_KEYS
@@ -264,6 +273,19 @@ def test_every_original_test_config_is_there_and_valid():
         else:
             assert spec['wrapper'] == {'name': 'sr-implicit-downsampled',
                                        'args': {'scale_min': int(scale)}}
+
+
+def test_ltes_fast_test_configs_mirror_the_original_ones():
+    """Each test-fast-* config is its test-* twin with LTE+'s wrapper (eval_bsize 300000)."""
+    folder = REPO / 'configs' / 'test'
+    for name in LTE_TEST_CONFIGS:
+        fast = thaw(load_test_config(folder / name))
+        plain = thaw(load_test_config(folder / name.replace('test-fast-', 'test-')))
+        assert fast['test_dataset']['wrapper']['name'] == \
+            plain['test_dataset']['wrapper']['name'] + '-fast'
+        fast['test_dataset']['wrapper']['name'] = plain['test_dataset']['wrapper']['name']
+        assert fast['eval_bsize'] == 300000
+        assert dict(fast, eval_bsize=plain['eval_bsize']) == plain, name
 
 
 @pytest.mark.parametrize('script,n', [('test-div2k.sh', 8), ('test-benchmark.sh', 20)])

@@ -3,7 +3,6 @@
 Tolerances (issue 6): outputs within 1e-5 in fp32 on random weights, gradients within
 1e-4 relative (max |g_fast - g_plain| <= 1e-4 * max |g_plain| per parameter), and the
 same latent code picked as grid_sample picks it, ties included."""
-import copy
 import itertools
 
 import pytest
@@ -11,10 +10,12 @@ import torch
 import torch.nn.functional as F
 
 import models
-from helpers import TINY_ENCODER
+from helpers import (COORD_CASES, TINY_ENCODER, bf16_steps, border_coords, gradients_of_both_paths,
+                     pixel_grid, relative_error,
+                     tie_queries, train_a_few_steps)
 from models.liif import LIIF
 from models.liif_fast import LIIFPrepared
-from utils.coords import make_cell, make_coord, nearest_index
+from utils.coords import make_cell, make_coord
 from utils.errors import UserError
 
 SWITCHES = [dict(local_ensemble=le, feat_unfold=fu, cell_decode=cd)
@@ -44,48 +45,6 @@ def both(model, feat, coord, cell):
     return plain, model.query(feat, coord, cell)
 
 
-def pixel_grid(size, batch=2):
-    coord = make_coord(size).unsqueeze(0).expand(batch, -1, -1)
-    return coord, make_cell(coord, size)
-
-
-def tie_coords(size, shift, dtype=torch.float32, ulps=8):
-    """Coordinates c (1-D) whose shifted value ``c + shift``, clamped as the query does,
-    lands on or within ``ulps`` ulps of a boundary of a ``size``-cell axis, including
-    values on which the fused and the separately rounded grid_sample disagree."""
-    boundaries = (torch.arange(1, size, dtype=torch.float64) * (2 / size) - 1).to(dtype)
-    targets, up, down = [boundaries], boundaries, boundaries
-    for _ in range(ulps):
-        up, down = torch.nextafter(up, up + 1), torch.nextafter(down, down - 1)
-        targets += [up, down]
-    targets = torch.cat(targets)
-    # c = target - shift, and its neighbours: keep those whose shifted value hits a target.
-    base = targets - torch.tensor(shift, dtype=dtype)
-    cands = [base, torch.nextafter(base, base + 1), torch.nextafter(base, base - 1)]
-    cands = torch.cat(cands)
-    hits = torch.isin(cands + torch.tensor(shift, dtype=dtype), targets)
-    return cands[hits].clamp(-1, 1)
-
-
-COORD_CASES = {
-    'x1': lambda h, w: pixel_grid((h, w)),
-    'x2': lambda h, w: pixel_grid((2 * h, 2 * w)),
-    'x3-odd-ties': lambda h, w: pixel_grid((3 * h, 3 * w)),
-    'x2.5': lambda h, w: pixel_grid((5 * h // 2, 5 * w // 2)),
-    'anisotropic-x2-x3.7': lambda h, w: pixel_grid((2 * h, int(3.7 * w))),
-    'x0.6-downscale': lambda h, w: pixel_grid((3, 4)),
-}
-
-
-def border_coords(h, w):
-    """Image borders and corners, latent-cell boundaries, just inside/outside them."""
-    edges = torch.tensor([-1.0, -1 + 1e-7, -0.999, 0.0, 0.999, 1 - 1e-7, 1.0])
-    rows = torch.cat([edges, torch.arange(h + 1) * (2 / h) - 1])
-    cols = torch.cat([edges, torch.arange(w + 1) * (2 / w) - 1])
-    coord = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), dim=-1).view(1, -1, 2)
-    return coord, make_cell(coord, (3 * h, 2 * w))
-
-
 @pytest.mark.parametrize('switches', SWITCHES, ids=SWITCH_IDS)
 def test_fast_equals_plain_on_scales_borders_and_random(switches):
     model = make_liif(**switches)
@@ -110,13 +69,7 @@ def test_fast_picks_plains_latent_code_on_exact_ties(local_ensemble):
     h, w = 97, 3
     model = make_liif(hidden_list=(), local_ensemble=local_ensemble, feat_unfold=False)
     feat = torch.randn(1, 8, h, w)
-    shift = 1 / h + 1e-6 if local_ensemble else 0.0
-    rows = torch.cat([tie_coords(h, shift), tie_coords(h, -shift)])
-    cols = torch.linspace(-1, 1, rows.numel())
-    coord = torch.stack([rows, cols], dim=-1).unsqueeze(0)
-    shifted = (rows + shift).clamp(-1 + 1e-6, 1 - 1e-6)
-    # the coordinates do include disagreements of the two roundings
-    assert (nearest_index(shifted, h, True) != nearest_index(shifted, h, False)).any()
+    coord = tie_queries(h, 1 / h + 1e-6 if local_ensemble else 0.0)
     with torch.no_grad():
         plain, fast = both(model, feat, coord, make_cell(coord, (5 * h, 5 * w)))
     assert (fast - plain).abs().max() <= 1e-5
@@ -162,24 +115,9 @@ def test_published_width_model():
             assert (fast - plain).abs().max() <= 1e-5, size
 
 
-def relative_error(fast, plain):
-    return ((fast - plain).abs().max() / plain.abs().max().clamp_min(1e-12)).item()
-
-
 @pytest.mark.parametrize('switches', SWITCHES, ids=SWITCH_IDS)
 def test_gradients_agree(switches):
-    model = make_liif(**switches)
-    lr = torch.randn(2, 3, 6, 5)
-    coord, cell = pixel_grid((13, 11))
-    target = torch.randn(2, coord.shape[1], 3)
-    grads = {}
-    for impl in ('plain', 'fast'):
-        model.zero_grad()
-        model.query_impl = impl
-        F.l1_loss(model(lr, coord, cell), target).backward()
-        grads[impl] = {name: p.grad.clone() for name, p in model.named_parameters()
-                       if p.requires_grad}
-    assert grads['fast'].keys() == grads['plain'].keys()
+    grads = gradients_of_both_paths(make_liif(**switches))
     for name, plain in grads['plain'].items():
         assert relative_error(grads['fast'][name], plain) <= 1e-4, name
     assert grads['plain']['imnet.layers.0.weight'].abs().max() > 0
@@ -193,17 +131,7 @@ def test_training_step_from_the_same_state_gives_the_same_loss():
     target = torch.rand(4, 200, 3)
     losses, states = {}, {}
     for impl in ('plain', 'fast'):
-        run = copy.deepcopy(model)
-        run.query_impl = impl
-        optimizer = torch.optim.Adam(run.parameters(), lr=1e-3)
-        losses[impl] = []
-        for _ in range(3):
-            loss = F.l1_loss(run(lr, coord, cell), target)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses[impl].append(loss.item())
-        states[impl] = run.state_dict()
+        losses[impl], states[impl] = train_a_few_steps(model, impl, lr, coord, cell, target)
     assert losses['fast'] == pytest.approx(losses['plain'], rel=1e-5)
     assert losses['plain'][2] < losses['plain'][0]          # it did train
     for name, plain in states['plain'].items():
@@ -297,15 +225,10 @@ def test_bf16_autocast_training_step_runs_and_stays_close_to_plain():
     model = make_liif()
     lr = torch.randn(2, 3, 6, 5)
     coord, cell = pixel_grid((12, 10))
-    target = torch.randn(2, coord.shape[1], 3)
     outs = {}
-    for impl in ('plain', 'fast'):
-        model.zero_grad()
-        model.query_impl = impl
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            outs[impl] = model(lr, coord, cell)
-        F.l1_loss(outs[impl].float(), target).backward()
+    for impl, out in bf16_steps(model, lr, coord, cell):
         assert model.imnet.layers[0].weight.grad.dtype == torch.float32
+        outs[impl] = out
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
             rendered = model.query(model.encode(lr), coord, cell)     # no-grad path
         assert torch.allclose(rendered.float(), outs[impl].float(), atol=1e-6)

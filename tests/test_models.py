@@ -13,13 +13,21 @@ from models.published import PUBLISHED_SPECS
 from utils.coords import make_cell
 from utils.errors import UserError
 
-SPEC_FILE = Path(__file__).resolve().parents[2] / 'shared' / 'spec' / 'official_state_dicts.json'
-# Parameter names/shapes of the published checkpoints; a copy of the counts lives here
-# so the test also runs where ../shared is absent.
+SPEC_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'spec'
+# Parameter names/shapes of the published checkpoints, LIIF's and LTE's; a copy of the
+# counts lives here so the test also runs where ../shared is absent.
 PUBLISHED_COUNTS = {'edsr-baseline-liif': 1567323, 'rdn-liif': 22320835,
                     'edsr-baseline-metasr': 1665560, 'edsr-baseline-x2': 1369883,
                     'rdn-x2': 22123395, 'rcan-liif': 15642107}
+LTE_COUNTS = {'edsr-baseline-lte': 1714267, 'rdn-lte': 22467779, 'swinir-lte': 12096871,
+              'edsr-baseline-lte-fast': 1714267, 'swinir-liif': 11949927,
+              'swinir-metasr': 12048164}
+SPEC_FILES = {**{key: SPEC_DIR / 'official_state_dicts.json' for key in PUBLISHED_COUNTS},
+              **{key: SPEC_DIR / 'lte_state_dicts.json' for key in LTE_COUNTS}}
 ENCODERS = ('edsr-baseline', 'edsr', 'rdn', 'rcan')
+TINY_SWINIR = {'name': 'swinir', 'args': {'img_size': 16, 'embed_dim': 12, 'depths': [2, 2],
+                                          'num_heads': [2, 3], 'window_size': 4}}
+TINY_MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}
 # name -> list of (args, kind); kind says how to call the model and what comes out.
 EXAMPLES = {
     **{name: [({'no_upsampling': True}, 'features')] +
@@ -32,6 +40,13 @@ EXAMPLES = {
                               {'cell_decode': False})]
             + [({'encoder_spec': TINY_ENCODER}, 'implicit-features')],
     'metasr': [({'encoder_spec': TINY_ENCODER}, 'implicit')],
+    'swinir': [(TINY_SWINIR['args'], 'features'),
+               ({**TINY_SWINIR['args'], 'resi_connection': '3conv', 'img_size': 8,
+                 'window_size': 8}, 'features')],
+    'lte': [({'encoder_spec': encoder, 'imnet_spec': TINY_MLP, 'hidden_dim': 8}, 'implicit')
+            for encoder in (TINY_ENCODER, TINY_SWINIR)],
+    'lte-fast': [({'encoder_spec': TINY_ENCODER, 'num_layer': 1, 'hidden_dim': 8}, 'implicit'),
+                 ({'encoder_spec': TINY_ENCODER, 'num_layer': 1, 'hidden_dim': 8}, 'grid')],
     'bicubic': [({}, 'implicit'), ({'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]},
                                                   'gt': {'sub': [0.5], 'div': [0.5]}}},
                                    'implicit')],
@@ -57,6 +72,10 @@ def test_forward_shapes(name, args, kind):
         elif kind.startswith('upsample'):
             s = int(kind[-1])
             assert model(lr).shape == (2, 3, 6 * s, 5 * s)
+        elif kind == 'grid':   # LTE+'s grid call: (B, H, W, 2) queries, one cell per image
+            coord = torch.rand(2, 4, 7, 2) * 2 - 1
+            out = model(lr, coord, torch.full((2, 2), 0.1))
+            assert out.shape == (2, 3, 4, 7) and torch.isfinite(out).all()
         else:
             coord = torch.rand(2, 11, 2) * 2 - 1
             out = model(lr, coord, make_cell(coord, (24, 20)))
@@ -66,22 +85,27 @@ def test_forward_shapes(name, args, kind):
 
 
 def test_published_specs_are_the_published_models():
-    assert sorted(PUBLISHED_SPECS) == sorted(PUBLISHED_COUNTS)
+    assert sorted(PUBLISHED_SPECS) == sorted({**PUBLISHED_COUNTS, **LTE_COUNTS})
 
 
 @pytest.mark.parametrize('key', sorted(PUBLISHED_SPECS))
 def test_published_specs_have_exact_layout(key):
     with torch.device('meta'):  # full size, shapes only: no memory, no init time
         model = models.make(PUBLISHED_SPECS[key])
-    assert sum(p.numel() for p in model.parameters()) == PUBLISHED_COUNTS[key]
-    if not SPEC_FILE.is_file():
-        pytest.skip(f'{SPEC_FILE} absent: parameter count checked, names not')
-    published = json.loads(SPEC_FILE.read_text())[key]
+    assert sum(p.numel() for p in model.parameters()) == {**PUBLISHED_COUNTS, **LTE_COUNTS}[key]
+    spec_file = SPEC_FILES[key]
+    if not spec_file.is_file():
+        pytest.skip(f'{spec_file} absent: parameter count checked, names not')
+    published = json.loads(spec_file.read_text())[key]
     assert published['spec'] == PUBLISHED_SPECS[key]
-    shapes = {name: list(t.shape) for name, t in model.state_dict().items()}
-    assert shapes == published['state_dict']                 # names, order and shapes
+    # official_state_dicts.json maps names to shapes, lte_state_dicts.json lists pairs
+    expected = published['state_dict']
+    expected = [[name, shape] for name, shape in
+                (expected.items() if isinstance(expected, dict) else expected)]
+    shapes = [[name, list(t.shape)] for name, t in model.state_dict().items()]
+    assert shapes == expected                                # names, order and shapes
     # a state dict with the published names and shapes loads strictly
-    sd = {name: torch.empty(shape, device='meta') for name, shape in published['state_dict'].items()}
+    sd = {name: torch.empty(shape, device='meta') for name, shape in expected}
     result = model.load_state_dict(sd, strict=True, assign=True)  # raises on any mismatch
     assert not result.missing_keys and not result.unexpected_keys
 

@@ -16,9 +16,9 @@ import train_liif
 from engine.checkpoint import load_checkpoint, load_model
 from engine.data_norm import DataNorm
 from engine.evaluate import evaluate
-from helpers import (REPO, assert_one_line_error, run_inprocess, run_main, run_script,
-                     tiny_config, train_cli, write_config)
-from utils.config import freeze
+from helpers import (REPO, TINY_ENCODER, assert_one_line_error, run_inprocess, run_main,
+                     run_script, tiny_config, train_cli, write_config)
+from utils.config import freeze, thaw
 
 CONFIGS = sorted((REPO / 'configs').glob('train-*/**/*.yaml'))
 
@@ -320,6 +320,15 @@ PARAMS = {
     'train_celebAHQ-64-128_upsample': EDSR_X2,
     # x8 upsampler: 3 conv(64 -> 256) + shuffle stages instead of x2's one
     'train_celebAHQ-32-256_upsample': EDSR_X2 + 2 * (64 * 256 * 9 + 256),
+    # LTE's (the published counts of lte_state_dicts.json)
+    'train_edsr-baseline-lte': 1714267, 'train_rdn-lte': 22467779,
+    'train_swinir-lte': 12096871, 'train_edsr-baseline-lte-fast': 1714267,
+    'train_swinir-liif': 11949927, 'train_swinir-metasr': 12048164,
+    # x3: one conv(64 -> 576) + shuffle 3 instead of x2's conv(64 -> 256); x4: two x2 stages
+    **{f'train_{name}-x3': x2 - (64 * 256 * 9 + 256) + (64 * 576 * 9 + 576)
+       for name, x2 in (('edsr-baseline', EDSR_X2), ('rdn', RDN_X2))},
+    **{f'train_{name}-x4': x2 + (64 * 256 * 9 + 256)
+       for name, x2 in (('edsr-baseline', EDSR_X2), ('rdn', RDN_X2))},
 }
 
 
@@ -349,3 +358,59 @@ def test_resume_from_a_checkpoint_in_the_original_format(tmp_path, load_dir):
     assert load_checkpoint(tmp_path / 'save' / 'continued' / 'epoch-last.pth')['epoch'] == 3
     # lr 1e-3, halved after epochs 1 and 2
     assert state['optimizer'].param_groups[0]['lr'] == pytest.approx(0.25e-3)
+
+
+# --- LTE's configs: LTE and LTE+ train like LIIF; `resume:` means "if it exists" --------
+
+TINY_LTE = {'lte': {'name': 'lte', 'args': {
+                'encoder_spec': thaw(TINY_ENCODER), 'hidden_dim': 8,
+                'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}},
+            'lte-fast': {'name': 'lte-fast', 'args': {
+                'encoder_spec': thaw(TINY_ENCODER), 'num_layer': 1,
+                'hidden_dim': 8}}}
+
+
+def lte_config(load, name, **overrides):
+    """``tiny_config`` with a tiny LTE, or a tiny LTE+ on LTE+'s grid-shaped wrappers
+    (inp_size 8: 64 sampled queries per item), as LTE's configs pair them."""
+    cfg = tiny_config(load, model=TINY_LTE[name], **overrides)
+    if name == 'lte-fast':
+        for key, augment in (('train_dataset', {'augment': True}), ('val_dataset', {})):
+            cfg[key] = dict(cfg[key], wrapper={'name': 'sr-implicit-downsampled-fast', 'args': {
+                'inp_size': 8, 'scale_max': 2, **augment}})
+    return cfg
+
+
+@pytest.mark.parametrize('name,amp', [('lte', None), ('lte-fast', 'bf16')])
+def test_lte_config_starts_then_resumes_from_its_resume_key(tmp_path, load_dir, monkeypatch,
+                                                             name, amp):
+    """LTE's configs name ./save/<run>/epoch-last.pth as resume: the first run starts
+    fresh (a note), the same config run again continues it, and the result equals an
+    uninterrupted run."""
+    monkeypatch.chdir(tmp_path)
+    cfg = lte_config(load_dir, name, epoch_max=2, amp=amp)
+    run_inprocess(write_config(tmp_path / 'straight.yaml', cfg), tmp_path / 'save')
+
+    cfg = dict(cfg, resume='./save/_lte/epoch-last.pth')
+    first = run_inprocess(write_config(tmp_path / 'lte.yaml', dict(cfg, epoch_max=1)),
+                          tmp_path / 'save')
+    assert first['model'].__class__.__name__ == ('LTE' if name == 'lte' else 'LTEP')
+    log = (tmp_path / 'save' / '_lte' / 'log.txt').read_text()
+    assert ("note: the config's resume: ./save/_lte/epoch-last.pth does not exist (yet); "
+            'starting a new run') in log and 'resumed from' not in log
+    run_inprocess(write_config(tmp_path / 'lte.yaml', cfg), tmp_path / 'save')
+    log = (tmp_path / 'save' / '_lte' / 'log.txt').read_text()
+    assert 'resumed from ./save/_lte/epoch-last.pth (epoch 1)' in log
+    assert LOG_LINE.findall(log) == [('1', '1'), ('2', '2')]
+    assert max_weight_diff(tmp_path / 'save' / '_lte' / 'epoch-last.pth',
+                           tmp_path / 'save' / '_straight' / 'epoch-last.pth') <= 1e-6
+
+
+def test_a_missing_resume_flag_is_still_an_error(tmp_path, load_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg_path = write_config(tmp_path / 'lte.yaml', lte_config(load_dir, 'lte',
+                                                              resume='./save/_lte/epoch-last.pth'))
+    code, _, err = run_main(train_cli, ['--config', cfg_path, '--device', 'cpu',
+                                        '--resume', 'save/_lte/epoch-lst.pth'], capsys)
+    assert_one_line_error(code, err, r'^error: checkpoint not found: save/_lte/epoch-lst\.pth$')
+    assert not (tmp_path / 'save').exists()

@@ -67,6 +67,41 @@ def make_cell(coord, size):
     return cell
 
 
+def grid_to_queries(coord, cell):
+    """LTE+'s grid-shaped queries as the query lists every model takes.
+
+    Args:
+        coord: ``(B, H, W, 2)`` a grid of query coordinates; cell: ``(B, 2)``, one cell
+            per image.
+    Returns:
+        ``coord`` ``(B, H*W, 2)`` in row-major order and ``cell`` ``(B, H*W, 2)`` (each
+        image's cell for each of its queries; an expanded view).
+    """
+    b = coord.shape[0]
+    flat = coord.reshape(b, -1, coord.shape[-1])
+    return flat, cell.view(b, 1, -1).expand(b, flat.shape[1], cell.shape[-1])
+
+
+def clip_cell(cell, lr_size, scale_max=None):
+    """LTE's cell clipping for scales beyond training: ``cell * max(scale / M, 1)``.
+
+    A cell of ``2/H`` on an LR axis of ``h`` pixels is the scale ``s = H / h``; clipping
+    at ``M = scale_max`` gives ``2/H * max(s / M, 1) = max(2/H, 2 / (M h))``: the cell
+    never gets smaller than an output pixel of scale M (per axis).
+
+    Args:
+        cell: ``(..., 2)`` cells; lr_size: ``(h, w)`` of the (latent) grid the
+            coordinates refer to; scale_max: ``M`` or ``None`` (no clipping).
+    Returns:
+        the clipped cells, shaped like ``cell``.
+    """
+    if scale_max is None:
+        return cell
+    # clamp_min by Python numbers: nothing is copied to the cell's device
+    return torch.stack([cell[..., 0].clamp_min(2 / (scale_max * lr_size[0])),
+                        cell[..., 1].clamp_min(2 / (scale_max * lr_size[1]))], dim=-1)
+
+
 def latent_centres(h, w, device=None, dtype=torch.float32):
     """Centres of an ``h x w`` latent grid as a ``(2, h, w)`` map (channel 0 = row).
 
