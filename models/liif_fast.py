@@ -86,7 +86,9 @@ def project_latent_codes(feat, w_code, feat_unfold):
     # reads window position k = (dy, dx) at (i + dy - 1, j + dx - 1), as unfold does).
     with convolutions_as_precise_as_matmul(feat):
         projected = F.conv2d(feat, w_code.reshape(-1, c, kernel, kernel), padding=kernel // 2)
-    return projected.permute(0, 2, 3, 1).reshape(-1, projected.shape[1])
+    # Rows must be contiguous: for one image the reshape is a column-major view, and
+    # gathering rows from it reads one element per cache line (measured 14x slower).
+    return projected.permute(0, 2, 3, 1).reshape(-1, projected.shape[1]).contiguous()
 
 
 def convolutions_as_precise_as_matmul(feat):
@@ -110,8 +112,8 @@ def convolutions_as_precise_as_matmul(feat):
 
 def latent_code_rows(feat):
     """``(B, C, h, w)`` -> ``(B*h*w, C)``: the raw latent codes as rows, ``(b, i, j)``
-    row-major (what a model without decoder returns)."""
-    return feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])
+    row-major (what a model without decoder returns); contiguous rows, as the gather needs."""
+    return feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1]).contiguous()
 
 
 def flat_code_index(rows, cols, h, w):
@@ -249,16 +251,49 @@ def decode_block(codes, index, rel, w_rel, plan, workspace=None):
     return hidden.view(m, s, hidden.shape[-1])
 
 
+@functools.lru_cache(maxsize=None)
+def _onednn_linear_relu():
+    """oneDNN's fused Linear + ReLU (``torch.ops.mkldnn._linear_pointwise``, what
+    ``torch.compile`` uses on CPUs) if this PyTorch has it and it runs, else ``None``.
+    Used for bf16 rows on the CPU only: there it is ~10% faster than a matrix product
+    followed by a ReLU pass (measured; for float32 it was slower)."""
+    op = getattr(torch.ops.mkldnn, '_linear_pointwise', None)
+    if op is None:
+        return None
+    try:
+        x, w = torch.ones(2, 4, dtype=torch.bfloat16), torch.ones(3, 4, dtype=torch.bfloat16)
+        ok = torch.equal(op(x, w, -torch.ones(3, dtype=torch.bfloat16) * 5, 'relu', [], ''),
+                         torch.zeros(2, 3, dtype=torch.bfloat16))
+    except (RuntimeError, TypeError):
+        return None
+    return op if ok else None
+
+
 def apply_layers(hidden, plan, workspace=None, slot=0):
     """Run a ``decoder_plan`` on rows ``hidden (N, D)`` that the caller owns and no
     backward needs (ReLU runs in place).
 
     With a ``DecodeWorkspace`` (no autograd), layers with a bias write alternately into
     its two buffers, starting with the one ``hidden`` is not in (``slot``): the result is
-    a view that the workspace's next use overwrites. Without one, the products are
-    plain ``addmm`` calls (``F.linear``'s own, autocast applies).
+    a view that the workspace's next use overwrites; bf16 rows on the CPU run each
+    Linear + ReLU pair as one fused oneDNN call where PyTorch offers one. Without a
+    workspace, the products are plain ``addmm`` calls (``F.linear``'s own, autocast
+    applies).
     """
-    for step in plan:
+    fused = None
+    if workspace is not None and hidden.device.type == 'cpu' and hidden.dtype == torch.bfloat16:
+        fused = _onednn_linear_relu()
+    steps = iter(plan)
+    for step in steps:
+        if fused is not None and isinstance(step, tuple) and step[1] is not None:
+            following = next(steps, None)
+            if following is RELU:
+                hidden = fused(hidden, step[0].t(), step[1], 'relu', [], '')
+                continue
+            hidden = torch.addmm(step[1], hidden, step[0])
+            step = following
+            if step is None:
+                break
         if step is RELU:
             # Every tensor here is the caller's own and no backward needs the
             # pre-activation (addmm saves its input, ReLU its output): in place is safe.

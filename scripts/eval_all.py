@@ -35,6 +35,7 @@ import models  # noqa: E402
 from models.bicubic import BASELINES, baseline_spec  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.evaluate import evaluate_config, load_test_config  # noqa: E402
+from engine.throughput import add_inference_flags, prepare_inference  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 
@@ -137,6 +138,7 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
                         help='data loader worker processes (default: min(4, CPUs))')
     add_debug_flag(parser)
+    add_inference_flags(parser)
     args = parser.parse_args(argv)
 
     configs = find_configs(args.configs, args.only)
@@ -149,6 +151,8 @@ def main(argv=None):
     else:
         model, ckpt = load_model(args.model, device)
         models.set_query_impl(model, args.query)
+        amp_dtype = prepare_inference(model, device, args.amp, args.allow_tf32,
+                                      args.channels_last, args.compile)
         row_name = args.paper or paper_row(ckpt['model'])
     with_bicubic = not args.baseline and not args.no_bicubic
 
@@ -165,7 +169,8 @@ def main(argv=None):
             stats = evaluate_baseline(args.baseline, cfg, device, args.workers)
         else:
             stats = evaluate_config(model, cfg, device, workers=args.workers,
-                                    checkpoint_data_norm=ckpt.get('data_norm'))
+                                    checkpoint_data_norm=ckpt.get('data_norm'),
+                                    amp_dtype=amp_dtype)
         baseline = evaluate_baseline('matlab-bicubic', cfg, device, args.workers) \
             if with_bicubic else None
         results.append((test_set, scale, stats, baseline))

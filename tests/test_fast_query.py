@@ -235,6 +235,36 @@ def test_bf16_autocast_training_step_runs_and_stays_close_to_plain():
     assert (outs['fast'].float() - outs['plain'].float()).abs().max() < 0.05
 
 
+def test_bf16_inference_runs_the_decoder_in_bf16_throughout(monkeypatch):
+    """Rendering under bf16 autocast: every decoder layer reads and writes bf16 (cast
+    once per query call, no float32 round trip per layer), and the fused oneDNN
+    Linear + ReLU, where this PyTorch has it, gives what the unfused layers give."""
+    import models.liif_fast as fast
+    model = make_liif(hidden_list=(32, 32, 32)).eval()
+    feat = torch.randn(1, 8, 7, 6)
+    coord, cell = pixel_grid((21, 18), batch=1)
+    seen = []
+    real = fast.apply_layers
+
+    def recording(hidden, plan, workspace=None, slot=0):
+        out = real(hidden, plan, workspace, slot)
+        seen.append((hidden.dtype, out.dtype, {w.dtype for w, _ in
+                                               (p for p in plan if isinstance(p, tuple))}))
+        return out
+    monkeypatch.setattr(fast, 'apply_layers', recording)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        fused = model.query(feat, coord, cell)
+        monkeypatch.setattr(fast, '_onednn_linear_relu', lambda: None)
+        unfused = model.query(feat, coord, cell)
+    assert seen and all(s == (torch.bfloat16, torch.bfloat16, {torch.bfloat16}) for s in seen)
+    assert fused.dtype == torch.float32                      # the ensemble sum in float32
+    assert (fused - unfused).abs().max() < 1e-2
+    model.query_impl = 'plain'
+    with torch.no_grad():
+        exact = model.query(feat, coord, cell)
+    assert (fused - exact).abs().max() < 0.05
+
+
 def test_no_queries_give_an_empty_result():
     model = make_liif()
     feat = torch.randn(2, 8, 4, 4)
