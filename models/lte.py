@@ -45,7 +45,7 @@ from models.common import receptive_radius
 from models.liif import (ENSEMBLE_SHIFTS, SHIFT_EPS, ensemble_weights, sample_nearest,
                          shift_query, shifted_code_lookup)
 from models.liif_fast import (DecodeWorkspace, apply_layers, decoder_plan,
-                              grid_sample_rounding_is_fused)
+                              grid_sample_rounding_is_fused, latent_code_rows)
 from models.mlp import MLP
 from models.models import QueryPaths
 from utils.coords import latent_centres
@@ -128,10 +128,18 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
         """The decoder on ``(B, Q, hidden)`` -> ``(B, Q, out)``, as the reference applies it."""
         raise NotImplementedError
 
-    def decode_rows(self, x, workspace=None):
-        """The decoder on ``(N, hidden)`` rows -> ``(N, out)`` (the fast path; with a
-        ``DecodeWorkspace`` whose buffer 1 holds ``x``, writing into its buffers)."""
+    def rows_plan(self, dtype=None):
+        """The decoder as a ``models.liif_fast.decoder_plan`` (cast to ``dtype`` once),
+        or ``None`` when it is not one the plan runs (then ``decode_plain`` on rows)."""
         raise NotImplementedError
+
+    def decode_rows(self, x, plan, workspace=None):
+        """The decoder on ``(N, hidden)`` rows -> ``(N, out)`` (the fast path): ``plan``
+        from ``rows_plan``; with a ``DecodeWorkspace`` whose buffer 1 holds ``x``, the
+        layers write into its buffers."""
+        if plan is None:
+            return self.decode_plain(x.unsqueeze(0))[0]
+        return apply_layers(x, plan, workspace, slot=1)
 
     # --- encoding ------------------------------------------------------------------
 
@@ -169,8 +177,7 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
         weight = torch.cat([self.coef.weight, self.freq.weight[order]])
         bias = torch.cat([self.coef.bias, self.freq.bias[order]])
         maps = F.conv2d(feat, weight, bias, padding=1)                  # (B, 2 hidden, h, w)
-        return LTEPrepared(encoding, inp,
-                           table=maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1]))
+        return LTEPrepared(encoding, inp, table=latent_code_rows(maps))  # contiguous rows
 
     # --- queries -------------------------------------------------------------------
 
@@ -232,20 +239,25 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
         index, rel_coord = shifted_code_lookup(coord, h, w, ENSEMBLE_SHIFTS, SHIFT_EPS,
                                                fused)                       # (B, Q, 4[, 2])
         weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)  # (B, Q, 4)
-        phase = self.phase(cell * cell.new_tensor([h, w]))                   # (B, Q, hidden/2)
+        rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)  # no host copy
+        phase = self.phase(rel_cell)                                         # (B, Q, hidden/2)
         index, rel_coord = index.flatten(0, 1), rel_coord.flatten(0, 1)
         weights, phase = weights.flatten(0, 1), phase.flatten(0, 1)
 
         # With autograd one pass (a block's gather backward would zero-fill a gradient
         # as large as the table); without, blocks bound the working set and write into
         # one reused workspace (as LIIF's, models/liif_fast.py). No value depends on them.
-        n = index.shape[0]
-        block_size, workspace = max(n, 1), None
+        # Under autocast without autograd (bf16 inference) the table and the decoder are
+        # cast once here and every block runs in that dtype (out= ops are not autocast).
+        n, table, device_type = index.shape[0], prepared.table, coord.device.type
+        block_size, workspace, dtype = max(n, 1), None, None
         if not torch.is_grad_enabled():
-            block_size = self.QUERY_BLOCK.get(coord.device.type) or block_size
-            if not torch.is_autocast_enabled(coord.device.type):   # out= skips autocast
-                workspace = DecodeWorkspace()
-        table = prepared.table
+            block_size = self.QUERY_BLOCK.get(device_type) or block_size
+            workspace = DecodeWorkspace()
+            if torch.is_autocast_enabled(device_type):
+                dtype = torch.get_autocast_dtype(device_type)
+                table = table.to(dtype)
+        plan = self.rows_plan(dtype)
         outs = []
         for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
             block = slice(start, start + block_size)
@@ -263,9 +275,9 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
             if workspace is None:
                 x = coef * basis
             else:       # the decoder's first layer then writes over the gathered rows
-                out = workspace.take(1, m * s, hidden, basis).view(m, s, hidden)
-                x = torch.mul(coef, basis, out=out)
-            pred = self.decode_rows(x.view(m * s, hidden), workspace)
+                out = workspace.take(1, m * s, hidden, table).view(m, s, hidden)
+                x = torch.mul(coef, basis.to(table.dtype), out=out)
+            pred = self.decode_rows(x.view(m * s, hidden), plan, workspace)
             pred = pred.view(m, s, pred.shape[-1])
             outs.append((pred * weights[block].unsqueeze(-1)).sum(dim=1))    # (m, out)
         out = torch.cat(outs)
@@ -300,7 +312,7 @@ class LTE(LocalTextureEstimator):
     def decode_plain(self, x):
         return self.imnet(x)
 
-    def decode_rows(self, x, workspace=None):
+    def rows_plan(self, dtype=None):
         if not isinstance(self.imnet, MLP):       # another registered decoder: as it is
-            return self.imnet(x)
-        return apply_layers(x, decoder_plan(self.imnet.layers), workspace, slot=1)
+            return None
+        return decoder_plan(self.imnet.layers, dtype)

@@ -21,7 +21,7 @@ is the same linear map at every pixel).
 from torch import nn
 
 from models import register
-from models.liif_fast import apply_layers, decoder_plan
+from models.liif_fast import decoder_plan
 from models.lte import LocalTextureEstimator
 from utils.coords import grid_to_queries
 
@@ -47,8 +47,8 @@ class LTEP(LocalTextureEstimator):
         out = self.layers(x.permute(0, 2, 1).unsqueeze(-1))    # (B, out, Q, 1)
         return out.squeeze(-1).permute(0, 2, 1)
 
-    def decode_rows(self, x, workspace=None):
-        return apply_layers(x, decoder_plan(self.layers), workspace, slot=1)   # 1x1 convs as Linear layers
+    def rows_plan(self, dtype=None):
+        return decoder_plan(self.layers, dtype)     # 1x1 convolutions as Linear layers
 
     def forward(self, inp, coord, cell):
         """``coord (B, H, W, 2)``, ``cell (B, 2)`` -> ``(B, out_dim, H, W)`` (the reference's

@@ -221,6 +221,30 @@ def test_bf16_autocast_step_runs_and_stays_close(name):
         assert (out.float() - fp32).abs().max() < 0.1
 
 
+@pytest.mark.parametrize('name', NAMES)
+def test_bf16_inference_decodes_in_bf16(name, monkeypatch):
+    """Under bf16 autocast without autograd the fast path runs every decoder layer on
+    bf16 rows with bf16 weights (cast once per query call), close to float32."""
+    import models.liif_fast as fast
+    model = make(name).eval()
+    encoding = encoding_of(5, 6, batch=1)
+    coord, cell = pixel_grid((15, 18), batch=1)
+    seen = []
+    real = fast.apply_layers
+
+    def recording(hidden, plan, workspace=None, slot=0):
+        seen.append((hidden.dtype, {w.dtype for w, _ in (p for p in plan if isinstance(p, tuple))}))
+        return real(hidden, plan, workspace, slot)
+    monkeypatch.setattr('models.lte.apply_layers', recording)
+    with torch.no_grad():
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model.query(encoding, coord, cell)
+        under_autocast = list(seen)
+        exact = model.query(encoding, coord, cell)
+    assert under_autocast and all(s == (torch.bfloat16, {torch.bfloat16}) for s in under_autocast)
+    assert (out.float() - exact).abs().max() < 0.1
+
+
 def test_float64_and_empty_queries():
     model = make('lte').double()
     encoding = encoding_of(5, 7).double()
