@@ -69,7 +69,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', default=None,
                         help='cpu, cuda, cuda:N or mps (default: the best available)')
     parser.add_argument('--query', choices=['fast', 'plain'], default=None,
-                        help="LIIF query path (default: the model's own)")
+                        help='query path of LIIF / LTE models: fast, or plain (the '
+                             'specification); default fast')
     parser.add_argument('--bsize', type=int, default=DEFAULT_CHUNK,
                         help='queries decoded at once (memory per chunk)')
     parser.add_argument('--scale_max', type=float, default=None, metavar='M',

@@ -71,7 +71,8 @@ def parse_args(argv=None):
     parser.add_argument('--eval-type', default=None,
                         help=f"protocol instead of the config's eval_type: {EVAL_TYPE_FORMS}")
     parser.add_argument('--query', choices=['fast', 'plain'], default=None,
-                        help="LIIF query path (default: the model's own)")
+                        help='query path of LIIF / LTE models: fast, or plain (the '
+                             'specification); default fast')
     parser.add_argument('--tile', type=int, default=0,
                         help=f'encode LR images larger than this in overlapping tiles that give '
                              f'the same features (saves memory; e.g. {DEFAULT_TILE}); 0: whole')

@@ -1,4 +1,4 @@
-"""Train LIIF (and the Meta-SR / plain-upsampler baselines) from a YAML config.
+"""Train LIIF, LTE, LTE+ (and the Meta-SR / plain-upsampler baselines) from a YAML config.
 
     python train_liif.py --config configs/train-div2k/train_edsr-baseline-liif.yaml
     python train_liif.py --config CFG --name my_run --tag v2 --device cuda:1
@@ -93,7 +93,8 @@ def parse_args(argv=None):
     parser.add_argument('--resume', help='checkpoint to continue from (overrides the '
                                          "config's resume)")
     parser.add_argument('--query', choices=('fast', 'plain'),
-                        help="LIIF query implementation (default: the model's own)")
+                        help='query path of LIIF / LTE models: fast, or plain (the '
+                             'specification); default fast')
     parser.add_argument('--save-root', default='save', help='parent of run folders (default: save)')
     parser.add_argument('--bench', type=int, metavar='N',
                         help='time N training steps after one warm-up step, print s/it and '

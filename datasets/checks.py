@@ -26,3 +26,22 @@ def item_index(idx, length):
     if not -length <= idx < length:
         raise IndexError(f'index {idx} out of range for a dataset of {length} items')
     return idx % length
+
+
+def check_all(items, check, summary, shown=20):
+    """``[check(item) for item in items]``, except that every item is checked: the
+    ``UserError`` of each failing one is collected and one ``UserError`` names them all
+    (the first ``shown``), so a dataset with several bad images is fixed in one go.
+    ``summary(n_failed)`` begins that message; a single failure keeps its own message."""
+    results, problems = [], []
+    for item in items:
+        try:
+            results.append(check(item))
+        except UserError as e:
+            problems.append(str(e))
+    if len(problems) == 1:
+        raise UserError(problems[0])
+    if problems:
+        more = f'; ... ({len(problems) - shown} more)' if len(problems) > shown else ''
+        raise UserError(f'{summary(len(problems))}: {"; ".join(problems[:shown])}{more}')
+    return results

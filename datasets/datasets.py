@@ -50,9 +50,10 @@ def check_section(section, where, batch_size_required=True):
 def make_sr_dataset(section, seed=None):
     """The SR dataset of a config section, as the original builds it:
     ``make(wrapper, {dataset: make(dataset)})``; the wrapper's randomness is seeded with
-    ``seed`` when given (wrappers without ``set_seed`` have none to seed)."""
+    ``seed`` when given (wrappers without ``set_seed`` have none to seed, and those with
+    ``seeded_by_run = False`` keep their own: a fixed benchmark)."""
     dataset = make(section['wrapper'], args={'dataset': make(section['dataset'])})
-    if seed is not None and hasattr(dataset, 'set_seed'):
+    if seed is not None and hasattr(dataset, 'set_seed') and getattr(dataset, 'seeded_by_run', True):
         dataset.set_seed(seed)
     return dataset
 

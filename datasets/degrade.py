@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from datasets.image_io import to_uint8_array
+from datasets.image_io import array_to_tensor, to_8bit_levels, to_uint8_array
 from datasets.resize import make_lr
 from utils.errors import UserError
 
@@ -93,6 +93,8 @@ DEFAULTS = {
 # (of 255), JPEG quality 30-60 -- one round, in the classic order.
 _OFF = {'blur': {'prob': 0.0}, 'noise': {'prob': 0.0}, 'jpeg': {'prob': 0.0},
         'resize': {'prob': [0, 0, 1], 'modes': ['bicubic_antialias']}}
+# The fixed recipe of the degraded benchmarks (the test wrapper's and degrade.py's default).
+BENCHMARK_PRESET = 'blur-noise-jpeg'
 PRESETS = {
     'realesrgan': {},
     'blur-noise-jpeg': {
@@ -362,7 +364,7 @@ def poisson_noise(rng, img, scale, gray):
     if gray:
         weights = torch.tensor(GRAY_WEIGHTS, dtype=img.dtype).view(1, 3, 1, 1)
         img = (img * weights).sum(1, keepdim=True)
-    levels = (img.clamp(0, 1) * 255).round()
+    levels = to_8bit_levels(img)
     distinct = int(np.count_nonzero(np.bincount(levels.to(torch.uint8).flatten().numpy(),
                                                 minlength=256)))
     vals = 2.0 ** math.ceil(math.log2(distinct))
@@ -383,8 +385,7 @@ def encode_jpeg(img, quality):
 def decode_jpeg(data):
     """``(1, 3, H, W)`` float32 in [0, 1] of JPEG bytes."""
     with Image.open(io.BytesIO(data)) as im:
-        arr = np.asarray(im.convert('RGB'), dtype=np.float32) / np.float32(255)
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0)
+        return array_to_tensor(np.asarray(im.convert('RGB'))).unsqueeze(0)
 
 
 def jpeg(img, quality):
@@ -393,8 +394,8 @@ def jpeg(img, quality):
 
 
 def quantize(img):
-    """Clamp to [0, 1] and round to multiples of 1/255 (8 bits)."""
-    return (img.clamp(0, 1) * 255).round() / 255
+    """Clamp to [0, 1] and round to multiples of 1/255 (``to_8bit_levels``)."""
+    return to_8bit_levels(img) / 255
 
 
 # --- the random stages and the pipeline ---------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from datasets.checks import check_number
 from datasets.datasets import register
-from datasets.degrade import degradation_config, degrade
+from datasets.degrade import BENCHMARK_PRESET, degradation_config, degrade
 from datasets.sampling import image_rng
 from datasets.wrappers import SRImplicitDownsampled, item_file
 
@@ -51,14 +51,18 @@ class SRImplicitDegradedTest(SRImplicitDegraded):
     Args:
         scale: the downsampling scale (``floor(H / s + 1e-9)`` LR rows, HR the top-left
             ``round(h * s)`` rows; the same for columns).
-        degradation: as for ``sr-implicit-degraded`` (the README's degraded benchmark
-            uses the preset ``blur-noise-jpeg``).
+        degradation: as for ``sr-implicit-degraded``; default the preset
+            ``blur-noise-jpeg`` (a fixed benchmark recipe, also ``scripts/degrade.py``'s
+            default), not the training pipeline.
         seed: the benchmark's seed (default 0). Datasets that do not list files seed
-            each item by its index instead of a name.
+            each item by its index instead of a name. A training run's seed does not
+            replace it (``seeded_by_run``): as ``val_dataset`` the benchmark stays the
+            files ``scripts/degrade.py --seed <seed>`` writes.
     """
     name = 'sr-implicit-degraded-test'
+    seeded_by_run = False
 
-    def __init__(self, dataset, scale, degradation=None, seed=0):
+    def __init__(self, dataset, scale, degradation=BENCHMARK_PRESET, seed=0):
         super().__init__(dataset, scale_min=check_number(scale, 'scale', self.name, 0),
                          degradation=degradation)
         self.seed = seed

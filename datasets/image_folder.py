@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from datasets.cache import load_entry, prepare_bin_cache
-from datasets.checks import check_int, item_index
+from datasets.checks import check_all, check_int, item_index
 from datasets.datasets import register
 from utils.errors import UserError
 from datasets.image_io import array_to_tensor, image_size, read_array, read_image, write_image
@@ -72,17 +72,8 @@ def list_images(root_path, split_file=None, split_key=None, first_k=None):
 def read_sizes(files, where):
     """``(H, W)`` of each image file, from the headers; one ``UserError`` naming every
     file that is missing or unreadable (with its reason), not only the first."""
-    sizes, problems = [], []
-    for path in files:
-        try:
-            sizes.append(image_size(path))
-        except UserError as e:
-            problems.append(str(e))
-    if problems:
-        shown = '; '.join(problems[:20]) + (f'; ... ({len(problems) - 20} more)'
-                                            if len(problems) > 20 else '')
-        raise UserError(f'{where}: {len(problems)} of {len(files)} images cannot be read: {shown}')
-    return sizes
+    return check_all(files, image_size,
+                     lambda n: f'{where}: {n} of {len(files)} images cannot be read')
 
 
 def derive_folder(src_dir, targets_of, derive, overwrite=False, progress=True):

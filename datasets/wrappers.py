@@ -25,7 +25,7 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-from datasets.checks import check_int, check_number, item_index
+from datasets.checks import check_all, check_int, check_number, item_index
 from datasets.datasets import register
 from datasets.resize import check_kernel, downsampled_size, resize_image
 from datasets.sampling import (AUGMENT_OPS, crop, item_rng, make_grid_item, make_item,
@@ -141,22 +141,6 @@ def load_region(dataset, idx, region):
     return crop(item, *region)
 
 
-def check_each(items, check, what):
-    """Run ``check(*item)`` on every item; one ``UserError`` listing every failure (up
-    to 20), so a dataset with several bad images is fixed in one go."""
-    problems = []
-    for item in items:
-        try:
-            check(*item)
-        except UserError as e:
-            problems.append(str(e))
-    if len(problems) == 1:
-        raise UserError(problems[0])
-    if problems:
-        shown = '; '.join(problems[:20]) + ('; ...' if len(problems) > 20 else '')
-        raise UserError(f'{what}: {len(problems)} images do not fit: {shown}')
-
-
 def _is_paired(dataset):
     """True/False if the dataset lists its files (pairs are tuples); None if unknown."""
     files = getattr(dataset, 'files', None)
@@ -209,8 +193,9 @@ class SRImplicitDownsampled(SRWrapper):
                                 f'{smallest ** 2} pixels of the smallest HR crop ({smallest}x'
                                 f'{smallest} = round(inp_size * scale_min))')
         need = self.max_hr_crop()
-        check_each(self.images(), lambda path, size: _check_fits(
-            path, size, (need, need), self._crop_reason()), self.name)
+        check_all(self.images(), lambda image: _check_fits(*image, (need, need),
+                                                             self._crop_reason()),
+                  lambda n: f'{self.name}: {n} images do not fit')
 
     def max_hr_crop(self):
         """Side of the largest HR crop an item may take (at least 1 pixel without inp_size)."""
@@ -265,7 +250,8 @@ class SRImplicitPaired(SRWrapper):
     def __init__(self, dataset, inp_size=None, augment=False, sample_q=None):
         super().__init__(dataset, augment, sample_q, paired=True)
         self.inp_size = check_int(inp_size, 'inp_size', 1, self.name, allow_none=True)
-        check_each(self.images(), self.check_pair, self.name)
+        check_all(self.images(), lambda image: self.check_pair(*image),
+                  lambda n: f'{self.name}: {n} images do not fit')
 
     def check_pair(self, paths, sizes):
         """UserError unless the pair is an integer scale apart and big enough; returns s."""

@@ -5,5 +5,7 @@
 - ``render``: chunked, tiled prediction and whole-image rendering (``demo.py``);
 - ``checkpoint``: checkpoints in the published format, loading models, resuming;
 - ``metrics``: PSNR/SSIM and the evaluation protocols;
-- ``data_norm``: input/target normalisation.
+- ``data_norm``: input/target normalisation;
+- ``ema``: the moving average of the weights (``ema`` in training configs);
+- ``throughput``: channels-last / ``torch.compile`` and the inference speed flags.
 """

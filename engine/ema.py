@@ -47,17 +47,27 @@ class ModelEMA:
         self.decay = float(decay)
         self.module = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
         self.updates = 0
+        self._pairs, self._source = None, None
+
+    def _pairs_of(self, net):
+        """``(average, current, trained)`` for every entry, matched by name once per
+        source module (the tensors share the modules' storage, updated in place)."""
+        if self._source is not net:
+            trained = {name for name, p in net.named_parameters() if p.requires_grad}
+            current = net.state_dict()
+            self._pairs = [(avg, current[name], name in trained)
+                           for name, avg in self.module.state_dict().items()]
+            self._source = net
+        return self._pairs
 
     @torch.no_grad()
     def update(self, model):
         """Fold the current weights of ``model`` into the average (call after each step)."""
-        trained = {name for name, p in unwrap(model).named_parameters() if p.requires_grad}
-        current = unwrap(model).state_dict()
-        for name, avg in self.module.state_dict().items():
-            if name in trained:
-                avg.lerp_(current[name].detach(), 1.0 - self.decay)
+        for avg, current, trained in self._pairs_of(unwrap(model)):
+            if trained:
+                avg.lerp_(current, 1.0 - self.decay)
             else:
-                avg.copy_(current[name])
+                avg.copy_(current)
         self.updates += 1
 
     def state(self):
@@ -66,7 +76,7 @@ class ModelEMA:
 
     def load(self, sd, state):
         """Restore from a checkpoint's EMA weights ``sd`` and ``state``."""
-        self.module.load_state_dict(sd)
+        self.module.load_state_dict(sd)      # in place: the pairs stay valid
         self.updates = int(state['updates'])
 
 

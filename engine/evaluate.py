@@ -37,11 +37,10 @@ from engine.data_norm import IDENTITY, DataNorm, choose
 from engine.render import predict
 from utils.config import load_config, positive_int
 from utils.coords import clip_cell, make_cell, make_coord
-from utils.distributed import DistEnv, all_gather_objects
+from utils.distributed import SINGLE, all_gather_objects
 from utils.errors import UserError
 
 TEST_CONFIG_KEYS = {'test_dataset', 'eval_type', 'eval_bsize', 'data_norm'}
-SINGLE = DistEnv()
 
 
 def hr_size(lr_size, n_queries):
@@ -237,8 +236,9 @@ def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize
         with tqdm(loader.loader, desc='val', leave=False, disable=not progress,
                   dynamic_ncols=True) as bar:
             for index, batch in zip(loader.mine, bar):
-                batch = as_query_lists(batch)
-                coord = batch['coord']
+                # The query grid is checked on the host (views of the loader's batch);
+                # the batch is copied as the loader made it and reshaped on the device.
+                coord = as_query_lists(batch)['coord']
                 full = _is_full_grid(coord, hr_size(batch['inp'].shape[-2:], coord.shape[1]))
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 result = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize, tile, full,

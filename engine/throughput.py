@@ -14,6 +14,8 @@ format. Off by default; see the README's "Speed options" for measured effects.
 """
 import torch
 
+from utils.device import check_amp, set_tf32
+
 
 def apply_throughput_options(model, channels_last=False, compile=False, training=False):
     """Apply the options in place to ``model`` (not DDP-wrapped yet); returns it."""
@@ -50,7 +52,6 @@ def prepare_inference(model, device, amp='none', allow_tf32=False, channels_last
                       compile=False):
     """Apply the inference flags to a loaded model (in eval mode on ``device``); returns
     the autocast dtype (``None`` for float32). bf16 where it is not fast is refused."""
-    from utils.device import check_amp, set_tf32
     amp_dtype = check_amp(amp, device)
     set_tf32(allow_tf32)
     apply_throughput_options(model, channels_last, compile)

@@ -21,10 +21,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from datasets import as_query_lists
-from utils.distributed import DistEnv, all_mean
+from utils.distributed import SINGLE, all_mean
 from utils.errors import UserError
-
-SINGLE = DistEnv()
 
 
 def seed_everything(seed):
@@ -54,11 +52,12 @@ def train_step(model, batch, optimizer, device, data_norm, amp_dtype=None, env=S
         NonFiniteLoss before ``optimizer.step()``, so the weights stay finite (every
         process raises together because the checked value is the all-process mean).
     """
-    batch = as_query_lists(batch)
-    inp = data_norm.inp(batch['inp'].to(device, non_blocking=True))     # (B, 3, h, w)
-    coord = batch['coord'].to(device, non_blocking=True)                 # (B, Q, 2)
-    cell = batch['cell'].to(device, non_blocking=True)                   # (B, Q, 2)
-    gt = data_norm.gt(batch['gt'].to(device, non_blocking=True))         # (B, Q, 3)
+    # Copied as the loader made them (pinned), then reshaped on the device: a grid
+    # batch's cells are one per image until as_query_lists expands them.
+    batch = as_query_lists({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+    inp = data_norm.inp(batch['inp'])                                    # (B, 3, h, w)
+    coord, cell = batch['coord'], batch['cell']                          # (B, Q, 2) each
+    gt = data_norm.gt(batch['gt'])                                       # (B, Q, 3)
 
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         pred = model(inp, coord, cell)                                   # (B, Q, 3)

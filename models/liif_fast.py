@@ -270,8 +270,9 @@ def _onednn_linear_relu():
 
 
 def apply_layers(hidden, plan, workspace=None, slot=0):
-    """Run a ``decoder_plan`` on rows ``hidden (N, D)`` that the caller owns and no
-    backward needs (ReLU runs in place).
+    """Run a ``decoder_plan`` on rows ``hidden (N, D)`` that the caller owns (ReLU runs in
+    place: also safe under autograd, since no backward needs a pre-activation -- addmm
+    saves its input, ReLU its output).
 
     With a ``DecodeWorkspace`` (no autograd), layers with a bias write alternately into
     its two buffers, starting with the one ``hidden`` is not in (``slot``): the result is

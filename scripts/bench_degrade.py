@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import datasets  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 
 PAPER_WRAPPER_ARGS = {'inp_size': 48, 'scale_min': 1, 'scale_max': 4, 'augment': True,
                       'sample_q': 2304}
@@ -68,6 +68,7 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=8, help='workers to report for')
     parser.add_argument('--batch', type=int, default=16, help='batch size to report for')
     parser.add_argument('--quick', action='store_true', help='20 items, 2 small images')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.items < 1 or args.workers < 1 or args.batch < 1 or args.warmup < 0:
         raise UserError('--items, --workers and --batch must be positive, --warmup >= 0')

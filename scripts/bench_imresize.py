@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from datasets.resize import imresize  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 
 
 def fastest(fn, repeats):
@@ -46,6 +46,7 @@ def main(argv=None):
     parser.add_argument('--size', type=int, nargs=2, default=[2040, 1356], metavar=('W', 'H'))
     parser.add_argument('--scale', type=int, default=4)
     parser.add_argument('--repeats', type=int, default=5)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     width, height = args.size
     if args.scale < 1 or args.repeats < 1 or min(width, height) < args.scale:

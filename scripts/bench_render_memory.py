@@ -35,6 +35,7 @@ from datasets.image_io import to_uint8_array  # noqa: E402
 from engine.data_norm import PUBLISHED, DataNorm  # noqa: E402
 from engine.render import DEFAULT_CHUNK, DEFAULT_TILE, render_blocks  # noqa: E402
 from models.published import PUBLISHED_SPECS  # noqa: E402
+from utils.errors import add_debug_flag, run_cli  # noqa: E402
 
 ENCODERS = ('edsr-baseline', 'rdn')  # the published <encoder>-liif models (models/published.py)
 
@@ -59,6 +60,7 @@ def main(argv=None):
     parser.add_argument('--chunks', type=int, default=None, help='stop after this many chunks')
     parser.add_argument('--save', action='store_true', help='also save the PNG (temp file)')
     parser.add_argument('--threads', type=int, default=None, help='torch threads')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,4 +104,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

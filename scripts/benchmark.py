@@ -108,10 +108,9 @@ def parse_args(argv=None):
     parser.add_argument('--bf16', choices=['auto', 'on', 'off'], default='auto',
                         help='bf16 autocast column: auto = on devices with fast bf16 (GPUs '
                              'since Ampere, CPUs with AVX512-BF16/AMX)')
-    parser.add_argument('--compile', action='store_true',
-                        help='a column with the fast path under torch.compile')
-    parser.add_argument('--channels-last', action='store_true',
-                        help='a column with the fast path and a channels-last encoder')
+    for flag, what in (('--compile', 'under torch.compile'),
+                       ('--channels-last', 'with a channels-last encoder')):
+        parser.add_argument(flag, action='store_true', help=f'a column: the fast path {what}')
     parser.add_argument('--set5', default=None,
                         help='folder of the Set5 HR images for the bf16 PSNR change')
     parser.add_argument('--weights', nargs='*', default=[], metavar='MODEL=CKPT',

@@ -28,13 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from datasets.degrade import PRESETS, degradation_config, degrade_image  # noqa: E402
+from datasets.degrade import BENCHMARK_PRESET, PRESETS, degradation_config, degrade_image  # noqa: E402
 from datasets.image_folder import derive_folder  # noqa: E402
 from datasets.sampling import image_rng  # noqa: E402
 from utils.config import load_yaml  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 
-DEFAULT_PRESET = 'blur-noise-jpeg'
 
 
 def read_degradation(value):
@@ -47,7 +46,7 @@ def read_degradation(value):
     return degradation_config(load_yaml(value), f'{value}')
 
 
-def make_degraded_folders(hr_dir, out_dir, scales, degradation=DEFAULT_PRESET, seed=0,
+def make_degraded_folders(hr_dir, out_dir, scales, degradation=BENCHMARK_PRESET, seed=0,
                           overwrite=False, progress=True):
     """Write ``out_dir/X{s}/<stem>x{s}.png`` for every image of ``hr_dir`` and scale;
     returns the number of files written."""
@@ -73,11 +72,12 @@ def main(argv=None):
     parser.add_argument('--hr', required=True, help='folder of HR images')
     parser.add_argument('--out', required=True, help='LR folder to fill (X2, X4, ...)')
     parser.add_argument('--scales', type=float, nargs='+', default=[2, 4])
-    parser.add_argument('--degradation', default=DEFAULT_PRESET,
+    parser.add_argument('--degradation', default=BENCHMARK_PRESET,
                         help=f'preset ({", ".join(PRESETS)}) or YAML file '
-                             f'(default {DEFAULT_PRESET})')
+                             f'(default {BENCHMARK_PRESET})')
     parser.add_argument('--seed', type=int, default=0, help='the benchmark seed (default 0)')
     parser.add_argument('--overwrite', action='store_true', help='replace existing LR files')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.seed < 0:
         raise UserError(f'--seed must be >= 0, got {args.seed}')

@@ -6,7 +6,7 @@ markdown report (called by ``scripts/gpu_check.sh``)::
 
 Stages, in order (each is a subprocess; a failing stage is reported and the next runs):
 
-1. the environment: torch, CUDA, the GPU and its capability, tensorboardX present or not;
+1. the environment: torch, CUDA, the GPU and its capability;
 2. the CUDA tests (``pytest -m cuda``);
 3. ``scripts/benchmark.py`` on the GPU for EDSR-baseline-LIIF and RDN-LIIF: plain,
    fast and bf16 for render x4 / x30 and the paper-recipe training step, then the
@@ -87,37 +87,32 @@ def write_yaml(path, data):
     return path
 
 
-def paper_recipe(train_dir, workers):
-    """The EDSR-baseline-LIIF training config of the paper on ``train_dir``'s images."""
-    return {
-        'train_dataset': {
-            'dataset': {'name': 'image-folder',
-                        'args': {'root_path': str(train_dir), 'repeat': 200, 'cache': 'in_memory'}},
-            'wrapper': {'name': 'sr-implicit-downsampled',
-                        'args': {'inp_size': 48, 'scale_max': 4, 'augment': True, 'sample_q': 2304}},
-            'batch_size': 16},
-        'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}},
-        'model': {'name': 'liif', 'args': {
-            'encoder_spec': {'name': 'edsr-baseline', 'args': {'no_upsampling': True}},
-            'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}}},
-        'optimizer': {'name': 'adam', 'args': {'lr': 1.e-4}},
-        'epoch_max': 1, 'num_workers': workers}
+NORM = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
 
 
-def tiny_recipe(train_dir, epochs):
+def recipe(train_dir, paper, epochs=1, workers=1, repeat=2):
+    """A training config on ``train_dir``'s images: the paper's EDSR-baseline-LIIF recipe
+    (batch 16 of 48 px LR crops, scale up to 4, 2304 queries, 256-wide 4-layer MLP,
+    images in memory) or, ``paper=False``, a tiny one (batch 4 of 16 px, 64 queries)."""
+    if paper:
+        wrapper = {'inp_size': 48, 'scale_max': 4, 'augment': True, 'sample_q': 2304}
+        encoder, hidden, batch = {'no_upsampling': True}, [256] * 4, 16
+    else:
+        wrapper = {'inp_size': 16, 'scale_max': 2, 'augment': True, 'sample_q': 64}
+        encoder = {'n_resblocks': 2, 'n_feats': 16, 'no_upsampling': True}
+        hidden, batch = [32], 4
     return {
         'train_dataset': {
-            'dataset': {'name': 'image-folder', 'args': {'root_path': str(train_dir), 'repeat': 2}},
-            'wrapper': {'name': 'sr-implicit-downsampled',
-                        'args': {'inp_size': 16, 'scale_max': 2, 'augment': True, 'sample_q': 64}},
-            'batch_size': 4},
-        'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}},
+            'dataset': {'name': 'image-folder', 'args': {'root_path': str(train_dir),
+                                                         'repeat': repeat, 'cache': 'in_memory'}},
+            'wrapper': {'name': 'sr-implicit-downsampled', 'args': wrapper},
+            'batch_size': batch},
+        'data_norm': NORM,
         'model': {'name': 'liif', 'args': {
-            'encoder_spec': {'name': 'edsr-baseline',
-                             'args': {'n_resblocks': 2, 'n_feats': 16, 'no_upsampling': True}},
-            'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [32]}}}},
-        'optimizer': {'name': 'adam', 'args': {'lr': 1.e-3}},
-        'epoch_max': epochs, 'epoch_save': 1, 'num_workers': 1}
+            'encoder_spec': {'name': 'edsr-baseline', 'args': encoder},
+            'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': hidden}}}},
+        'optimizer': {'name': 'adam', 'args': {'lr': 1.e-4 if paper else 1.e-3}},
+        'epoch_max': epochs, 'epoch_save': 1, 'num_workers': workers}
 
 
 class Utilisation:
@@ -155,11 +150,9 @@ def main(argv=None):
 
     # 1. environment
     code, output = report.stage('Environment', [PYTHON, '-c', (
-        'import torch, importlib.util as u; print("torch", torch.__version__, "cuda", '
-        'torch.version.cuda); print("gpu", torch.cuda.get_device_name(0) if '
-        'torch.cuda.is_available() else None, torch.cuda.get_device_capability(0) if '
-        'torch.cuda.is_available() else None); print("tensorboardX", '
-        'u.find_spec("tensorboardX") is not None)')])
+        'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda); '
+        'print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, '
+        'torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None)')])
     report.add(tail(output, 5))
     if shutil.which('nvidia-smi'):
         _, smi = report.stage('nvidia-smi', ['nvidia-smi', '--query-gpu=name,memory.total,'
@@ -190,11 +183,10 @@ def main(argv=None):
     report.stage('Generated images', [PYTHON, 'scripts/quickstart_data.py', '--out', str(images),
                                       '--source', 'generated'])
     iterations = 3 if dry else 200
-    recipe = paper_recipe(images / 'train', 1 if dry else 8)
-    if dry:
-        recipe = tiny_recipe(images / 'train', 1)
-        recipe['train_dataset']['dataset']['args']['repeat'] = 1
-    config = write_yaml(work / 'paper_recipe.yaml', recipe)
+    # 22 generated images x 200 repeats / batch 16 = 275 iterations (>= 200 + 1 warm-up)
+    config = write_yaml(work / 'paper_recipe.yaml',
+                        recipe(images / 'train', paper=not dry, workers=1 if dry else 8,
+                               repeat=1 if dry else 200))
     meter = Utilisation(out / 'utilisation.txt')
     code, output = report.stage('Paper recipe, 200 iterations', [
         PYTHON, 'train_liif.py', '--config', str(config), '--device', f'{device}' if dry else
@@ -207,11 +199,11 @@ def main(argv=None):
                   '; no GPU utilisation (nvidia-smi absent)') + '\n')
 
     # 5. torchrun with one process (NCCL on a GPU), then resume
-    tiny = write_yaml(work / 'ddp.yaml', tiny_recipe(images / 'train', 1))
+    tiny = write_yaml(work / 'ddp.yaml', recipe(images / 'train', paper=False, epochs=1))
     torchrun = [PYTHON, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1',
                 'train_liif.py', '--save-root', str(work / 'save'), '--no-progress']
     report.stage('torchrun, one process', torchrun + ['--config', str(tiny)], timeout=120)
-    write_yaml(tiny, tiny_recipe(images / 'train', 2))
+    write_yaml(tiny, recipe(images / 'train', paper=False, epochs=2))
     code, output = report.stage('torchrun, resumed', torchrun + [
         '--config', str(tiny), '--resume', str(work / 'save' / '_ddp' / 'epoch-last.pth')],
         timeout=120)

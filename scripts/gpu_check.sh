@@ -8,7 +8,7 @@
 #   GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh OUT   # dry run on a CPU, tiny sizes
 #
 # Installs nothing: it runs with the machine's own PyTorch (which may be older than
-# requirements.txt's pin, and may lack tensorboardX). PYTHON picks the interpreter.
+# requirements.txt's pin). PYTHON picks the interpreter.
 set -euo pipefail
 if [ $# -ne 1 ]; then
   echo "usage: bash scripts/gpu_check.sh OUT_DIR" >&2

@@ -28,6 +28,7 @@ Files that already exist are kept (``--overwrite`` replaces them); every file is
 written atomically.
 """
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -68,11 +69,13 @@ def make_lr_folders(hr_dir, out_dir, scales, overwrite=False, progress=True, ker
     if not out_dir.parent.is_dir():
         raise UserError(f'--out {out_dir}: folder {out_dir.parent} does not exist')
 
+    grey = functools.lru_cache(maxsize=None)(is_grayscale)   # one header read per image
+
     def derive(hr, scale, path):
         if min(hr.shape[-2:]) < scale:
             raise UserError(f'{path}: {hr.shape[-2]}x{hr.shape[-1]} is smaller than scale {scale}')
         lr = make_lr(hr, scale, kernel, boundary)[0]
-        return lr[:1] if is_grayscale(path) else lr  # grey channels are equal: keep one
+        return lr[:1] if grey(path) else lr  # grey channels are equal: keep one
 
     return derive_folder(hr_dir, lambda name: {s: lr_path(out_dir, name, s) for s in scales},
                          derive, overwrite, progress)

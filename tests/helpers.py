@@ -43,7 +43,6 @@ def tiny_liif(**args):
     return models.make(TINY_SPEC, args=args)
 
 
-PUBLISHED_NORM = {'inp': {'sub': [0.5], 'div': [0.5]}, 'gt': {'sub': [0.5], 'div': [0.5]}}
 
 
 def make_test_image(h, w, seed=0):

@@ -20,7 +20,8 @@ from datasets.resize import imresize, resize_bicubic
 from engine.checkpoint import load_model
 from engine.evaluate import TEST_CONFIG_KEYS, load_test_config
 from engine.metrics import psnr
-from helpers import (PUBLISHED_NORM, REPO, assert_one_line_error, load_script,
+from engine.data_norm import PUBLISHED as PUBLISHED_NORM
+from helpers import (REPO, assert_one_line_error, load_script,
                      make_test_image, run_main, save_evil_checkpoint, save_tiny_checkpoint,
                      shared_dataset)
 from utils.coords import make_cell, make_coord

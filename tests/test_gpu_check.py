@@ -23,7 +23,7 @@ def test_a_stage_logs_its_output_and_exit_status(tmp_path):
 
 
 def test_the_paper_recipe_is_the_papers():
-    cfg = gpu_check.paper_recipe('train', 8)
+    cfg = gpu_check.recipe('train', paper=True, workers=8, repeat=200)
     wrapper = cfg['train_dataset']['wrapper']['args']
     assert (cfg['train_dataset']['batch_size'], wrapper['inp_size'], wrapper['sample_q'],
             wrapper['scale_max']) == (16, 48, 2304, 4)

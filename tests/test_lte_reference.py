@@ -25,7 +25,8 @@ from PIL import Image
 import lte_reference as ref
 import models
 from engine.checkpoint import load_model, model_entry
-from helpers import PUBLISHED_NORM, load_script, make_test_image, run_main
+from engine.data_norm import PUBLISHED as PUBLISHED_NORM
+from helpers import load_script, make_test_image, run_main
 from models.published import PUBLISHED_SPECS
 from utils.coords import make_cell, make_coord
 

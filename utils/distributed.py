@@ -38,6 +38,9 @@ class DistEnv:
         return self.world_size > 1 or self.launched
 
 
+SINGLE = DistEnv()   # one process, no process group
+
+
 def env_from_torchrun(environ=None):
     """``DistEnv`` from torchrun's environment variables (single process if absent)."""
     environ = os.environ if environ is None else environ

@@ -17,7 +17,6 @@ variable ``LIIF_DEBUG=1``) shows the traceback of every error.
 import errno
 import os
 import sys
-import threading
 import warnings
 
 # errno values that mean "the machine cannot do this", not "the code is wrong".
@@ -71,23 +70,13 @@ def _one_line_warning(message, category, filename, lineno, line=None):
     return f'warning: {message}\n'
 
 
-def _thread_error(args):
-    """Environment errors of background threads (TensorBoard's writer) as one line."""
-    if is_environment_error(args.exc_value):
-        print(f'warning: {args.thread.name if args.thread else "a thread"}: '
-              f'{environment_message(args.exc_value)}', file=sys.stderr)
-        return
-    threading.__excepthook__(args)
-
-
 def run_cli(main, *args, **kwargs):
     """Run ``main(*args, **kwargs)`` as a command-line program (see the module docstring).
 
     Warnings meant for the user (``UserWarning``) print as one ``warning: ...`` line."""
     if debug_requested():
         return main(*args, **kwargs)
-    previous = warnings.formatwarning, threading.excepthook
-    warnings.formatwarning, threading.excepthook = _one_line_warning, _thread_error
+    previous, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return main(*args, **kwargs)
     except UserError as e:
@@ -104,7 +93,7 @@ def run_cli(main, *args, **kwargs):
         print('interrupted', file=sys.stderr)
         sys.exit(130)
     finally:
-        warnings.formatwarning, threading.excepthook = previous
+        warnings.formatwarning = previous
 
 
 def _fail(message):

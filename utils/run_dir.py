@@ -220,8 +220,10 @@ class RunLog:
         self.log_path = Path(run_dir) / 'log.txt'
         self.tb = None
         if writer:
-            self._tensorboard(lambda: setattr(self, 'tb', ScalarWriter(
-                Path(run_dir) / 'tensorboard')))
+            try:
+                self.tb = ScalarWriter(Path(run_dir) / 'tensorboard')
+            except OSError as e:
+                self._stop_tensorboard(e)
 
     def __call__(self, line):
         if not self.enabled:
@@ -234,19 +236,19 @@ class RunLog:
                 raise
             raise UserError(f'cannot write {self.log_path}: {e.strerror}') from None
 
-    def _tensorboard(self, call):
-        """Run a TensorBoard write; on an environment error, warn and stop using it."""
-        try:
-            call()
-        except OSError as e:
-            if not is_environment_error(e):
-                raise
-            warnings.warn(f'TensorBoard logging stopped: {environment_message(e)}')
-            self.tb = None
+    def _stop_tensorboard(self, error):
+        """After an environment error, warn and log no more TensorBoard scalars."""
+        if not is_environment_error(error):
+            raise error
+        warnings.warn(f'TensorBoard logging stopped: {environment_message(error)}')
+        self.tb = None
 
     def scalar(self, tag, value, step):
         if self.tb is not None:
-            self._tensorboard(lambda: self.tb.add_scalar(tag, value, step))
+            try:
+                self.tb.add_scalar(tag, value, step)
+            except OSError as e:
+                self._stop_tensorboard(e)
 
     def close(self):
         """Nothing to flush: every line and scalar is on disk when its call returns."""
