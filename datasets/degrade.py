@@ -97,6 +97,13 @@ _OFF = {'blur': {'prob': 0.0}, 'noise': {'prob': 0.0}, 'jpeg': {'prob': 0.0},
 BENCHMARK_PRESET = 'blur-noise-jpeg'
 PRESETS = {
     'realesrgan': {},
+    # Real-ESRGAN's first round alone (its blur, resize, noise and JPEG ranges), then the
+    # final resize without sinc: a first-order pipeline, for small models that the
+    # second round's compounded damage teaches mostly to smooth.
+    'first-order': {
+        'second': {**_OFF},
+        'final': {'sinc_prob': 0.0},
+    },
     'blur-noise-jpeg': {
         'first': {**_OFF, 'blur': {'prob': 1.0, 'kernel_size': [13, 13], 'kernel_list': ['iso'],
                                    'kernel_prob': [1.0], 'sigma': [0.5, 2.0], 'sinc_prob': 0.0}},

@@ -1,28 +1,30 @@
 """Does degradation-aware training help on real-world-like inputs? The quickstart model
-trained on clean bicubic LR and the same model trained on degraded LR, both scored on
-held-out photos degraded by a fixed recipe and on clean bicubic LR.
+trained on clean bicubic LR and the same model trained on degraded LR (Real-ESRGAN's
+full second-order pipeline, and its first round alone), all scored on held-out photos
+degraded by a fixed recipe and on clean bicubic LR.
 
-    python scripts/realworld_evidence.py                    # the full run: two quickstart trainings
+    python scripts/realworld_evidence.py                    # the full run: three quickstart trainings
     python scripts/realworld_evidence.py --tiny             # smoke test: 2 short epochs, 1 image
     REALWORLD_EVIDENCE_TINY=1 python scripts/realworld_evidence.py   # the same as --tiny
 
 1. Data: ``scripts/quickstart_data.py --out load/quickstart`` (no download).
 2. Training, with ``train_liif.py``: ``configs/quickstart/train_quickstart.yaml``
-   ("clean", sr-implicit-downsampled) and ``train_quickstart-degraded.yaml``
-   ("degraded", sr-implicit-degraded with Real-ESRGAN's default pipeline) into
-   ``<out>/clean`` and ``<out>/degraded``: the same model, seed, schedule and number of
-   iterations; only the LR of the training crops differs. A finished run is reused, an
-   interrupted one resumed.
+   ("clean", sr-implicit-downsampled), ``train_quickstart-degraded.yaml`` ("degraded",
+   sr-implicit-degraded with Real-ESRGAN's default pipeline) and
+   ``train_quickstart-degraded-first-order.yaml`` ("first-order": its first round only)
+   into ``<out>/<variant>``: the same model, seed, schedule and number of iterations;
+   only the LR of the training crops differs. A finished run is reused, an interrupted
+   one resumed.
 3. Evaluation (benchmark-S protocol: Y channel, shave S; against the clean HR photo) of
-   bicubic, the clean-trained and the degradation-trained model on the held-out photos
+   bicubic, the clean-trained and the degradation-trained models on the held-out photos
    (``load/quickstart/test``) degraded by ``blur-noise-jpeg`` (Gaussian blur sigma 0.5-2,
    antialiased bicubic downscaling, noise sigma 5-15, JPEG quality 30-60; one fixed draw
    per photo: ``configs/quickstart/test-degraded-x{2,4}.yaml``) and on their clean bicubic
    LR (``configs/quickstart/test-x{2,4}.yaml``), at x2 and x4.
 4. Output: a markdown table and a verdict on stdout and in ``<out>/evidence.md``,
    ``<out>/results.json`` (every figure, per image too), and ``<out>/comparison.png``:
-   degraded input (nearest) | clean-trained | degradation-trained | ground truth, a
-   zoomed crop of the first held-out photo at x4.
+   degraded input (nearest) | clean-trained | each degradation-trained | ground truth,
+   a zoomed crop of the first held-out photo at x4.
 
 ``--tiny`` (or ``REALWORLD_EVIDENCE_TINY=1``) only checks that everything runs: 2 epochs
 of 2 iterations and the first held-out photo; its numbers mean nothing.
@@ -46,20 +48,27 @@ from PIL import Image  # noqa: E402
 
 import datasets  # noqa: E402
 import models  # noqa: E402
+from datasets.image_io import array_to_tensor, to_uint8_array  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.data_norm import DataNorm  # noqa: E402
 from engine.evaluate import evaluate_config, hr_size, load_test_config  # noqa: E402
 from engine.render import render  # noqa: E402
 from utils.config import freeze, load_config, thaw  # noqa: E402
+from models.bicubic import baseline_spec  # noqa: E402
 from utils.device import select_device  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.figures import busiest_crop, labelled, save_row  # noqa: E402
 from utils.files import write_text_atomic  # noqa: E402
+from utils.run_dir import checkpoint_epoch  # noqa: E402
 
 DATA = 'load/quickstart'
 TRAIN_CONFIGS = {'clean': 'configs/quickstart/train_quickstart.yaml',
-                 'degraded': 'configs/quickstart/train_quickstart-degraded.yaml'}
-MODEL_NAMES = {'bicubic': 'bicubic', 'clean': 'clean-trained', 'degraded': 'degradation-trained'}
+                 'degraded': 'configs/quickstart/train_quickstart-degraded.yaml',
+                 'first-order': 'configs/quickstart/train_quickstart-degraded-first-order.yaml'}
+MODEL_NAMES = {'bicubic': 'bicubic', 'clean': 'clean-trained',
+               'degraded': 'degradation-trained (Real-ESRGAN)',
+               'first-order': 'degradation-trained (first-order)'}
+DEGRADED = [k for k in TRAIN_CONFIGS if k != 'clean']   # the degradation-trained variants
 # (input kind, scale, test config); the figure shows the first row's first photo
 TESTS = [('degraded', 4, 'configs/quickstart/test-degraded-x4.yaml'),
          ('degraded', 2, 'configs/quickstart/test-degraded-x2.yaml'),
@@ -92,8 +101,8 @@ def train(variant, out, tiny, device):
                '--name', variant, '--save-root', str(out), '--no-progress']
     if device is not None:
         command += ['--device', device]
-    if last.is_file():
-        done = torch.load(last, map_location='cpu', weights_only=True)['epoch']
+    done = checkpoint_epoch(last)             # None: no (readable) checkpoint yet
+    if done is not None:
         if done >= cfg['epoch_max']:
             print(f'== {variant}: reusing {last} (epoch {done})', flush=True)
             return last, None
@@ -120,8 +129,7 @@ def evaluate_all(checkpoints, device, tiny):
         results[kind, scale] = {}
         for key in MODEL_NAMES:
             if key == 'bicubic':
-                model = models.make({'name': 'bicubic', 'args': {'data_norm': cfg['data_norm']}})
-                ckpt = {}
+                model, ckpt = models.make(baseline_spec('bicubic', cfg['data_norm'])), {}
             else:
                 model, ckpt = load_model(checkpoints[key], device)
             stats = evaluate_config(model, cfg, device, ckpt.get('data_norm'), progress=False)
@@ -142,24 +150,21 @@ def table(results):
 
 
 def verdict(results):
-    """Lines comparing the degradation-trained model with the others."""
+    """Lines comparing each degradation-trained model with the others."""
     lines = []
     for (kind, scale), row in results.items():
-        deg, clean, bic = (row[k]['psnr'] for k in ('degraded', 'clean', 'bicubic'))
-        if kind == 'degraded':
-            wins = deg > clean and deg > bic
-            lines.append(f'degraded x{scale}: degradation-trained {deg - clean:+.2f} dB vs '
-                         f'clean-trained, {deg - bic:+.2f} dB vs bicubic '
-                         f'({"beats both" if wins else "does NOT beat both"})')
-        else:
-            lines.append(f'clean x{scale}: degradation-trained {deg - clean:+.2f} dB vs '
-                         f'clean-trained (the cost on clean inputs), {deg - bic:+.2f} dB vs bicubic')
+        clean, bic = row['clean']['psnr'], row['bicubic']['psnr']
+        for variant in DEGRADED:
+            deg, name = row[variant]['psnr'], MODEL_NAMES[variant]
+            if kind == 'degraded':
+                wins = deg > clean and deg > bic
+                lines.append(f'degraded x{scale}: {name} {deg - clean:+.2f} dB vs clean-trained, '
+                             f'{deg - bic:+.2f} dB vs bicubic '
+                             f'({"beats both" if wins else "does NOT beat both"})')
+            else:
+                lines.append(f'clean x{scale}: {name} {deg - clean:+.2f} dB vs clean-trained '
+                             f'(the cost on clean inputs), {deg - bic:+.2f} dB vs bicubic')
     return lines
-
-
-def to_tensor(image):
-    """PIL RGB -> (3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
 
 
 def comparison(checkpoints, results, device, tiny, out):
@@ -173,22 +178,19 @@ def comparison(checkpoints, results, device, tiny, out):
     hr = item['gt'].T.reshape(3, *size)
     data_norm = DataNorm(cfg['data_norm'])
     outputs = {}
-    for key in ('clean', 'degraded'):
+    for key in TRAIN_CONFIGS:
         model, _ = load_model(checkpoints[key], device)
-        with torch.no_grad():
-            outputs[key] = to_tensor(render(model, lr.to(device), size, data_norm))
+        outputs[key] = array_to_tensor(np.asarray(render(model, lr.to(device), size, data_norm)))
     shown = torch.nn.functional.interpolate(lr[None], size=size, mode='nearest')[0]
     side = min(CROP, *size)
     top, left = busiest_crop(hr, side)
     row = results[kind, scale]
     name = row['clean']['rows'][0].get('name', 'image 0')
-    panels = [(shown, f'degraded input x{scale} (nearest)'),
-              (outputs['clean'], f'clean-trained: {row["clean"]["rows"][0]["psnr"]:.2f} dB'),
-              (outputs['degraded'],
-               f'degradation-trained: {row["degraded"]["rows"][0]["psnr"]:.2f} dB'),
-              (hr, 'ground truth (clean HR)')]
-    crops = [labelled(Image.fromarray((img[:, top:top + side, left:left + side].clamp(0, 1)
-                                       .mul(255).round().byte().permute(1, 2, 0).numpy())),
+    panels = [(shown, f'degraded input x{scale} (nearest)')]
+    panels += [(outputs[key], f'{MODEL_NAMES[key]}: {row[key]["rows"][0]["psnr"]:.2f} dB')
+               for key in TRAIN_CONFIGS]
+    panels.append((hr, 'ground truth (clean HR)'))
+    crops = [labelled(Image.fromarray(to_uint8_array(img[:, top:top + side, left:left + side])),
                       caption, ZOOM) for img, caption in panels]
     save_row(crops, f'{name}, held out, degraded by blur-noise-jpeg; {side}x{side} crop at '
                     f'({top}, {left}) shown {ZOOM}x; PSNR of the whole image (Y, shave {scale})',
@@ -202,6 +204,7 @@ def main(argv=None):
     parser.add_argument('--device', help='cpu, cuda, ... (default: CUDA if present)')
     parser.add_argument('--tiny', action='store_true',
                         help=f'smoke test (also {TINY_ENV}=1): numbers mean nothing')
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     tiny = args.tiny or os.environ.get(TINY_ENV, '') not in ('', '0')
     if args.out is not None:
@@ -231,7 +234,7 @@ def main(argv=None):
     text = '\n'.join(report) + '\n'
     write_text_atomic(out / 'evidence.md', text)
     write_text_atomic(out / 'results.json', json.dumps(
-        {f'{kind}-x{scale}': {k: v for k, v in row.items()} for (kind, scale), row in results.items()},
+        {f'{kind}-x{scale}': row for (kind, scale), row in results.items()},
         indent=2) + '\n')
     print('\n' + text, end='')
     print(f'written: {out / "evidence.md"}, {out / "results.json"}, {out / "comparison.png"}')

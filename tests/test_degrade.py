@@ -18,7 +18,7 @@ from datasets import degrade as dg
 from datasets.sampling import image_rng, item_rng, random_origin
 from engine.evaluate import load_test_config
 from engine.metrics import parse_eval_type
-from helpers import REPO, folder, make_test_image, save
+from helpers import REPO, folder, load_script, make_test_image, save
 from utils.config import freeze, load_config, thaw
 from utils.coords import make_coord
 from utils.errors import UserError
@@ -338,6 +338,31 @@ def test_degraded_test_wrapper_fixes_each_images_draw(tmp_path):
     assert not torch.equal(other[0]['inp'], items[1]['inp'])
 
 
+def test_the_benchmark_keeps_its_seed_and_recipe_in_a_training_run(tmp_path):
+    """As a val_dataset, the degraded benchmark is not reseeded by the run's seed
+    (make_sr_dataset), and its default recipe is scripts/degrade.py's default."""
+    save(tmp_path / 'hr' / 'a.png', make_test_image(40, 44))
+    section = {'dataset': {'name': 'image-folder', 'args': {'root_path': str(tmp_path / 'hr')}},
+               'wrapper': {'name': 'sr-implicit-degraded-test', 'args': {'scale': 4, 'seed': 3}},
+               'batch_size': 1}
+    benchmark = datasets.make_sr_dataset(freeze(section), seed=12345)
+    assert benchmark.seed == 3 and benchmark.degradation == dg.degradation_config('blur-noise-jpeg')
+    downsampled = datasets.make_sr_dataset(freeze(dict(section, wrapper={
+        'name': 'sr-implicit-downsampled', 'args': {'scale_min': 4}})), seed=12345)
+    assert downsampled.seed == 12345                   # the other wrappers take the run's
+    script = load_script('scripts/degrade.py')
+    assert script.make_degraded_folders.__defaults__[0] == 'blur-noise-jpeg'
+
+
+def test_first_order_preset_is_real_esrgans_first_round_alone():
+    cfg, full = dg.degradation_config('first-order'), dg.degradation_config(None)
+    assert cfg['first'] == full['first']
+    second = cfg['second']
+    assert (second['blur']['prob'], second['noise']['prob'], second['jpeg']['prob']) == (0, 0, 0)
+    assert second['resize']['prob'] == [0, 0, 1]          # keep: the final resize does it
+    assert cfg['final']['sinc_prob'] == 0 and full['final']['sinc_prob'] == 0.8
+
+
 def test_blur_noise_jpeg_recipe_stages():
     cfg = dg.degradation_config('blur-noise-jpeg')
     first, second = cfg['first'], cfg['second']
@@ -376,7 +401,7 @@ def test_degrade_script_writes_the_test_wrappers_lr(tmp_path, capsys):
 # --- config errors ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize('spec, message', [
-    ('nope', r"degradation: unknown preset 'nope'; valid: realesrgan, blur-noise-jpeg"),
+    ('nope', r"degradation: unknown preset 'nope'; valid: realesrgan, first-order, blur-noise-jpeg"),
     ({'frist': {}}, r"degradation: unknown key 'frist'; valid: first, second, final"),
     ({'first': {'blur': {'sigmas': [1, 2]}}}, r"degradation\.first\.blur: unknown key 'sigmas'"),
     ({'first': {'blur': {'prob': 1.5}}}, r'first\.blur\.prob must be a probability'),
@@ -448,6 +473,10 @@ def test_quickstart_degraded_config_differs_only_in_the_wrapper():
     strip = thaw(degraded)
     strip['train_dataset']['wrapper']['name'] = 'sr-implicit-downsampled'
     assert strip == thaw(clean)
+    first = thaw(load_config(REPO / 'configs' / 'quickstart' /
+                             'train_quickstart-degraded-first-order.yaml'))
+    assert first['train_dataset']['wrapper']['args'].pop('degradation') == 'first-order'
+    assert first == thaw(degraded)                 # only the recipe differs
 
 
 def test_evidence_table_and_verdict():
@@ -456,16 +485,24 @@ def test_evidence_table_and_verdict():
 
     def stats(psnr):
         return {'psnr': psnr, 'ssim': psnr / 100, 'rows': []}
-    results = {('degraded', 4): {'bicubic': stats(24.0), 'clean': stats(23.5), 'degraded': stats(25.25)},
-               ('clean', 4): {'bicubic': stats(27.0), 'clean': stats(28.5), 'degraded': stats(27.75)}}
+    results = {('degraded', 4): {'bicubic': stats(24.0), 'clean': stats(23.5),
+                                 'degraded': stats(25.25), 'first-order': stats(23.0)},
+               ('clean', 4): {'bicubic': stats(27.0), 'clean': stats(28.5),
+                              'degraded': stats(27.75), 'first-order': stats(28.0)}}
     assert evidence.table(results)[2:] == [
-        '| degraded (blur-noise-jpeg) | x4 | 24.00 / 0.2400 | 23.50 / 0.2350 | 25.25 / 0.2525 |',
-        '| clean bicubic | x4 | 27.00 / 0.2700 | 28.50 / 0.2850 | 27.75 / 0.2775 |']
+        '| degraded (blur-noise-jpeg) | x4 | 24.00 / 0.2400 | 23.50 / 0.2350 | 25.25 / 0.2525 '
+        '| 23.00 / 0.2300 |',
+        '| clean bicubic | x4 | 27.00 / 0.2700 | 28.50 / 0.2850 | 27.75 / 0.2775 '
+        '| 28.00 / 0.2800 |']
     assert evidence.verdict(results) == [
-        'degraded x4: degradation-trained +1.75 dB vs clean-trained, +1.25 dB vs bicubic '
-        '(beats both)',
-        'clean x4: degradation-trained -0.75 dB vs clean-trained (the cost on clean inputs), '
-        '+0.75 dB vs bicubic']
+        'degraded x4: degradation-trained (Real-ESRGAN) +1.75 dB vs clean-trained, +1.25 dB '
+        'vs bicubic (beats both)',
+        'degraded x4: degradation-trained (first-order) -0.50 dB vs clean-trained, -1.00 dB '
+        'vs bicubic (does NOT beat both)',
+        'clean x4: degradation-trained (Real-ESRGAN) -0.75 dB vs clean-trained (the cost on '
+        'clean inputs), +0.75 dB vs bicubic',
+        'clean x4: degradation-trained (first-order) -0.50 dB vs clean-trained (the cost on '
+        'clean inputs), +1.00 dB vs bicubic']
     results['degraded', 4]['bicubic'] = stats(26.0)
     assert evidence.verdict(results)[0].endswith('(does NOT beat both)')
     tiny = evidence.tiny_train_config(load_config(REPO / evidence.TRAIN_CONFIGS['degraded']))
