@@ -93,6 +93,7 @@ DEFAULTS = {
 # (of 255), JPEG quality 30-60 -- one round, in the classic order.
 _OFF = {'blur': {'prob': 0.0}, 'noise': {'prob': 0.0}, 'jpeg': {'prob': 0.0},
         'resize': {'prob': [0, 0, 1], 'modes': ['bicubic_antialias']}}
+CLASSIC_MODES = ['area', 'bilinear_antialias', 'bicubic_antialias']  # low-pass downscaling
 # The fixed recipe of the degraded benchmarks (the test wrapper's and degrade.py's default).
 BENCHMARK_PRESET = 'blur-noise-jpeg'
 PRESETS = {
@@ -103,6 +104,18 @@ PRESETS = {
     'first-order': {
         'second': {**_OFF},
         'final': {'sinc_prob': 0.0},
+    },
+    # The classic degradation model, LR = JPEG(downscale(HR * k) + n), one round, with
+    # Real-ESRGAN's ranges: its first round's blur kernels (sigma 0.2-3, sinc 0.1), its
+    # second round's noise (Gaussian sigma 1-25 or Poisson, gray 0.4) and JPEG (30-95),
+    # noise and JPEG at the LR size as in a camera. A broader family than the
+    # benchmark's blur-noise-jpeg, which it contains.
+    'classic': {
+        'first': {'resize': _OFF['resize'], 'noise': {'prob': 0.0}, 'jpeg': {'prob': 0.0}},
+        'second': {'blur': {'prob': 0.0}, 'noise': {'prob': 1.0},
+                   'resize': {'prob': [0, 0, 1], 'modes': CLASSIC_MODES},
+                   'jpeg': {'prob': 1.0}},
+        'final': {'modes': CLASSIC_MODES, 'sinc_prob': 0.0, 'jpeg_last_prob': 1.0},
     },
     'blur-noise-jpeg': {
         'first': {**_OFF, 'blur': {'prob': 1.0, 'kernel_size': [13, 13], 'kernel_list': ['iso'],

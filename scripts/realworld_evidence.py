@@ -1,30 +1,33 @@
 """Does degradation-aware training help on real-world-like inputs? The quickstart model
-trained on clean bicubic LR and the same model trained on degraded LR (Real-ESRGAN's
-full second-order pipeline, and its first round alone), all scored on held-out photos
-degraded by a fixed recipe and on clean bicubic LR.
+trained on clean bicubic LR and the same model trained on degraded LR, all scored on
+held-out photos degraded by a fixed recipe and on clean bicubic LR.
 
-    python scripts/realworld_evidence.py                    # the full run: three quickstart trainings
+    python scripts/realworld_evidence.py                    # clean, matched, classic
+    python scripts/realworld_evidence.py --variants all     # also Real-ESRGAN's pipelines
     python scripts/realworld_evidence.py --tiny             # smoke test: 2 short epochs, 1 image
     REALWORLD_EVIDENCE_TINY=1 python scripts/realworld_evidence.py   # the same as --tiny
 
 1. Data: ``scripts/quickstart_data.py --out load/quickstart`` (no download).
-2. Training, with ``train_liif.py``: ``configs/quickstart/train_quickstart.yaml``
-   ("clean", sr-implicit-downsampled), ``train_quickstart-degraded.yaml`` ("degraded",
-   sr-implicit-degraded with Real-ESRGAN's default pipeline) and
-   ``train_quickstart-degraded-first-order.yaml`` ("first-order": its first round only)
-   into ``<out>/<variant>``: the same model, seed, schedule and number of iterations;
-   only the LR of the training crops differs. A finished run is reused, an interrupted
-   one resumed.
+2. Training, with ``train_liif.py``, of the variants asked for (``--variants``), into
+   ``<out>/<variant>``: the same model, seed, schedule and number of iterations; only
+   the LR of the training crops differs. ``clean``: ``configs/quickstart/
+   train_quickstart.yaml`` (sr-implicit-downsampled); the others sr-implicit-degraded
+   with a recipe: ``matched`` (``train_quickstart-degraded-matched.yaml``: the
+   benchmark's recipe family ``blur-noise-jpeg``, a new draw per crop), ``classic``
+   (``-classic``: blur, downscaling, noise and JPEG with Real-ESRGAN's broader ranges),
+   ``degraded`` (``train_quickstart-degraded.yaml``: Real-ESRGAN's second-order default)
+   and ``first-order`` (its first round alone). A finished run is reused, an
+   interrupted one resumed.
 3. Evaluation (benchmark-S protocol: Y channel, shave S; against the clean HR photo) of
-   bicubic, the clean-trained and the degradation-trained models on the held-out photos
-   (``load/quickstart/test``) degraded by ``blur-noise-jpeg`` (Gaussian blur sigma 0.5-2,
-   antialiased bicubic downscaling, noise sigma 5-15, JPEG quality 30-60; one fixed draw
-   per photo: ``configs/quickstart/test-degraded-x{2,4}.yaml``) and on their clean bicubic
-   LR (``configs/quickstart/test-x{2,4}.yaml``), at x2 and x4.
+   bicubic and the trained models on the held-out photos (``load/quickstart/test``)
+   degraded by ``blur-noise-jpeg`` (Gaussian blur sigma 0.5-2, antialiased bicubic
+   downscaling, noise sigma 5-15, JPEG quality 30-60; one fixed draw per photo:
+   ``configs/quickstart/test-degraded-x{2,4}.yaml``) and on their clean bicubic LR
+   (``configs/quickstart/test-x{2,4}.yaml``), at x2 and x4.
 4. Output: a markdown table and a verdict on stdout and in ``<out>/evidence.md``,
    ``<out>/results.json`` (every figure, per image too), and ``<out>/comparison.png``:
-   degraded input (nearest) | clean-trained | each degradation-trained | ground truth,
-   a zoomed crop of the first held-out photo at x4.
+   degraded input (nearest) | each trained model | ground truth, a zoomed crop of the
+   first held-out photo at x4.
 
 ``--tiny`` (or ``REALWORLD_EVIDENCE_TINY=1``) only checks that everything runs: 2 epochs
 of 2 iterations and the first held-out photo; its numbers mean nothing.
@@ -63,12 +66,16 @@ from utils.run_dir import checkpoint_epoch  # noqa: E402
 
 DATA = 'load/quickstart'
 TRAIN_CONFIGS = {'clean': 'configs/quickstart/train_quickstart.yaml',
+                 'matched': 'configs/quickstart/train_quickstart-degraded-matched.yaml',
+                 'classic': 'configs/quickstart/train_quickstart-degraded-classic.yaml',
                  'degraded': 'configs/quickstart/train_quickstart-degraded.yaml',
                  'first-order': 'configs/quickstart/train_quickstart-degraded-first-order.yaml'}
 MODEL_NAMES = {'bicubic': 'bicubic', 'clean': 'clean-trained',
+               'matched': 'degradation-trained (matched)',
+               'classic': 'degradation-trained (classic)',
                'degraded': 'degradation-trained (Real-ESRGAN)',
                'first-order': 'degradation-trained (first-order)'}
-DEGRADED = [k for k in TRAIN_CONFIGS if k != 'clean']   # the degradation-trained variants
+DEFAULT_VARIANTS = ('clean', 'matched', 'classic')   # --variants all: every one
 # (input kind, scale, test config); the figure shows the first row's first photo
 TESTS = [('degraded', 4, 'configs/quickstart/test-degraded-x4.yaml'),
          ('degraded', 2, 'configs/quickstart/test-degraded-x2.yaml'),
@@ -127,7 +134,7 @@ def evaluate_all(checkpoints, device, tiny):
     for kind, scale, path in TESTS:
         cfg = test_config(path, tiny)
         results[kind, scale] = {}
-        for key in MODEL_NAMES:
+        for key in ['bicubic', *checkpoints]:
             if key == 'bicubic':
                 model, ckpt = models.make(baseline_spec('bicubic', cfg['data_norm'])), {}
             else:
@@ -140,11 +147,14 @@ def evaluate_all(checkpoints, device, tiny):
 
 
 def table(results):
-    lines = ['| input | scale | ' + ' | '.join(f'{MODEL_NAMES[k]} PSNR / SSIM' for k in MODEL_NAMES)
-             + ' |', '|---|---|' + '---|' * len(MODEL_NAMES)]
+    """The markdown table: a row per test, a column per model (bicubic, then the trained
+    variants in ``results``' order)."""
+    keys = list(next(iter(results.values())))
+    lines = ['| input | scale | ' + ' | '.join(f'{MODEL_NAMES[k]} PSNR / SSIM' for k in keys)
+             + ' |', '|---|---|' + '---|' * len(keys)]
     for (kind, scale), row in results.items():
         label = 'degraded (blur-noise-jpeg)' if kind == 'degraded' else 'clean bicubic'
-        cells = [f'{row[k]["psnr"]:.2f} / {row[k]["ssim"]:.4f}' for k in MODEL_NAMES]
+        cells = [f'{row[k]["psnr"]:.2f} / {row[k]["ssim"]:.4f}' for k in keys]
         lines.append(f'| {label} | x{scale} | ' + ' | '.join(cells) + ' |')
     return lines
 
@@ -154,7 +164,7 @@ def verdict(results):
     lines = []
     for (kind, scale), row in results.items():
         clean, bic = row['clean']['psnr'], row['bicubic']['psnr']
-        for variant in DEGRADED:
+        for variant in [k for k in row if k not in ('bicubic', 'clean')]:
             deg, name = row[variant]['psnr'], MODEL_NAMES[variant]
             if kind == 'degraded':
                 wins = deg > clean and deg > bic
@@ -178,7 +188,7 @@ def comparison(checkpoints, results, device, tiny, out):
     hr = item['gt'].T.reshape(3, *size)
     data_norm = DataNorm(cfg['data_norm'])
     outputs = {}
-    for key in TRAIN_CONFIGS:
+    for key in checkpoints:
         model, _ = load_model(checkpoints[key], device)
         outputs[key] = array_to_tensor(np.asarray(render(model, lr.to(device), size, data_norm)))
     shown = torch.nn.functional.interpolate(lr[None], size=size, mode='nearest')[0]
@@ -188,13 +198,24 @@ def comparison(checkpoints, results, device, tiny, out):
     name = row['clean']['rows'][0].get('name', 'image 0')
     panels = [(shown, f'degraded input x{scale} (nearest)')]
     panels += [(outputs[key], f'{MODEL_NAMES[key]}: {row[key]["rows"][0]["psnr"]:.2f} dB')
-               for key in TRAIN_CONFIGS]
+               for key in checkpoints]
     panels.append((hr, 'ground truth (clean HR)'))
     crops = [labelled(Image.fromarray(to_uint8_array(img[:, top:top + side, left:left + side])),
                       caption, ZOOM) for img, caption in panels]
     save_row(crops, f'{name}, held out, degraded by blur-noise-jpeg; {side}x{side} crop at '
                     f'({top}, {left}) shown {ZOOM}x; PSNR of the whole image (Y, shave {scale})',
              out)
+
+
+def parse_variants(text):
+    """``--variants``: the named trainings, always with ``clean`` (every verdict compares
+    with it) first; ``all``: every one of ``TRAIN_CONFIGS``."""
+    names = list(TRAIN_CONFIGS) if text == 'all' else [v for v in text.split(',') if v]
+    unknown = [v for v in names if v not in TRAIN_CONFIGS]
+    if unknown:
+        raise UserError(f'--variants: unknown {", ".join(unknown)}; valid: '
+                        f'{", ".join(TRAIN_CONFIGS)} or all')
+    return ['clean'] + [v for v in dict.fromkeys(names) if v != 'clean']
 
 
 def main(argv=None):
@@ -204,8 +225,12 @@ def main(argv=None):
     parser.add_argument('--device', help='cpu, cuda, ... (default: CUDA if present)')
     parser.add_argument('--tiny', action='store_true',
                         help=f'smoke test (also {TINY_ENV}=1): numbers mean nothing')
+    parser.add_argument('--variants', default=','.join(DEFAULT_VARIANTS),
+                        help='comma-separated trainings to compare, or "all" (default '
+                             f'{",".join(DEFAULT_VARIANTS)}; valid: {",".join(TRAIN_CONFIGS)})')
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    variants = parse_variants(args.variants)
     tiny = args.tiny or os.environ.get(TINY_ENV, '') not in ('', '0')
     if args.out is not None:
         out = Path(args.out).resolve()
@@ -217,7 +242,7 @@ def main(argv=None):
     if subprocess.run([sys.executable, 'scripts/quickstart_data.py', '--out', DATA]).returncode:
         raise UserError('scripts/quickstart_data.py failed')
     checkpoints, seconds = {}, {}
-    for variant in TRAIN_CONFIGS:
+    for variant in variants:
         checkpoints[variant], seconds[variant] = train(variant, out, tiny, args.device)
     print('== evaluation', flush=True)
     results = evaluate_all(checkpoints, device, tiny)

@@ -376,6 +376,41 @@ def test_blur_noise_jpeg_recipe_stages():
     assert cfg['final']['sinc_prob'] == 0
 
 
+def test_classic_preset_stages_and_ranges_include_the_benchmark_recipe():
+    cfg, full = dg.degradation_config('classic'), dg.degradation_config(None)
+    bench = dg.degradation_config('blur-noise-jpeg')
+    first, second = cfg['first'], cfg['second']
+    assert first['blur'] == full['first']['blur']           # Real-ESRGAN's kernels, sigma 0.2-3
+    assert first['noise']['prob'] == first['jpeg']['prob'] == second['blur']['prob'] == 0
+    assert first['resize']['prob'] == second['resize']['prob'] == [0, 0, 1]
+    assert second['noise'] == full['second']['noise'] | {'prob': 1.0}
+    assert second['jpeg'] == {'prob': 1.0, 'quality': [30, 95]}
+    assert cfg['final']['sinc_prob'] == 0 and cfg['final']['jpeg_last_prob'] == 1
+
+    def inside(inner, outer):
+        return outer[0] <= inner[0] and inner[1] <= outer[1]
+    assert inside(bench['first']['blur']['sigma'], first['blur']['sigma'])
+    assert 'iso' in first['blur']['kernel_list']
+    assert inside(bench['second']['noise']['sigma'], second['noise']['sigma'])
+    assert inside(bench['second']['jpeg']['quality'], second['jpeg']['quality'])
+    assert set(bench['final']['modes']) <= set(cfg['final']['modes'])
+
+
+def test_classic_preset_adds_its_noise_at_the_lr_size():
+    # A flat HR image: blur and low-pass downscaling leave it flat, so what remains in
+    # the LR image is the noise, whose sigma would shrink ~4x had it been added before the
+    # x4 downscaling.
+    spec = {**dg.PRESETS['classic']}
+    spec['second'] = {**spec['second'], 'jpeg': {'prob': 0.0},
+                      'noise': {'prob': 1.0, 'gaussian_prob': 1.0, 'sigma': [10.0, 10.0],
+                                'gray_prob': 0.0}}
+    cfg = dg.degradation_config(spec)
+    hr = torch.full((3, 256, 256), 0.5)
+    lr = dg.degrade(hr, (64, 64), np.random.default_rng(0), cfg)
+    assert lr.shape == (3, 64, 64)
+    assert float((lr - 0.5).std()) * 255 == pytest.approx(10.0, rel=0.05)
+
+
 def test_degrade_script_writes_the_test_wrappers_lr(tmp_path, capsys):
     from helpers import load_script
     script = load_script('scripts/degrade.py')
@@ -401,7 +436,7 @@ def test_degrade_script_writes_the_test_wrappers_lr(tmp_path, capsys):
 # --- config errors ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize('spec, message', [
-    ('nope', r"degradation: unknown preset 'nope'; valid: realesrgan, first-order, blur-noise-jpeg"),
+    ('nope', r"degradation: unknown preset 'nope'; valid: realesrgan, first-order, classic, blur-noise-jpeg"),
     ({'frist': {}}, r"degradation: unknown key 'frist'; valid: first, second, final"),
     ({'first': {'blur': {'sigmas': [1, 2]}}}, r"degradation\.first\.blur: unknown key 'sigmas'"),
     ({'first': {'blur': {'prob': 1.5}}}, r'first\.blur\.prob must be a probability'),
@@ -473,10 +508,12 @@ def test_quickstart_degraded_config_differs_only_in_the_wrapper():
     strip = thaw(degraded)
     strip['train_dataset']['wrapper']['name'] = 'sr-implicit-downsampled'
     assert strip == thaw(clean)
-    first = thaw(load_config(REPO / 'configs' / 'quickstart' /
-                             'train_quickstart-degraded-first-order.yaml'))
-    assert first['train_dataset']['wrapper']['args'].pop('degradation') == 'first-order'
-    assert first == thaw(degraded)                 # only the recipe differs
+    for variant, preset in [('first-order', 'first-order'), ('matched', 'blur-noise-jpeg'),
+                            ('classic', 'classic')]:
+        other = thaw(load_config(REPO / 'configs' / 'quickstart' /
+                                 f'train_quickstart-degraded-{variant}.yaml'))
+        assert other['train_dataset']['wrapper']['args'].pop('degradation') == preset
+        assert other == thaw(degraded)             # only the recipe differs
 
 
 def test_evidence_table_and_verdict():
@@ -507,3 +544,24 @@ def test_evidence_table_and_verdict():
     assert evidence.verdict(results)[0].endswith('(does NOT beat both)')
     tiny = evidence.tiny_train_config(load_config(REPO / evidence.TRAIN_CONFIGS['degraded']))
     assert tiny['epoch_max'] == 2 and tiny['train_dataset']['dataset']['args']['repeat'] == 1
+
+
+def test_evidence_variants_and_a_subset_table():
+    from helpers import load_script
+    evidence = load_script('scripts/realworld_evidence.py')
+    assert evidence.parse_variants('matched,classic') == ['clean', 'matched', 'classic']
+    assert evidence.parse_variants('classic,clean,classic') == ['clean', 'classic']
+    assert evidence.parse_variants('all') == list(evidence.TRAIN_CONFIGS)
+    assert evidence.parse_variants(','.join(evidence.DEFAULT_VARIANTS)) == ['clean', 'matched',
+                                                                            'classic']
+    with pytest.raises(UserError, match=r"--variants: unknown nope; valid: clean, matched, "
+                                        r"classic, degraded, first-order or all"):
+        evidence.parse_variants('matched,nope')
+    stats = {'psnr': 30.0, 'ssim': 0.9, 'rows': []}
+    results = {('degraded', 2): {'bicubic': stats, 'clean': stats, 'matched': stats}}
+    assert evidence.table(results)[:2] == [
+        '| input | scale | bicubic PSNR / SSIM | clean-trained PSNR / SSIM | '
+        'degradation-trained (matched) PSNR / SSIM |', '|---|---|---|---|---|']
+    assert evidence.verdict(results) == ['degraded x2: degradation-trained (matched) +0.00 dB '
+                                         'vs clean-trained, +0.00 dB vs bicubic (does NOT beat '
+                                         'both)']
