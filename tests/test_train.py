@@ -406,6 +406,23 @@ def test_lte_config_starts_then_resumes_from_its_resume_key(tmp_path, load_dir, 
                            tmp_path / 'save' / '_straight' / 'epoch-last.pth') <= 1e-6
 
 
+@pytest.mark.parametrize('name', ['lte', 'lte-fast'])
+def test_lte_torchrun_two_processes_equal_one(tmp_path, load_dir, name):
+    """LTE and LTE+ under DDP (2 gloo processes, the global batch split over them):
+    the weights of one process's epoch, up to the order of floating-point sums."""
+    cfg = lte_config(load_dir, name, epoch_max=1, num_workers=0)
+    run_inprocess(write_config(tmp_path / 'one.yaml', cfg), tmp_path / 'save')
+    torchrun = ('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
+    result = run_script(['--config', write_config(tmp_path / 'ddp.yaml', cfg), '--no-progress'],
+                        tmp_path, torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tmp_path / 'save' / '_ddp' / 'log.txt').read_text()
+    assert log.startswith('world_size=2, device=cpu') and log.count('epoch 1/1, train') == 1
+    diff = max_weight_diff(tmp_path / 'save' / '_ddp' / 'epoch-last.pth',
+                           tmp_path / 'save' / '_one' / 'epoch-last.pth')
+    assert diff <= 1e-5, (diff, result.stdout[-2000:])
+
+
 def test_a_missing_resume_flag_is_still_an_error(tmp_path, load_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg_path = write_config(tmp_path / 'lte.yaml', lte_config(load_dir, 'lte',
