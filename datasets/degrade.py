@@ -109,7 +109,8 @@ PRESETS = {
     # Real-ESRGAN's ranges: its first round's blur kernels (sigma 0.2-3, sinc 0.1), its
     # second round's noise (Gaussian sigma 1-25 or Poisson, gray 0.4) and JPEG (30-95),
     # noise and JPEG at the LR size as in a camera. A broader family than the
-    # benchmark's blur-noise-jpeg, which it contains.
+    # benchmark's blur-noise-jpeg, which it contains. As there, the second round's "keep"
+    # resize does the downscaling; the final resize then keeps the size.
     'classic': {
         'first': {'resize': _OFF['resize'], 'noise': {'prob': 0.0}, 'jpeg': {'prob': 0.0}},
         'second': {'blur': {'prob': 0.0}, 'noise': {'prob': 1.0},

@@ -394,6 +394,8 @@ def test_classic_preset_stages_and_ranges_include_the_benchmark_recipe():
     assert inside(bench['second']['noise']['sigma'], second['noise']['sigma'])
     assert inside(bench['second']['jpeg']['quality'], second['jpeg']['quality'])
     assert set(bench['final']['modes']) <= set(cfg['final']['modes'])
+    # the stage that downscales: the second round's "keep" resize to the LR size
+    assert set(bench['second']['resize']['modes']) <= set(second['resize']['modes'])
 
 
 def test_classic_preset_adds_its_noise_at_the_lr_size():
