@@ -14,6 +14,7 @@ format. Off by default; see the README's "Speed options" for measured effects.
 """
 import torch
 
+from models.liif_fast import enable_compile_support
 from utils.device import check_amp, set_tf32
 
 
@@ -23,6 +24,7 @@ def apply_throughput_options(model, channels_last=False, compile=False, training
     if channels_last and encoder is not None:
         encoder.to(memory_format=torch.channels_last)
     if compile:
+        enable_compile_support()
         if training:
             model.compile()                              # forward = query(encode(...))
         else:

@@ -130,10 +130,20 @@ def flat_code_index(rows, cols, h, w):
     return image_start.view(b, *[1] * (rows.dim() - 1)) + rows * w + cols
 
 
-@torch.compiler.assume_constant_result   # a constant of the device: no graph break
 def grid_sample_rounding_is_fused(device, dtype):
     """See ``_measure_rounding``; cached per ``(device, dtype)``."""
     return _measure_rounding(torch.device(device), dtype)
+
+
+def enable_compile_support():
+    """Prepare the fast queries for ``torch.compile`` (``engine.throughput`` calls it when
+    a run asks for ``--compile`` / ``compile: true``, before compiling): the rounding probe
+    is marked as a constant of the traced graph (``torch.compiler.assume_constant_result``,
+    which marks the function in place; the answer depends on the device only), so the
+    compiled query has no graph break. Not done at import time: the marking imports
+    ``torch._dynamo``, over a second of start-up for every process, compiled or not.
+    Idempotent."""
+    torch.compiler.assume_constant_result(grid_sample_rounding_is_fused)
 
 
 @functools.lru_cache(maxsize=None)
