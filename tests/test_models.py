@@ -33,6 +33,8 @@ EXAMPLES = {
     **{name: [({'no_upsampling': True}, 'features')] +
        [({'scale': s}, f'upsample{s}') for s in (2, 3, 4)] for name in ENCODERS},
     'mlp': [({'in_dim': 5, 'out_dim': 3, 'hidden_list': [16, 16]}, 'vector')],
+    'lmmlp': [({'in_dim': 5, 'out_dim': 3, 'hidden_dim': 8, 'hidden_depth': 2, **mods}, 'vector')
+              for mods in ({}, {'mod_shift': False}, {'use_conv': True})],
     'liif': [({'encoder_spec': TINY_ENCODER,
                'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}},
                **switches}, 'implicit')

@@ -1,0 +1,227 @@
+"""LMF's render MLP, ``lmmlp``: a narrow MLP whose hidden layers are modulated per latent
+code (He and Jin, "Latent Modulated Function for Computational Optimal Continuous Image
+Representation", CVPR 2024; reference code ``HeZongyao/LMF``, ``models/lmmlp.py``).
+
+Hidden layer ``k`` (of ``hidden_depth``) computes ``relu((W_k x + b_k) * (1 + scale_k) +
+shift_k)``; the output layer is not modulated. The modulations come from a hypernetwork
+(``lmliif``, ``lmlte``, and LM-CiaoSR build one), one vector per latent code, laid out as the
+reference trains them::
+
+    mod_scale and mod_shift: [scale_0 | ... | scale_{D-1} | shift_0 | ... | shift_{D-1}]
+    only one of them:        [mod_0 | ... | mod_{D-1}]
+
+each block ``hidden_dim`` wide (``n_modulations = D * hidden_dim * (mod_scale + mod_shift)``).
+
+Two ways to apply it:
+
+- ``forward(x, mod)``: the specification, one modulation row per input row, as the
+  reference's training branch applies it.
+- the fast path of the LM models: ``fold`` turns each latent code's modulations into rows
+  ``[B_0 | ... | B_{D-1} | S_0 | ... | S_{D-1}]`` once per image (``S_k = 1 + scale_k``,
+  ``B_k = b_k * S_k + shift_k``, so that layer k is ``relu((x W_k^T) * S_k + B_k)``: one matrix
+  product and one ``addcmul`` per layer), and ``decode_folded`` runs the layers on rows
+  gathered per query. Equal to ``forward`` up to float rounding (tested).
+
+``use_conv`` builds the layers as 1x1 convolutions (the reference's option; its state-dict
+shapes are ``(out, in, 1, 1)``), applied as the Linear layers they are.
+``mod_up_merge`` is a memory/speed option of the reference's grid-sampled modulations
+(sampling scale and shift together); it changes no value and is accepted for its configs.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import register
+from utils.errors import UserError
+
+
+@dataclass(frozen=True)
+class FoldedPlan:
+    """``LMMLP``'s layers as ``decode_folded`` runs them (made once per query call).
+
+    Attributes:
+        weights: per hidden layer, ``W_k^T`` ``(in, hidden)``; for layer 0 only the columns
+            of the per-query inputs when the caller folded the rest into ``B_0``.
+        out_weight: ``W_out^T`` ``(hidden, out)``; out_bias: ``(out,)``.
+        hidden: ``hidden_dim``; scaled: whether rows hold ``S_k`` blocks (``mod_scale``).
+    """
+    weights: tuple
+    out_weight: torch.Tensor
+    out_bias: torch.Tensor
+    hidden: int
+    scaled: bool
+
+
+@register('lmmlp')
+class LMMLP(nn.Module):
+    """Args (the YAML ``args``; ``in_dim`` is set by the model that builds it):
+    ``in_dim``, ``out_dim``, ``hidden_dim``, ``hidden_depth`` (modulated hidden layers),
+    ``mod_scale``, ``mod_shift`` (which modulations), ``mod_up_merge`` (no effect, see the
+    module docstring), ``use_conv`` (1x1 convolutions instead of Linear layers).
+
+    Parameter names: ``layers.0``, ``layers.2``, ... (a Sequential of layer, ReLU pairs, then
+    the output layer), the reference's.
+    """
+
+    def __init__(self, in_dim, out_dim, hidden_dim, hidden_depth, mod_scale=True, mod_shift=True,
+                 mod_up_merge=False, use_conv=False):
+        super().__init__()
+        for name, value in (('hidden_dim', hidden_dim), ('hidden_depth', hidden_depth)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f'lmmlp: {name} must be a positive integer, got {value!r}')
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.hidden_dim, self.hidden_depth = hidden_dim, hidden_depth
+        self.mod_scale, self.mod_shift = bool(mod_scale), bool(mod_shift)
+        self.mod_up_merge = mod_up_merge
+        layers, last = [], in_dim
+        for _ in range(hidden_depth):
+            layers += [nn.Conv2d(last, hidden_dim, 1) if use_conv else nn.Linear(last, hidden_dim),
+                       nn.ReLU()]
+            last = hidden_dim
+        layers.append(nn.Conv2d(last, out_dim, 1) if use_conv else nn.Linear(last, out_dim))
+        self.layers = nn.Sequential(*layers)
+
+    # --- the modulation layout -----------------------------------------------------
+
+    @property
+    def n_modulations(self):
+        """Modulation channels per latent code (the hypernetwork's share for this MLP)."""
+        return self.hidden_depth * self.hidden_dim * (self.mod_scale + self.mod_shift)
+
+    def scale_channels(self, k):
+        """Channels of ``scale_k`` in a modulation vector, or ``None`` without ``mod_scale``."""
+        if not self.mod_scale:
+            return None
+        return slice(k * self.hidden_dim, (k + 1) * self.hidden_dim)
+
+    def shift_channels(self, k):
+        """Channels of ``shift_k`` in a modulation vector, or ``None`` without ``mod_shift``."""
+        if not self.mod_shift:
+            return None
+        start = (self.hidden_depth * self.hidden_dim if self.mod_scale else 0) + k * self.hidden_dim
+        return slice(start, start + self.hidden_dim)
+
+    def signal_channels(self):
+        """The channels whose mean magnitude CMSR reads (``engine/cmsr.py``): the upper half
+        of the modulations, as the reference takes them -- the shifts when both scale and
+        shift are modulated."""
+        return slice(self.n_modulations // 2, self.n_modulations)
+
+    def linear(self, index):
+        """``(weight (out, in), bias (out,))`` of ``self.layers[index]`` (a 1x1 convolution
+        flattened to the Linear layer it is)."""
+        layer = self.layers[index]
+        return layer.weight.flatten(1), layer.bias
+
+    # --- the specification -------------------------------------------------------------
+
+    def forward(self, x, mod=None):
+        """``x (..., in_dim)``, ``mod (..., n_modulations)`` (one modulation vector per row;
+        ``None``: unmodulated) -> ``(..., out_dim)``."""
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
+        if mod is not None:
+            mod = mod.reshape(-1, mod.shape[-1])
+        for k in range(self.hidden_depth):
+            x = F.linear(x, *self.linear(2 * k))
+            if mod is not None and self.mod_scale:
+                x = x * (mod[:, self.scale_channels(k)] + 1.0)
+            if mod is not None and self.mod_shift:
+                x = x + mod[:, self.shift_channels(k)]
+            x = F.relu(x)
+        x = F.linear(x, *self.linear(2 * self.hidden_depth))
+        return x.view(*lead, self.out_dim)
+
+    # --- the fast path -------------------------------------------------------------------
+
+    @property
+    def folded_width(self):
+        """Columns of ``fold``'s rows: ``B_k`` for every layer, then ``S_k`` with ``mod_scale``."""
+        return self.hidden_depth * self.hidden_dim * (2 if self.mod_scale else 1)
+
+    def fold(self, mod, first_term=None):
+        """Per-latent-code rows of the modulated layers, computed once per image.
+
+        Args:
+            mod: ``(N, n_modulations)`` modulation vectors.
+            first_term: optional ``(N, hidden)`` part of layer 0's pre-activation that
+                depends on the latent code only (LM-LIIF's ``W_code @ code``), folded into
+                ``B_0``; the query then feeds layer 0 only the other columns.
+        Returns:
+            ``(N, folded_width)``: ``[B_0 | ... | B_{D-1} | S_0 | ... | S_{D-1}]`` with
+            ``S_k = 1 + scale_k`` (no ``S`` blocks without ``mod_scale``) and
+            ``B_k = (b_k + first_term if k == 0) * S_k + shift_k``, so that hidden layer k of
+            ``forward`` equals ``relu((x W_k^T) * S_k + B_k)``. Differentiable.
+        """
+        biases, scales = [], []
+        for k in range(self.hidden_depth):
+            bias = self.linear(2 * k)[1].expand(mod.shape[0], -1)
+            if k == 0 and first_term is not None:
+                bias = first_term + bias
+            if self.mod_scale:
+                scale = mod[:, self.scale_channels(k)] + 1.0
+                bias = bias * scale
+                scales.append(scale)
+            if self.mod_shift:
+                bias = bias + mod[:, self.shift_channels(k)]
+            biases.append(bias)
+        return torch.cat(biases + scales, dim=1)
+
+    def folded_plan(self, first_columns=None, dtype=None):
+        """The weights ``decode_folded`` uses, transposed (and cast to ``dtype``) once.
+
+        ``first_columns``: the columns of layer 0 the query feeds (a slice), when the rest
+        was folded into ``B_0`` (``fold``'s ``first_term``); ``None``: all of them.
+        """
+        def cast(t):
+            return t if dtype is None or t.dtype == dtype else t.to(dtype)
+        weights = []
+        for k in range(self.hidden_depth):
+            weight = self.linear(2 * k)[0]
+            if k == 0 and first_columns is not None:
+                weight = weight[:, first_columns]
+            weights.append(cast(weight.t()))
+        out_weight, out_bias = self.linear(2 * self.hidden_depth)
+        return FoldedPlan(tuple(weights), cast(out_weight.t()), cast(out_bias), self.hidden_dim,
+                          self.mod_scale)
+
+    @staticmethod
+    def decode_folded(x, rows, plan, workspace=None):
+        """The modulated layers on ``n`` rows, each with its latent code's folded row.
+
+        Args:
+            x: ``(n, in)`` layer 0's per-query inputs (the columns ``plan`` has).
+            rows: ``(n, >= folded_width)`` rows of ``fold`` gathered per query (extra leading
+                columns are the caller's: the folded blocks are the last ``folded_width``).
+            plan: ``folded_plan``'s result, in ``x``'s dtype.
+            workspace: a ``models.liif_fast.DecodeWorkspace`` whose two buffers the layers
+                write into (only without autograd; ``x`` and ``rows`` must not be in them),
+                or ``None`` for fresh tensors.
+        Returns:
+            ``(n, out)``; with a workspace, a view that its next use overwrites.
+        """
+        n, hidden, depth = x.shape[0], plan.hidden, len(plan.weights)
+        first = rows.shape[1] - depth * hidden * (2 if plan.scaled else 1)
+        slot, h = 0, x
+        for k, weight_t in enumerate(plan.weights):
+            bias = rows[:, first + k * hidden:first + (k + 1) * hidden]
+            scale = rows[:, first + (depth + k) * hidden:first + (depth + k + 1) * hidden]
+            if workspace is None:
+                z = h.matmul(weight_t)
+                z = torch.addcmul(bias, z, scale) if plan.scaled else z + bias
+            else:
+                slot = 1 - slot
+                z = torch.mm(h, weight_t, out=workspace.take(slot, n, hidden, h))
+                if plan.scaled:
+                    torch.addcmul(bias, z, scale, out=z)
+                else:
+                    z.add_(bias)
+            # z is this function's own tensor and addcmul's backward needs its inputs,
+            # not its output: the ReLU may run in place (it saves its output).
+            h = z.relu_()
+        if workspace is None:
+            return torch.addmm(plan.out_bias, h, plan.out_weight)
+        out = workspace.take(1 - slot, n, plan.out_weight.shape[1], h)
+        return torch.addmm(plan.out_bias, h, plan.out_weight, out=out)
