@@ -72,6 +72,20 @@ def ensemble_weights(rel_coords):
     return areas.flip(0) / areas.sum(dim=0)
 
 
+def ensemble(preds, rel_coords):
+    """The plain queries' local ensemble: ``preds`` (one ``(B, Q, C)`` per shift, in
+    ``ENSEMBLE_SHIFTS`` order) weighted by ``ensemble_weights`` of their ``rel_coords``
+    (``(B, Q, 2)`` each) and summed, in the spec's order. A single shift (no ensemble)
+    is returned as it is."""
+    if len(preds) == 1:
+        return preds[0]
+    weights = ensemble_weights(torch.stack(rel_coords))  # (4, B, Q)
+    out = 0
+    for pred, weight in zip(preds, weights):
+        out = out + pred * weight.unsqueeze(-1)
+    return out
+
+
 def sample_nearest(grid, coord):
     """Value of the grid cell containing each coordinate.
 
@@ -259,14 +273,7 @@ class LIIF(QueryPaths, nn.Module):
                 mlp_in.append(rel_cell)
             preds.append(self.imnet(torch.cat(mlp_in, dim=-1)))
             rel_coords.append(rel_coord)
-
-        if not self.local_ensemble:
-            return preds[0]
-        weights = ensemble_weights(torch.stack(rel_coords))  # (4, B, Q)
-        out = 0
-        for pred, weight in zip(preds, weights):
-            out = out + pred * weight.unsqueeze(-1)
-        return out
+        return ensemble(preds, rel_coords)
 
     def query_fast(self, prepared, coord, cell=None):
         """``query_plain``'s function computed with far less work (equal within float

@@ -1,10 +1,13 @@
 """Registry specs of the published architectures, by the names of their checkpoints:
 LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...) and LTE's
-(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...).
+(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...) and
+LMF's (``edsr-baseline-lmliif`` ... ``swinir-lmlte``, the reference's ``edsr-b_lm-liif.pth``
+etc.).
 
 ``models.make(PUBLISHED_SPECS['rdn-liif'])`` builds exactly the layout of the published
 checkpoint (parameter names, shapes and counts are tested against
-``official_state_dicts.json`` and ``lte_state_dicts.json``); benchmarks and tests take
+``official_state_dicts.json``, ``lte_state_dicts.json`` and
+``family_state_dicts.json``); benchmarks and tests take
 their models from here.
 """
 MLP_256x4 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}
@@ -28,6 +31,29 @@ def _lte(encoder):
                                     'hidden_dim': 256}}
 
 
+def _lm(name, encoder, hidden_depth, hypernet_width, **args):
+    """LMF's LM-LIIF / LM-LTE as its configs build them (``hypernet_spec.out_dim`` is the
+    config's value; the model replaces it, as the reference does)."""
+    return {'name': name, 'args': {
+        'encoder_spec': _encoder(encoder),
+        'imnet_spec': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 16,
+                                                 'hidden_depth': hidden_depth,
+                                                 'mod_scale': True, 'mod_shift': True}},
+        'hypernet_spec': {'name': 'mlp', 'args': {'out_dim': hypernet_width,
+                                                  'hidden_list': [hypernet_width]}},
+        **args}}
+
+
+def _lmliif(encoder, hidden_depth=6):
+    return _lm('lmliif', encoder, hidden_depth, 208, local_ensemble=True, feat_unfold=True,
+               cell_decode=True, mod_input=True)
+
+
+def _lmlte(encoder):
+    return _lm('lmlte', encoder, 8, 288, hidden_dim=128, local_ensemble=True, cell_decode=True,
+               mod_input=True)
+
+
 PUBLISHED_SPECS = {
     # LIIF's (yinboc/liif)
     'edsr-baseline-liif': _liif('edsr-baseline'),
@@ -45,4 +71,11 @@ PUBLISHED_SPECS = {
         'out_dim': 3}},
     'swinir-liif': _liif('swinir'),
     'swinir-metasr': _metasr('swinir'),
+    # LMF's (HeZongyao/LMF: edsr-b_lm-liif.pth, edsr-b_lm-lte.pth and the rest)
+    'edsr-baseline-lmliif': _lmliif('edsr-baseline'),
+    'rdn-lmliif': _lmliif('rdn'),
+    'swinir-lmliif': _lmliif('swinir', hidden_depth=8),
+    'edsr-baseline-lmlte': _lmlte('edsr-baseline'),
+    'rdn-lmlte': _lmlte('rdn'),
+    'swinir-lmlte': _lmlte('swinir'),
 }

@@ -1,0 +1,224 @@
+"""What LMF's models share (He and Jin, "Latent Modulated Function for Computational
+Optimal Continuous Image Representation", CVPR 2024; reference code ``HeZongyao/LMF``):
+LM-LIIF (``models/lmliif.py``), LM-LTE (``models/lmlte.py``) and, built on them, LM-CiaoSR.
+
+An LM model moves LIIF's wide decoder to the latent grid: a hypernetwork (the registry's
+``mlp``) turns each latent code, with the image's relative cell, into modulations of a
+narrow render MLP (``lmmlp``, ``models/lmmlp.py``); every output pixel is then decoded by
+that narrow MLP from its nearest codes' modulations (LIIF's local ensemble).
+
+The modulations depend on the cell, so ``prepare`` takes it::
+
+    encoding = model.encode(lr)
+    prepared = model.prepare(encoding, cell)       # hypernetwork, once per image
+    rgb = model.query(prepared, coord, cell)       # (B, Q, 3), chunk by chunk
+
+``cell`` is ``(B, 2)`` or ``(B, Q, 2)`` (then each image's first query cell is used): the
+reference takes the cells of the first ``h * w`` queries, latent code ``k`` the cell of
+query ``k``; every use of it (training items, test grids, renders) gives all of an image's
+queries one cell, which is what ours takes. The queries' own cells may differ from it
+(CMSR decodes coarser scales with the modulations of the target scale).
+``engine.render.prepare`` passes the cell to every model with ``PREPARE_USES_CELL``.
+
+``prepare`` also makes CMSR's signal (``LMFPrepared.signal``): per latent code the mean
+magnitude of the upper half of its modulations (``engine/cmsr.py``).
+
+The fast query (``LatentModulated.modulated_query``): ``prepare`` folds each latent code's
+modulations -- and whatever of the render MLP's first layer depends on the code only --
+into one contiguous table row (``LMMLP.fold``); a query finds its 4 codes by index
+arithmetic (the cells ``grid_sample`` picks, ties included), gathers their rows and runs
+the 16-wide layers on blocks of queries in a reused workspace (as LIIF's fast path,
+``models/liif_fast.py``).
+"""
+from dataclasses import dataclass
+
+import torch
+
+from models.liif import ENSEMBLE_SHIFTS, SHIFT_EPS, ensemble_weights, shifted_code_lookup
+from models.liif_fast import DecodeWorkspace, grid_sample_rounding_is_fused
+from models.lmmlp import LMMLP
+from models.models import QueryPaths
+from utils.errors import UserError
+
+
+@dataclass(frozen=True)
+class LMFPrepared:
+    """Per-image work of an LM model's query, shared by every query chunk of the images.
+
+    Attributes:
+        encoding: what ``encode`` returned (either path can start again from it).
+        cell: ``(B, 2)`` the cell the modulations were made for (``None`` without
+            ``cell_decode``).
+        signal: ``(B, 1, h, w)`` float32 CMSR's signal of every latent code.
+        maps: plain path: the named ``(B, C, h, w)`` maps ``query_plain`` samples (the
+            model's, e.g. ``'code'`` and ``'mod'``); fast path: ``None``.
+        table: fast path: ``(B*h*w, width)`` one contiguous row per latent code in
+            ``(b, i, j)`` row-major order, the model's query inputs then ``LMMLP.fold``'s
+            blocks; plain path: ``None``.
+        inp: ``(B, 3, h, w)`` the normalised input image for models that add its bilinear
+            upsampling (LM-LTE), else ``None``.
+    """
+    encoding: torch.Tensor
+    cell: torch.Tensor
+    signal: torch.Tensor
+    maps: dict = None
+    table: torch.Tensor = None
+    inp: torch.Tensor = None
+
+    @property
+    def size(self):
+        """``(h, w)`` of the latent grid."""
+        return tuple(self.signal.shape[-2:])
+
+
+def image_cell(cell):
+    """The cell of each image, ``(B, 2)``, from ``(B, 2)`` or the queries' ``(B, Q, 2)``
+    (the first query's; see the module docstring)."""
+    return cell[:, 0] if cell.dim() == 3 else cell
+
+
+def relative(cell, h, w):
+    """A cell in latent cells: ``(..., 2) * (h, w)``, the ``rel_cell`` input of LIIF's family."""
+    return torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)
+
+
+def check_lm_specs(name, imnet, hypernet_spec):
+    """The reference builds (and needs) both networks; fail in one line otherwise."""
+    if imnet is None:
+        raise UserError(f'{name} needs imnet_spec (the render MLP), e.g. {{name: lmmlp, args: '
+                        '{out_dim: 3, hidden_dim: 16, hidden_depth: 6}}')
+    if hypernet_spec is None:
+        raise UserError(f'{name} needs hypernet_spec (the hypernetwork), e.g. '
+                        '{name: mlp, args: {out_dim: 208, hidden_list: [208]}}')
+    if not isinstance(imnet, LMMLP):
+        raise UserError(f'{name}: imnet_spec must be an lmmlp (the modulated render MLP), '
+                        f'got {type(imnet).__name__}')
+
+
+def modulation_count(imnet_spec):
+    """``LMMLP.n_modulations`` from the render MLP's spec, before it exists (the reference
+    makes the hypernetwork first: its parameters come first in the state dict)."""
+    args = imnet_spec.get('args', {})
+    return args['hidden_dim'] * args['hidden_depth'] * (
+        bool(args.get('mod_scale', True)) + bool(args.get('mod_shift', True)))
+
+
+class LatentModulated(QueryPaths):
+    """Mixin of the LM models: query dispatch and the fast query's block loop.
+
+    A model provides ``prepare(encoding, cell)``, ``query_plain``, ``self.imnet`` (an
+    ``LMMLP``), ``self.local_ensemble``, and for the fast path ``first_columns`` (the
+    render MLP's layer-0 columns the query feeds), ``query_extras`` and ``block_input``.
+    """
+
+    # ``prepare`` takes the cell (the modulations depend on it): engine.render.prepare.
+    PREPARE_USES_CELL = True
+    # Queries decoded together by the fast path without autograd, per device type (all
+    # of them where absent). The layers are 16 wide: blocks larger than LIIF's 1024 pay
+    # the per-operation overhead less often while the gathered rows still stay near the
+    # cache.
+    QUERY_BLOCK = {'cpu': 2048}
+    # Latent cells a query reads beyond its own (engine/render.py): the ensemble's codes
+    # are one cell away and their modulations read the 3x3 neighbourhood (unfolding, or
+    # LM-LTE's 3x3 convolutions).
+    QUERY_REACH = 2
+    # CMSR's table samples the signal on [0, CMSR_SIGNAL_MAX] (the reference's range).
+    CMSR_SIGNAL_MAX = 1.0
+
+    def cmsr_signal(self, prepared):
+        """``(B, 1, h, w)`` CMSR's signal of the latent codes (``LMFPrepared.signal``)."""
+        return prepared.signal
+
+    def signal_of(self, mod):
+        """CMSR's signal from modulations ``(..., n_mod, [h, w])``: the mean magnitude of
+        the upper half of the render MLP's modulations, in float32, as the reference takes
+        it (``dim`` is the modulation axis: 1 for maps, -1 for rows)."""
+        channels = self.imnet.signal_channels()
+        if mod.dim() == 4:
+            return torch.mean(torch.abs(mod[:, channels].float()), 1, keepdim=True)
+        return torch.mean(torch.abs(mod[:, channels].float()), 1)
+
+    def query(self, prepared, coord, cell=None):
+        """Predict values at ``coord``.
+
+        Args:
+            prepared: ``prepare``'s result, or ``encode``'s (then the modulations are
+                made for ``cell``; either path accepts either).
+            coord: ``(B, Q, 2)`` in ``[-1, 1]``, (row, col); cell: ``(B, Q, 2)`` output
+                pixel sizes ``(2/H, 2/W)`` in the same frame (needed with ``cell_decode``).
+        Returns:
+            ``(B, Q, out_dim)``.
+        """
+        if self.cell_decode and cell is None:
+            raise ValueError(f'{type(self).__name__} decodes cells (cell_decode=True): pass cell')
+        wanted = 'maps' if self.query_impl == 'plain' else 'table'
+        if not isinstance(prepared, LMFPrepared):
+            prepared = self.prepare(prepared, cell)
+        elif getattr(prepared, wanted) is None:
+            prepared = self.prepare(prepared.encoding, prepared.cell)
+        if self.query_impl == 'plain':
+            return self.query_plain(prepared, coord, cell)
+        return self.modulated_query(prepared, coord, cell)
+
+    def forward(self, inp, coord, cell=None):
+        return self.query(self.encode(inp), coord, cell)
+
+    def cast_table(self, table, device_type):
+        """The fast path's table, cast once to the autocast dtype when rendering under
+        autocast (bf16 inference: every block then runs in that dtype)."""
+        if not torch.is_grad_enabled() and torch.is_autocast_enabled(device_type):
+            return table.to(torch.get_autocast_dtype(device_type))
+        return table
+
+    def modulated_query(self, prepared, coord, cell):
+        """The fast query: ``query_plain``'s function (equal within float rounding, tested).
+
+        Each query's codes are found by index arithmetic (``shifted_code_lookup``) and
+        their table rows gathered; the model's ``block_input`` makes layer 0's per-query
+        inputs from the rows, and ``LMMLP.decode_folded`` runs the layers. Without autograd,
+        blocks of ``QUERY_BLOCK`` queries bound the working set and write into reused
+        workspaces; with autograd, one pass (a block's gather backward would zero-fill a
+        gradient as large as the table). No value depends on the blocks.
+        """
+        b, q = coord.shape[:2]
+        h, w = prepared.size
+        fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
+        shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
+        index, rel_coord = shifted_code_lookup(coord, h, w, shifts, eps, fused)  # (B, Q, S[, 2])
+        if self.local_ensemble:
+            weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)  # (B, Q, 4)
+        else:
+            weights = None
+        extras = self.query_extras(cell, h, w)                            # (B, Q, ...) each
+        index, rel_coord = index.flatten(0, 1), rel_coord.flatten(0, 1)
+        weights = None if weights is None else weights.flatten(0, 1)
+        extras = [e.flatten(0, 1) for e in extras]
+
+        n, table, device_type = index.shape[0], prepared.table, coord.device.type
+        block_size, workspaces = max(n, 1), (None, None)
+        if not torch.is_grad_enabled():
+            block_size = self.QUERY_BLOCK.get(device_type) or block_size
+            workspaces = (DecodeWorkspace(), DecodeWorkspace())
+            table = self.cast_table(table, device_type)
+        plan = self.imnet.folded_plan(self.first_columns(), table.dtype
+                                      if workspaces[0] is not None else None)
+        outs = []
+        for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
+            block = slice(start, start + block_size)
+            m, s = index[block].shape
+            flat = index[block].reshape(-1)
+            if workspaces[0] is None:
+                rows = table.index_select(0, flat)
+            else:
+                rows = torch.index_select(table, 0, flat, out=workspaces[0].take(
+                    0, m * s, table.shape[1], table))
+            x = self.block_input(rows.view(m, s, -1), rel_coord[block],
+                                 [e[block] for e in extras], workspaces[0])   # (m*S, in)
+            pred = self.imnet.decode_folded(x, rows, plan, workspaces[1])     # (m*S, out)
+            pred = pred.view(m, s, pred.shape[-1])
+            if weights is None:
+                outs.append(pred[:, 0].clone() if workspaces[1] is not None else pred[:, 0])
+            else:
+                outs.append((pred * weights[block].unsqueeze(-1)).sum(dim=1))  # (m, out)
+        out = torch.cat(outs)
+        return out.view(b, q, out.shape[-1])

@@ -1,0 +1,194 @@
+"""LM-LTE (registry name ``lmlte``): LTE with latent modulations (He and Jin, "Latent
+Modulated Function for Computational Optimal Continuous Image Representation", CVPR 2024;
+reference code ``HeZongyao/LMF``, ``models/lmlte.py``). What LM models share, and how the
+cell enters ``prepare``, is in ``models/lmf.py``; LTE itself in ``models/lte.py``.
+
+Per latent code, LTE's two 3x3 convolutions give ``hidden_dim`` amplitudes (``coef``) and
+``hidden_dim/2`` 2-D frequencies (``freq``, pairs of consecutive channels); the hypernetwork
+reads the code's Fourier feature at its own centre, ``coef * [cos(pi t), sin(pi t)]`` with
+``t_k = f_row_k + f_col_k + phase(rel_cell)_k``, and outputs the render MLP's modulations
+and, with ``mod_input``, a compressed 16-wide ``coef`` and ``freq`` (then ``imphase`` gives
+the queries' phase). A query is decoded as LTE decodes it -- for each of the 4 nearest codes
+the Fourier feature at ``rel_coord`` feeds the render MLP (an ``lmmlp``), modulated by that
+code's modulations -- and the bilinear upsampling of the input is added (LTE's residual;
+``encode`` appends the input to the features for it, as LTE's does).
+
+``query_plain`` restates the reference's training-mode ``query_rgb``; ``query_fast`` (the
+default) is its ``query_rgb_fast`` with less work: one convolution makes the coef and
+frequency maps, the hypernetwork runs once per latent code, and each code's query inputs
+and folded modulations form one table row (``LMMLP.fold``) that queries gather. Tested
+against the plain path (fp32 within 1e-5, gradients within 1e-4, ties as grid_sample).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import models
+from models import register
+from models.liif import ENSEMBLE_SHIFTS, SHIFT_EPS, ensemble, sample_nearest, shift_query
+from models.liif_fast import latent_code_rows
+from models.lmf import (LatentModulated, LMFPrepared, check_lm_specs, image_cell,
+                        modulation_count, relative)
+from models.lte import LocalTextureEstimator, bilinear_residual, fourier_basis
+from utils.coords import latent_centres
+from utils.errors import UserError
+
+
+def frequency_pairs(freq):
+    """``(..., 2K)`` frequency channels -> ``(row, col)`` frequencies ``(..., K)``: channels
+    ``2k`` and ``2k + 1`` are frequency ``k`` (the reference's ``split(freq, 2)``)."""
+    pairs = freq.unflatten(-1, (-1, 2))
+    return pairs[..., 0], pairs[..., 1]
+
+
+@register('lmlte')
+class LMLTE(LatentModulated, LocalTextureEstimator):
+    """Args (the YAML ``args``, the reference's):
+        encoder_spec: registry spec of the encoder (``no_upsampling: true``).
+        imnet_spec: the render MLP, an ``lmmlp`` (``in_dim`` is set here).
+        hypernet_spec: the hypernetwork, e.g. ``mlp`` (``in_dim`` and ``out_dim`` set here).
+        hidden_dim: LTE's amplitudes per latent code (even).
+        local_ensemble, cell_decode: LIIF's switches.
+        mod_input: the render MLP reads a compressed coef and freq (``imnet`` hidden_dim
+            wide, even) that the hypernetwork outputs after the modulations.
+        cmsr_spec: accepted and ignored, see ``lmliif``.
+    """
+    CMSR_SIGNAL_MAX = 0.5   # the reference samples LM-LTE's signal on [0, 0.5]
+
+    def __init__(self, encoder_spec, imnet_spec=None, hypernet_spec=None, hidden_dim=128,
+                 local_ensemble=True, cell_decode=True, mod_input=False, cmsr_spec=None):
+        super().__init__(encoder_spec, hidden_dim)
+        self.local_ensemble, self.cell_decode, self.mod_input = local_ensemble, cell_decode, mod_input
+        if imnet_spec is None or hypernet_spec is None:
+            check_lm_specs('lmlte', None if imnet_spec is None else nn.Identity(), hypernet_spec)
+        render_width = imnet_spec.get('args', {}).get('hidden_dim')
+        if mod_input and (not isinstance(render_width, int) or render_width % 2):
+            raise UserError(f'lmlte: with mod_input the render MLP\'s hidden_dim is the width of '
+                            f'its Fourier feature and must be even, got {render_width!r}')
+        # The width of the coef (and freq) the render MLP reads.
+        self.code_width = render_width if mod_input else hidden_dim
+        n_mod = modulation_count(imnet_spec)
+        self.hypernet = models.make(hypernet_spec, args={
+            'in_dim': hidden_dim, 'out_dim': n_mod + (2 * render_width if mod_input else 0)})
+        if mod_input:
+            self.imphase = nn.Linear(2, render_width // 2, bias=False)
+        self.imnet = models.make(imnet_spec, args={'in_dim': self.code_width,
+                                                   'mod_up_merge': False})
+        check_lm_specs('lmlte', self.imnet, hypernet_spec)
+
+    def split_frequencies(self, freq):
+        return frequency_pairs(freq)
+
+    # --- per image ---------------------------------------------------------------------
+
+    def phase_of(self, cell, h, w, render):
+        """The phase of LTE's basis for cells ``(..., 2)``: ``phase`` (the hypernetwork's
+        input) or, for ``render`` queries with ``mod_input``, ``imphase``; 0 without
+        ``cell_decode``."""
+        if not self.cell_decode:
+            return 0
+        layer = self.imphase if render and self.mod_input else self.phase
+        return layer(relative(cell, h, w))
+
+    def hypernet_inputs(self, coef, f_row, f_col, phase):
+        """The hypernetwork's input per latent code: the code's Fourier feature at its own
+        centre, ``coef * [cos(pi t), sin(pi t)]``, ``t = f_row + f_col + phase``."""
+        t = f_row + f_col + phase
+        return torch.mul(coef, torch.cat((torch.cos(math.pi * t), torch.sin(math.pi * t)), dim=-1))
+
+    def prepare(self, encoding, cell=None):
+        """The hypernetwork on every latent code, once per image: ``LMFPrepared`` with the
+        coef, freq and modulation maps (plain path) or the table (fast path), CMSR's signal
+        and the input for the residual.
+
+        Args:
+            encoding: ``encode``'s ``(B, C + 3, h, w)``; cell: ``(B, 2)`` or ``(B, Q, 2)``,
+                the images' output-pixel size (see ``models/lmf.py``).
+        """
+        feat, inp = self.split_encoding(encoding)
+        b, _, h, w = feat.shape
+        cell = image_cell(cell) if self.cell_decode else None
+        phase = self.phase_of(cell, h, w, render=False)            # (B, hidden/2) or 0
+        n_mod = self.imnet.n_modulations
+        if self.query_impl == 'plain':
+            coef, freq = self.coef(feat), self.freq(feat)
+            rows = [m.permute(0, 2, 3, 1).reshape(b, h * w, -1) for m in (coef, freq)]
+            f_row, f_col = frequency_pairs(rows[1])
+            phase = phase.unsqueeze(1) if self.cell_decode else 0     # (B, 1, K): every code
+            mod = self.hypernet(self.hypernet_inputs(rows[0], f_row, f_col, phase))
+            mod = mod.view(b, h, w, -1).permute(0, 3, 1, 2)          # (B, M, h, w)
+            if self.mod_input:
+                coef = mod[:, n_mod:n_mod + self.code_width]
+                freq = mod[:, n_mod + self.code_width:]
+            maps = {'mod': mod, 'coef': coef, 'freq': freq}
+            return LMFPrepared(encoding, cell, self.signal_of(mod), maps=maps, inp=inp)
+        # One convolution gives [coef | row frequencies | column frequencies] per code.
+        order = self.frequency_order(feat.device)
+        weight = torch.cat([self.coef.weight, self.freq.weight[order]])
+        bias = torch.cat([self.coef.bias, self.freq.bias[order]])
+        maps = latent_code_rows(F.conv2d(feat, weight, bias, padding=1))   # (B*h*w, 2 hidden)
+        half = self.coef.out_channels // 2
+        coef, f_row, f_col = maps.split([2 * half, half, half], dim=1)
+        if self.cell_decode:
+            phase = phase.repeat_interleave(h * w, dim=0)              # (B*h*w, hidden/2)
+        mod = self.hypernet(self.hypernet_inputs(coef, f_row, f_col, phase))  # (B*h*w, M)
+        if self.mod_input:
+            coef = mod[:, n_mod:n_mod + self.code_width]
+            f_row, f_col = frequency_pairs(mod[:, n_mod + self.code_width:])
+        table = torch.cat([coef, f_row, f_col, self.imnet.fold(mod[:, :n_mod])], dim=1)
+        signal = self.signal_of(mod).view(b, 1, h, w)
+        return LMFPrepared(encoding, cell, signal, table=table, inp=inp)
+
+    # --- queries -------------------------------------------------------------------------
+
+    def query_plain(self, prepared, coord, cell=None):
+        """The specification, the reference's training-mode ``query_rgb``: per ensemble
+        shift the coef, frequencies and modulations of the latent code that holds the
+        shifted query (nearest sampling), the modulated render MLP on the Fourier feature
+        at ``rel_coord``, the predictions weighted by the opposite areas, plus the bilinear
+        upsampling of the input."""
+        maps = prepared.maps
+        coef, freq = maps['coef'], maps['freq']
+        mod = maps['mod'][:, :self.imnet.n_modulations]
+        b, _, h, w = coef.shape
+        centres = latent_centres(h, w, device=coord.device, dtype=coord.dtype)
+        centres = centres.unsqueeze(0).expand(b, 2, h, w)
+        phase = self.phase_of(cell, h, w, render=True)                # (B, Q, K) or 0
+        shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
+        preds, rel_coords = [], []
+        for vx, vy in shifts:
+            shifted, rel_coord = shift_query(coord, vx, vy, eps, centres)
+            f_row, f_col = frequency_pairs(sample_nearest(freq, shifted))
+            x = sample_nearest(coef, shifted) * fourier_basis(f_row, f_col, rel_coord, phase)
+            preds.append(self.imnet(x, sample_nearest(mod, shifted)))
+            rel_coords.append(rel_coord)
+        return ensemble(preds, rel_coords) + bilinear_residual(prepared.inp, coord)
+
+    def modulated_query(self, prepared, coord, cell):
+        """The fast query (``models/lmf.py``) plus the bilinear residual."""
+        out = super().modulated_query(prepared, coord, cell)
+        return out + bilinear_residual(prepared.inp, coord)
+
+    def first_columns(self):
+        """The render MLP's layer 0 reads the per-query Fourier feature: all its columns."""
+        return None
+
+    def query_extras(self, cell, h, w):
+        """Per-query inputs shared by the shifts: ``[phase (B, Q, K)]``, or none."""
+        return [self.phase_of(cell, h, w, render=True)] if self.cell_decode else []
+
+    def block_input(self, rows, rel_coord, extras, workspace=None):
+        """Layer 0's input of a block: the Fourier feature ``coef * basis(rel_coord)`` of each
+        gathered code, ``(m*S, code_width)`` (with a workspace, in its buffer 1)."""
+        m, s = rel_coord.shape[:2]
+        width, half = self.code_width, self.code_width // 2
+        coef = rows[..., :width]
+        f_row, f_col = rows[..., width:width + half], rows[..., width + half:2 * width]
+        phase = extras[0].unsqueeze(1) if extras else 0
+        basis = fourier_basis(f_row, f_col, rel_coord, phase)
+        if workspace is None:
+            return (coef * basis).view(m * s, width)
+        out = workspace.take(1, m * s, width, rows).view(m, s, width)
+        return torch.mul(coef, basis.to(rows.dtype), out=out).view(m * s, width)
