@@ -6,7 +6,7 @@ Two entry points:
   points of one image::
 
       feat = encode(model, inp, tile)        # once; tile by tile for large inputs
-      prepared = model.prepare(feat)         # once: per-image work of the query
+      prepared = prepare(model, feat, cell)  # once: per-image work of the query
       for each chunk of queries:
           model.query(prepared, coord, cell)
 
@@ -96,6 +96,15 @@ def encode(model, inp, tile=None):
     return feat
 
 
+def prepare(model, feat, cell):
+    """``model.prepare(feat)``, given the images' cells ``(B, Q, 2)`` or ``(B, 2)`` too when
+    the model's per-image work depends on them (``PREPARE_USES_CELL``: LMF's modulations,
+    ``models/lmf.py``)."""
+    if getattr(model, 'PREPARE_USES_CELL', False):
+        return model.prepare(feat, cell)
+    return model.prepare(feat)
+
+
 def predict(model, inp, coord, cell, eval_bsize=None, tile=None, amp_dtype=None):
     """Predictions of ``model`` at ``coord``: encode once, prepare once, query in chunks.
 
@@ -113,7 +122,7 @@ def predict(model, inp, coord, cell, eval_bsize=None, tile=None, amp_dtype=None)
     """
     model = unwrap(model)
     with torch.no_grad(), autocast(inp.device, amp_dtype):
-        prepared = model.prepare(encode(model, inp, tile))
+        prepared = prepare(model, encode(model, inp, tile), cell)
         n = coord.shape[1]
         if not eval_bsize or eval_bsize >= n:
             return model.query(prepared, coord, cell)
@@ -267,7 +276,6 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
     win_rows, win_cols = grow(core_rows, margin, h), grow(core_cols, margin, w)
     window = feat[:, :, win_rows[0] - feat_rows[0]:win_rows[1] - feat_rows[0],
                   win_cols[0] - feat_cols[0]:win_cols[1] - feat_cols[0]]
-    prepared = model.prepare(window)
     rows = window_axis(*out_rows, out_h, h, *win_rows, device, dtype)
     cols = window_axis(*out_cols, out_w, w, *win_cols, device, dtype)
     # The cell in window units: (2 / H) output pixels scaled like the coordinates (filled
@@ -276,6 +284,7 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
     cell = torch.stack([rows.new_full((), 2 / out_h * h / win_size[0]),
                         rows.new_full((), 2 / out_w * w / win_size[1])])
     cell = clip_cell(cell, win_size, scale_max)
+    prepared = prepare(model, window, cell.unsqueeze(0))
     n_cols = out_cols[1] - out_cols[0]
     rows_per_chunk = max(1, chunk // n_cols)
     col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk

@@ -140,16 +140,28 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused):
         query minus the picked cell's centre, in latent cells. Grouped by query, so that
         a block of queries holds all its shifts.
     """
-    # Rows depend only on vx and columns only on vy: 2 + 2 lookups serve the 4 shifts.
-    row_centres = make_coord((h,), device=coord.device, dtype=coord.dtype)[:, 0]
-    col_centres = make_coord((w,), device=coord.device, dtype=coord.dtype)[:, 0]
-    rows = {vx: _axis_lookup(coord[..., 0], vx, h, eps, row_centres, fused) for vx, _ in shifts}
-    cols = {vy: _axis_lookup(coord[..., 1], vy, w, eps, col_centres, fused) for _, vy in shifts}
+    rows, cols = axis_lookups(coord, h, w, shifts, eps, fused)
     index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
                             torch.stack([cols[vy][0] for _, vy in shifts], dim=-1), h, w)
     rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
                              for vx, vy in shifts], dim=-2)
     return index, rel_coord
+
+
+def axis_lookups(coord, h, w, shifts, eps, fused):
+    """The per-axis parts of ``shifted_code_lookup`` (arguments the same): rows depend only
+    on ``vx`` and columns only on ``vy``, so 2 + 2 lookups serve the 4 shifts.
+
+    Returns:
+        ``rows``: ``{vx: (row index (B, Q) int64, rel_row (B, Q))}`` and ``cols``: ``{vy:
+        (column index, rel_col)}``; ``rel_*`` is the unshifted query minus the picked
+        cell's centre along that axis, in latent cells.
+    """
+    row_centres = make_coord((h,), device=coord.device, dtype=coord.dtype)[:, 0]
+    col_centres = make_coord((w,), device=coord.device, dtype=coord.dtype)[:, 0]
+    rows = {vx: _axis_lookup(coord[..., 0], vx, h, eps, row_centres, fused) for vx, _ in shifts}
+    cols = {vy: _axis_lookup(coord[..., 1], vy, w, eps, col_centres, fused) for _, vy in shifts}
+    return rows, cols
 
 
 def _axis_lookup(coord_axis, v, size, eps, centres, fused):

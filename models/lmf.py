@@ -30,12 +30,13 @@ arithmetic (the cells ``grid_sample`` picks, ties included), gathers their rows 
 the 16-wide layers on blocks of queries in a reused workspace (as LIIF's fast path,
 ``models/liif_fast.py``).
 """
+import contextlib
 from dataclasses import dataclass
 
 import torch
 
-from models.liif import ENSEMBLE_SHIFTS, SHIFT_EPS, ensemble_weights, shifted_code_lookup
-from models.liif_fast import DecodeWorkspace, grid_sample_rounding_is_fused
+from models.liif import ENSEMBLE_SHIFTS, SHIFT_EPS, axis_lookups, ensemble_weights
+from models.liif_fast import DecodeWorkspace, flat_code_index, grid_sample_rounding_is_fused
 from models.lmmlp import LMMLP
 from models.models import QueryPaths
 from utils.errors import UserError
@@ -52,9 +53,11 @@ class LMFPrepared:
         signal: ``(B, 1, h, w)`` float32 CMSR's signal of every latent code.
         maps: plain path: the named ``(B, C, h, w)`` maps ``query_plain`` samples (the
             model's, e.g. ``'code'`` and ``'mod'``); fast path: ``None``.
-        table: fast path: ``(B*h*w, width)`` one contiguous row per latent code in
-            ``(b, i, j)`` row-major order, the model's query inputs then ``LMMLP.fold``'s
-            blocks; plain path: ``None``.
+        table: fast path: ``(K, B*h*w, hidden)`` ``LMMLP.fold``'s slabs, one row per latent
+            code in ``(b, i, j)`` row-major order; plain path: ``None``.
+        inputs: fast path: ``(E, B*h*w)`` per latent code the ``E`` values the render MLP's
+            query inputs read (LM-LTE's coef and frequencies), feature-major so that a
+            block's gather gives contiguous rows of each; ``None`` when there are none.
         inp: ``(B, 3, h, w)`` the normalised input image for models that add its bilinear
             upsampling (LM-LTE), else ``None``.
     """
@@ -63,6 +66,7 @@ class LMFPrepared:
     signal: torch.Tensor
     maps: dict = None
     table: torch.Tensor = None
+    inputs: torch.Tensor = None
     inp: torch.Tensor = None
 
     @property
@@ -108,16 +112,18 @@ class LatentModulated(QueryPaths):
 
     A model provides ``prepare(encoding, cell)``, ``query_plain``, ``self.imnet`` (an
     ``LMMLP``), ``self.local_ensemble``, and for the fast path ``first_columns`` (the
-    render MLP's layer-0 columns the query feeds), ``query_extras`` and ``block_input``.
+    render MLP's layer-0 columns the query feeds), ``query_inputs`` (what layer 0's inputs
+    are made from, once per query call) and ``block_input`` (layer 0's input rows of a
+    block).
     """
 
     # ``prepare`` takes the cell (the modulations depend on it): engine.render.prepare.
     PREPARE_USES_CELL = True
     # Queries decoded together by the fast path without autograd, per device type (all
     # of them where absent). The layers are 16 wide: blocks larger than LIIF's 1024 pay
-    # the per-operation overhead less often while the gathered rows still stay near the
-    # cache.
-    QUERY_BLOCK = {'cpu': 2048}
+    # the per-operation overhead less often while a block's gathered slabs (3 KiB per
+    # query for LM-LIIF's 6 layers) stay near the cache.
+    QUERY_BLOCK = {'cpu': 1024}
     # Latent cells a query reads beyond its own (engine/render.py): the ensemble's codes
     # are one cell away and their modulations read the 3x3 neighbourhood (unfolding, or
     # LM-LTE's 3x3 convolutions).
@@ -163,19 +169,26 @@ class LatentModulated(QueryPaths):
     def forward(self, inp, coord, cell=None):
         return self.query(self.encode(inp), coord, cell)
 
-    def cast_table(self, table, device_type):
-        """The fast path's table, cast once to the autocast dtype when rendering under
-        autocast (bf16 inference: every block then runs in that dtype)."""
-        if not torch.is_grad_enabled() and torch.is_autocast_enabled(device_type):
-            return table.to(torch.get_autocast_dtype(device_type))
-        return table
+    @staticmethod
+    def decode_dtype(device_type):
+        """The dtype the fast query's blocks run in when rendering (no autograd): under
+        autocast on GPUs its dtype (the tables are cast once, every block runs in it); on
+        CPUs, and without autocast, float32. The 16-wide layers are small products and
+        elementwise operations, which CPUs run slower in bf16 than in float32 (measured:
+        the decoder alone ~25% slower), unlike the encoder's and the hypernetwork's
+        products (``prepare`` runs those under the caller's autocast)."""
+        if device_type != 'cpu' and torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return torch.float32
 
     def modulated_query(self, prepared, coord, cell):
         """The fast query: ``query_plain``'s function (equal within float rounding, tested).
 
-        Each query's codes are found by index arithmetic (``shifted_code_lookup``) and
-        their table rows gathered; the model's ``block_input`` makes layer 0's per-query
-        inputs from the rows, and ``LMMLP.decode_folded`` runs the layers. Without autograd,
+        Each query's codes are found by index arithmetic (``axis_lookups``, the cells of
+        ``models.liif.shifted_code_lookup``, ties as grid_sample picks them) and their
+        slabs of the table gathered; the model's ``block_input`` makes layer 0's per-query
+        inputs, ``LMMLP.decode_folded`` runs the layers and the ensemble. Rows are ordered
+        shift-major within a block, so that every operand is contiguous. Without autograd,
         blocks of ``QUERY_BLOCK`` queries bound the working set and write into reused
         workspaces; with autograd, one pass (a block's gather backward would zero-fill a
         gradient as large as the table). No value depends on the blocks.
@@ -184,41 +197,47 @@ class LatentModulated(QueryPaths):
         h, w = prepared.size
         fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
         shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
-        index, rel_coord = shifted_code_lookup(coord, h, w, shifts, eps, fused)  # (B, Q, S[, 2])
+        # Shift-major and feature-major: every stack below copies contiguous rows.
+        rows, cols = axis_lookups(coord, h, w, shifts, eps, fused)
+        index = torch.stack([flat_code_index(rows[vx][0], cols[vy][0], h, w)
+                             for vx, vy in shifts]).flatten(1)                 # (S, B*Q)
+        rel_coord = torch.stack([torch.stack([rows[vx][1] for vx, _ in shifts]),
+                                 torch.stack([cols[vy][1] for _, vy in shifts])]).flatten(2)
+        weights = None                                                          # (2, S, B*Q)
         if self.local_ensemble:
-            weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)  # (B, Q, 4)
-        else:
-            weights = None
-        extras = self.query_extras(cell, h, w)                            # (B, Q, ...) each
-        index, rel_coord = index.flatten(0, 1), rel_coord.flatten(0, 1)
-        weights = None if weights is None else weights.flatten(0, 1)
-        extras = [e.flatten(0, 1) for e in extras]
+            weights = ensemble_weights(rel_coord.movedim(0, -1))               # (4, B*Q)
+        chunk = self.query_inputs(rel_coord, None if cell is None else cell.flatten(0, 1), h, w)
 
-        n, table, device_type = index.shape[0], prepared.table, coord.device.type
-        block_size, workspaces = max(n, 1), (None, None)
-        if not torch.is_grad_enabled():
-            block_size = self.QUERY_BLOCK.get(device_type) or block_size
-            workspaces = (DecodeWorkspace(), DecodeWorkspace())
-            table = self.cast_table(table, device_type)
-        plan = self.imnet.folded_plan(self.first_columns(), table.dtype
-                                      if workspaces[0] is not None else None)
+        n, device_type = index.shape[1], coord.device.type
+        table, inputs = prepared.table, prepared.inputs
+        if torch.is_grad_enabled():
+            block_size, workspaces, dtype = max(n, 1), None, None
+        else:
+            block_size = self.QUERY_BLOCK.get(device_type) or max(n, 1)
+            workspaces = (DecodeWorkspace(), DecodeWorkspace(), DecodeWorkspace())
+            dtype = self.decode_dtype(device_type)
+            table = table.to(dtype)
+            inputs = None if inputs is None else inputs.to(dtype)
+        plan = self.imnet.folded_plan(self.first_columns(), dtype)
         outs = []
-        for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
-            block = slice(start, start + block_size)
-            m, s = index[block].shape
-            flat = index[block].reshape(-1)
-            if workspaces[0] is None:
-                rows = table.index_select(0, flat)
-            else:
-                rows = torch.index_select(table, 0, flat, out=workspaces[0].take(
-                    0, m * s, table.shape[1], table))
-            x = self.block_input(rows.view(m, s, -1), rel_coord[block],
-                                 [e[block] for e in extras], workspaces[0])   # (m*S, in)
-            pred = self.imnet.decode_folded(x, rows, plan, workspaces[1])     # (m*S, out)
-            pred = pred.view(m, s, pred.shape[-1])
-            if weights is None:
-                outs.append(pred[:, 0].clone() if workspaces[1] is not None else pred[:, 0])
-            else:
-                outs.append((pred * weights[block].unsqueeze(-1)).sum(dim=1))  # (m, out)
+        # Rendering: the blocks run in ``dtype`` whatever the caller's autocast says (out=
+        # operations are not autocast; the rest follows their inputs).
+        context = (contextlib.nullcontext() if torch.is_grad_enabled()
+                   else torch.autocast(device_type, enabled=False))
+        with context:
+            for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
+                block = slice(start, start + block_size)
+                flat = index[:, block].reshape(-1)                             # (S*m,)
+                if workspaces is None:
+                    slabs = table.index_select(1, flat)
+                else:
+                    slabs = workspaces[0].take(0, flat.numel(), table.shape[0] * table.shape[2],
+                                               table).view(table.shape[0], -1, table.shape[2])
+                    torch.index_select(table, 1, flat, out=slabs)
+                x = self.block_input(inputs, flat, chunk, block, workspaces and workspaces[2])
+                outs.append(self.imnet.decode_folded(
+                    x if dtype is None else x.to(dtype), slabs, plan,
+                    workspaces and workspaces[1],
+                    None if weights is None else weights[:, block]))          # (m, out)
         out = torch.cat(outs)
         return out.view(b, q, out.shape[-1])

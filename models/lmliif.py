@@ -169,12 +169,15 @@ class LMLIIF(LatentModulated, nn.Module):
         code's columns are folded into the table (``prepare``)."""
         return slice(self.code_dim, None)
 
-    def query_extras(self, cell, h, w):
-        """Per-query inputs shared by the shifts: ``[rel_cell (B, Q, 2)]``, or none."""
-        return [relative(cell, h, w)] if self.cell_decode else []
+    def query_inputs(self, rel_coord, cell, h, w):
+        """Layer 0's per-query inputs of every shift, feature-major ``(2 [+ 2], S, B*Q)``:
+        ``rel_coord`` ``(2, S, B*Q)`` and the queries' ``rel_cell`` (``cell (B*Q, 2)``)."""
+        if not self.cell_decode:
+            return rel_coord
+        rel_cell = relative(cell, h, w).t().unsqueeze(1).expand(-1, rel_coord.shape[1], -1)
+        return torch.cat([rel_coord, rel_cell])
 
-    def block_input(self, rows, rel_coord, extras, workspace=None):
-        """Layer 0's per-query inputs of a block: ``(m*S, 2 [+ 2])`` ``[rel_coord, rel_cell]``."""
-        m, s = rel_coord.shape[:2]
-        inputs = [rel_coord] + [e.unsqueeze(1).expand(m, s, e.shape[-1]) for e in extras]
-        return torch.cat(inputs, dim=-1).view(m * s, -1).to(rows.dtype)
+    def block_input(self, inputs, index, chunk, block, workspace=None):
+        """Layer 0's input rows of a block, shift-major ``(S*m, 2 [+ 2])`` (a transposed
+        view of feature-major rows)."""
+        return chunk[:, :, block].reshape(chunk.shape[0], -1).t()

@@ -137,9 +137,10 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
         if self.mod_input:
             coef = mod[:, n_mod:n_mod + self.code_width]
             f_row, f_col = frequency_pairs(mod[:, n_mod + self.code_width:])
-        table = torch.cat([coef, f_row, f_col, self.imnet.fold(mod[:, :n_mod])], dim=1)
+        inputs = torch.cat([coef, f_row, f_col], dim=1).t().contiguous()   # (2 width, B*h*w)
         signal = self.signal_of(mod).view(b, 1, h, w)
-        return LMFPrepared(encoding, cell, signal, table=table, inp=inp)
+        return LMFPrepared(encoding, cell, signal, table=self.imnet.fold(mod[:, :n_mod]),
+                           inputs=inputs, inp=inp)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -175,20 +176,41 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
         """The render MLP's layer 0 reads the per-query Fourier feature: all its columns."""
         return None
 
-    def query_extras(self, cell, h, w):
-        """Per-query inputs shared by the shifts: ``[phase (B, Q, K)]``, or none."""
-        return [self.phase_of(cell, h, w, render=True)] if self.cell_decode else []
+    def query_inputs(self, rel_coord, cell, h, w):
+        """What layer 0's Fourier features are made from, feature-major: ``rel_coord``
+        ``(2, S, B*Q)`` and the queries' phase ``(K, B*Q)`` (``None`` without
+        ``cell_decode``)."""
+        phase = None
+        if self.cell_decode:
+            phase = self.phase_of(cell, h, w, render=True).t()
+        return rel_coord, phase
 
-    def block_input(self, rows, rel_coord, extras, workspace=None):
-        """Layer 0's input of a block: the Fourier feature ``coef * basis(rel_coord)`` of each
-        gathered code, ``(m*S, code_width)`` (with a workspace, in its buffer 1)."""
-        m, s = rel_coord.shape[:2]
-        width, half = self.code_width, self.code_width // 2
-        coef = rows[..., :width]
-        f_row, f_col = rows[..., width:width + half], rows[..., width + half:2 * width]
-        phase = extras[0].unsqueeze(1) if extras else 0
-        basis = fourier_basis(f_row, f_col, rel_coord, phase)
+    def block_input(self, inputs, index, chunk, block, workspace=None):
+        """Layer 0's input rows of a block: the Fourier feature ``coef * [cos(pi t), sin(pi
+        t)]``, ``t = f_row * rel_row + f_col * rel_col + phase``, of each gathered code,
+        shift-major ``(S*m, code_width)`` (a transposed view of feature-major rows: every
+        elementwise operation runs on contiguous rows of ``S*m`` values)."""
+        rel_coord, phase = chunk
+        rel = rel_coord[:, :, block].reshape(2, -1)                     # (2, S*m)
+        n, width, half = rel.shape[1], self.code_width, self.code_width // 2
+        dtype = inputs.dtype
         if workspace is None:
-            return (coef * basis).view(m * s, width)
-        out = workspace.take(1, m * s, width, rows).view(m, s, width)
-        return torch.mul(coef, basis.to(rows.dtype), out=out).view(m * s, width)
+            codes = inputs.index_select(1, index)                       # (2 width, S*m)
+        else:
+            codes = torch.index_select(inputs, 1, index,
+                                       out=workspace.take(0, 2 * width, n, inputs))
+        coef, f_row, f_col = codes[:width], codes[width:width + half], codes[width + half:]
+        t = f_row * rel[:1].to(dtype)
+        t = torch.addcmul(t, f_col, rel[1:].to(dtype))
+        if phase is not None:
+            m = phase[:, block].shape[1]
+            t = (t.view(half, -1, m) + phase[:, block].unsqueeze(1).to(dtype)).view(half, n)
+        t = t * math.pi
+        if workspace is None:
+            x = torch.cat([torch.cos(t), torch.sin(t)]) * coef
+        else:
+            x = workspace.take(1, width, n, inputs)
+            torch.cos(t, out=x[:half])
+            torch.sin(t, out=x[half:])
+            x.mul_(coef)
+        return x.t()

@@ -16,11 +16,11 @@ Two ways to apply it:
 
 - ``forward(x, mod)``: the specification, one modulation row per input row, as the
   reference's training branch applies it.
-- the fast path of the LM models: ``fold`` turns each latent code's modulations into rows
-  ``[B_0 | ... | B_{D-1} | S_0 | ... | S_{D-1}]`` once per image (``S_k = 1 + scale_k``,
+- the fast path of the LM models: ``fold`` turns each latent code's modulations into a
+  table of slabs ``B_0 .. B_{D-1}, S_0 .. S_{D-1}`` once per image (``S_k = 1 + scale_k``,
   ``B_k = b_k * S_k + shift_k``, so that layer k is ``relu((x W_k^T) * S_k + B_k)``: one matrix
-  product and one ``addcmul`` per layer), and ``decode_folded`` runs the layers on rows
-  gathered per query. Equal to ``forward`` up to float rounding (tested).
+  product and one ``addcmul`` per layer), and ``decode_folded`` runs the layers on the
+  slabs gathered per query. Equal to ``forward`` up to float rounding (tested).
 
 ``use_conv`` builds the layers as 1x1 convolutions (the reference's option; its state-dict
 shapes are ``(out, in, 1, 1)``), applied as the Linear layers they are.
@@ -45,7 +45,7 @@ class FoldedPlan:
         weights: per hidden layer, ``W_k^T`` ``(in, hidden)``; for layer 0 only the columns
             of the per-query inputs when the caller folded the rest into ``B_0``.
         out_weight: ``W_out^T`` ``(hidden, out)``; out_bias: ``(out,)``.
-        hidden: ``hidden_dim``; scaled: whether rows hold ``S_k`` blocks (``mod_scale``).
+        hidden: ``hidden_dim``; scaled: whether the table has ``S_k`` slabs (``mod_scale``).
     """
     weights: tuple
     out_weight: torch.Tensor
@@ -137,12 +137,12 @@ class LMMLP(nn.Module):
     # --- the fast path -------------------------------------------------------------------
 
     @property
-    def folded_width(self):
-        """Columns of ``fold``'s rows: ``B_k`` for every layer, then ``S_k`` with ``mod_scale``."""
-        return self.hidden_depth * self.hidden_dim * (2 if self.mod_scale else 1)
+    def folded_slabs(self):
+        """Slabs of ``fold``'s table: ``B_k`` for every layer, then ``S_k`` with ``mod_scale``."""
+        return self.hidden_depth * (2 if self.mod_scale else 1)
 
     def fold(self, mod, first_term=None):
-        """Per-latent-code rows of the modulated layers, computed once per image.
+        """Per-latent-code form of the modulated layers, computed once per image.
 
         Args:
             mod: ``(N, n_modulations)`` modulation vectors.
@@ -150,10 +150,13 @@ class LMMLP(nn.Module):
                 depends on the latent code only (LM-LIIF's ``W_code @ code``), folded into
                 ``B_0``; the query then feeds layer 0 only the other columns.
         Returns:
-            ``(N, folded_width)``: ``[B_0 | ... | B_{D-1} | S_0 | ... | S_{D-1}]`` with
-            ``S_k = 1 + scale_k`` (no ``S`` blocks without ``mod_scale``) and
+            ``(folded_slabs, N, hidden)`` contiguous: slabs ``B_0 .. B_{D-1}``, then
+            ``S_0 .. S_{D-1}`` with ``mod_scale``, where ``S_k = 1 + scale_k`` and
             ``B_k = (b_k + first_term if k == 0) * S_k + shift_k``, so that hidden layer k of
-            ``forward`` equals ``relu((x W_k^T) * S_k + B_k)``. Differentiable.
+            ``forward`` equals ``relu((x W_k^T) * S_k + B_k)``. Slabs, not rows: gathered
+            along dim 1 they give every layer contiguous ``(n, hidden)`` operands (an
+            elementwise op on 16-wide column slices of wide rows costs several times more
+            on CPUs). Differentiable.
         """
         biases, scales = [], []
         for k in range(self.hidden_depth):
@@ -167,61 +170,76 @@ class LMMLP(nn.Module):
             if self.mod_shift:
                 bias = bias + mod[:, self.shift_channels(k)]
             biases.append(bias)
-        return torch.cat(biases + scales, dim=1)
+        return torch.stack(biases + scales)
 
     def folded_plan(self, first_columns=None, dtype=None):
-        """The weights ``decode_folded`` uses, transposed (and cast to ``dtype``) once.
+        """The weights ``decode_folded`` uses, transposed (and the hidden ones cast to
+        ``dtype``) once; the output layer stays in its own dtype (it runs after the
+        ensemble, on float32 sums).
 
         ``first_columns``: the columns of layer 0 the query feeds (a slice), when the rest
         was folded into ``B_0`` (``fold``'s ``first_term``); ``None``: all of them.
         """
-        def cast(t):
-            return t if dtype is None or t.dtype == dtype else t.to(dtype)
         weights = []
         for k in range(self.hidden_depth):
             weight = self.linear(2 * k)[0]
             if k == 0 and first_columns is not None:
                 weight = weight[:, first_columns]
-            weights.append(cast(weight.t()))
+            weight = weight.t()
+            weights.append(weight if dtype is None or weight.dtype == dtype else weight.to(dtype))
         out_weight, out_bias = self.linear(2 * self.hidden_depth)
-        return FoldedPlan(tuple(weights), cast(out_weight.t()), cast(out_bias), self.hidden_dim,
+        return FoldedPlan(tuple(weights), out_weight.t(), out_bias, self.hidden_dim,
                           self.mod_scale)
 
     @staticmethod
-    def decode_folded(x, rows, plan, workspace=None):
-        """The modulated layers on ``n`` rows, each with its latent code's folded row.
+    def decode_folded(x, slabs, plan, workspace=None, weights=None):
+        """The modulated layers on ``n`` rows, each with its latent code's folded slabs, and
+        optionally LIIF's ensemble of their last hidden layer.
 
         Args:
-            x: ``(n, in)`` layer 0's per-query inputs (the columns ``plan`` has).
-            rows: ``(n, >= folded_width)`` rows of ``fold`` gathered per query (extra leading
-                columns are the caller's: the folded blocks are the last ``folded_width``).
-            plan: ``folded_plan``'s result, in ``x``'s dtype.
+            x: ``(n, in)`` layer 0's per-query inputs (the columns ``plan`` has; any strides).
+            slabs: ``(folded_slabs, n, hidden)``, ``fold``'s table gathered per row.
+            plan: ``folded_plan``'s result, its hidden weights in ``x``'s dtype.
             workspace: a ``models.liif_fast.DecodeWorkspace`` whose two buffers the layers
-                write into (only without autograd; ``x`` and ``rows`` must not be in them),
+                write into (only without autograd; ``x`` and ``slabs`` must not be in it),
                 or ``None`` for fresh tensors.
+            weights: ``(S, m)`` ensemble weights of rows ordered shift-major (``n = S*m``,
+                row ``s*m + i`` = shift ``s`` of query ``i``), or ``None``.
         Returns:
-            ``(n, out)``; with a workspace, a view that its next use overwrites.
+            ``(m, out)`` float32 or wider: the output layer on ``sum_s weights[s] * h_s`` (the
+            output layer is linear and the weights sum to 1, so this is the ensemble of the
+            outputs up to rounding, on a quarter of the rows); without ``weights``, ``(n,
+            out)``.
         """
         n, hidden, depth = x.shape[0], plan.hidden, len(plan.weights)
-        first = rows.shape[1] - depth * hidden * (2 if plan.scaled else 1)
         slot, h = 0, x
         for k, weight_t in enumerate(plan.weights):
-            bias = rows[:, first + k * hidden:first + (k + 1) * hidden]
-            scale = rows[:, first + (depth + k) * hidden:first + (depth + k + 1) * hidden]
             if workspace is None:
                 z = h.matmul(weight_t)
-                z = torch.addcmul(bias, z, scale) if plan.scaled else z + bias
+                z = torch.addcmul(slabs[k], z, slabs[depth + k]) if plan.scaled else z + slabs[k]
             else:
                 slot = 1 - slot
                 z = torch.mm(h, weight_t, out=workspace.take(slot, n, hidden, h))
                 if plan.scaled:
-                    torch.addcmul(bias, z, scale, out=z)
+                    torch.addcmul(slabs[k], z, slabs[depth + k], out=z)
                 else:
-                    z.add_(bias)
+                    z.add_(slabs[k])
             # z is this function's own tensor and addcmul's backward needs its inputs,
             # not its output: the ReLU may run in place (it saves its output).
             h = z.relu_()
-        if workspace is None:
-            return torch.addmm(plan.out_bias, h, plan.out_weight)
-        out = workspace.take(1 - slot, n, plan.out_weight.shape[1], h)
-        return torch.addmm(plan.out_bias, h, plan.out_weight, out=out)
+        if weights is not None:
+            h = ensemble_rows(h, weights)
+        elif h.dtype != plan.out_weight.dtype:
+            h = h.to(plan.out_weight.dtype)
+        return torch.addmm(plan.out_bias, h, plan.out_weight)
+
+
+def ensemble_rows(h, weights):
+    """``sum_s weights[s, i] * h[s*m + i]``: LIIF's ensemble of shift-major rows
+    ``h (S*m, C)`` with ``weights (S, m)``, in ``weights``' dtype (float32 for bf16 rows)."""
+    s, m = weights.shape
+    parts = h.view(s, m, h.shape[-1])
+    out = parts[0] * weights[0].unsqueeze(-1)
+    for k in range(1, s):
+        out = torch.addcmul(out, parts[k], weights[k].unsqueeze(-1))
+    return out
