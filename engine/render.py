@@ -105,6 +105,16 @@ def prepare(model, feat, cell):
     return model.prepare(feat)
 
 
+def query_grid(model, prepared, rows, cols, cell):
+    """Predictions ``(1, R*C, out)`` at the grid ``rows (R,) x cols (C,)`` of one image, all
+    with ``cell (2,)``, row-major: ``model.query_grid`` where the model has one (LMF's
+    decodes a grid faster than the list of its points), else ``model.query`` on the list."""
+    if hasattr(model, 'query_grid'):
+        return model.query_grid(prepared, rows, cols, cell)
+    coord = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).view(1, -1, 2)
+    return model.query(prepared, coord, cell.expand_as(coord))
+
+
 def predict(model, inp, coord, cell, eval_bsize=None, tile=None, amp_dtype=None):
     """Predictions of ``model`` at ``coord``: encode once, prepare once, query in chunks.
 
@@ -290,10 +300,8 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
     col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk
     for row_start, row_stop in spans(len(rows), rows_per_chunk):
         for col_start, col_stop in spans(n_cols, col_step):
-            grid = torch.stack(torch.meshgrid(rows[row_start:row_stop], cols[col_start:col_stop],
-                                              indexing='ij'), -1)
-            coord = grid.view(1, -1, 2)                                  # (1, n, 2)
-            pred = model.query(prepared, coord, cell.expand_as(coord))   # (1, n, 3)
+            pred = query_grid(model, prepared, rows[row_start:row_stop],
+                              cols[col_start:col_stop], cell)            # (1, n, 3)
             rgb = data_norm.denorm(pred[0]).view(row_stop - row_start, col_stop - col_start, -1)
             yield out_rows[0] + row_start, out_cols[0] + col_start, rgb
 

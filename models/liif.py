@@ -68,7 +68,13 @@ def ensemble_weights(rel_coords):
         sum of the four areas, so the nearest latent code weighs most (this is
         bilinear interpolation when the four codes surround the query).
     """
-    areas = torch.abs(rel_coords[..., 0] * rel_coords[..., 1]) + AREA_EPS
+    return area_weights(rel_coords[..., 0], rel_coords[..., 1])
+
+
+def area_weights(rel_rows, rel_cols):
+    """``ensemble_weights`` from its two components, ``(4, ...)`` tensors that broadcast
+    against each other (e.g. the rows and the columns of a grid of queries)."""
+    areas = torch.abs(rel_rows * rel_cols) + AREA_EPS
     return areas.flip(0) / areas.sum(dim=0)
 
 
@@ -140,7 +146,7 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused):
         query minus the picked cell's centre, in latent cells. Grouped by query, so that
         a block of queries holds all its shifts.
     """
-    rows, cols = axis_lookups(coord, h, w, shifts, eps, fused)
+    rows, cols = axis_lookups(coord[..., 0], coord[..., 1], h, w, shifts, eps, fused)
     index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
                             torch.stack([cols[vy][0] for _, vy in shifts], dim=-1), h, w)
     rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
@@ -148,19 +154,23 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused):
     return index, rel_coord
 
 
-def axis_lookups(coord, h, w, shifts, eps, fused):
-    """The per-axis parts of ``shifted_code_lookup`` (arguments the same): rows depend only
-    on ``vx`` and columns only on ``vy``, so 2 + 2 lookups serve the 4 shifts.
+def axis_lookups(row_coord, col_coord, h, w, shifts, eps, fused):
+    """The per-axis parts of ``shifted_code_lookup``: rows depend only on ``vx`` and columns
+    only on ``vy``, so 2 + 2 lookups serve the 4 shifts.
 
+    Args:
+        row_coord, col_coord: the queries' row and column coordinates, any shapes (e.g.
+            ``coord[..., 0]`` and ``coord[..., 1]``, or the two axes of a grid of queries);
+        h, w, shifts, eps, fused: as for ``shifted_code_lookup``.
     Returns:
-        ``rows``: ``{vx: (row index (B, Q) int64, rel_row (B, Q))}`` and ``cols``: ``{vy:
-        (column index, rel_col)}``; ``rel_*`` is the unshifted query minus the picked
-        cell's centre along that axis, in latent cells.
+        ``rows``: ``{vx: (row index int64, rel_row)}`` shaped like ``row_coord``, and
+        ``cols``: ``{vy: (column index, rel_col)}`` like ``col_coord``; ``rel_*`` is the
+        unshifted query minus the picked cell's centre along that axis, in latent cells.
     """
-    row_centres = make_coord((h,), device=coord.device, dtype=coord.dtype)[:, 0]
-    col_centres = make_coord((w,), device=coord.device, dtype=coord.dtype)[:, 0]
-    rows = {vx: _axis_lookup(coord[..., 0], vx, h, eps, row_centres, fused) for vx, _ in shifts}
-    cols = {vy: _axis_lookup(coord[..., 1], vy, w, eps, col_centres, fused) for _, vy in shifts}
+    row_centres = make_coord((h,), device=row_coord.device, dtype=row_coord.dtype)[:, 0]
+    col_centres = make_coord((w,), device=col_coord.device, dtype=col_coord.dtype)[:, 0]
+    rows = {vx: _axis_lookup(row_coord, vx, h, eps, row_centres, fused) for vx, _ in shifts}
+    cols = {vy: _axis_lookup(col_coord, vy, w, eps, col_centres, fused) for _, vy in shifts}
     return rows, cols
 
 

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.liif import ENSEMBLE_SHIFTS, SHIFT_EPS, axis_lookups, ensemble_weights
+from models.liif import (ENSEMBLE_SHIFTS, SHIFT_EPS, area_weights, axis_lookups,
+                         ensemble_weights)
 from models.liif_fast import DecodeWorkspace, flat_code_index, grid_sample_rounding_is_fused
 from models.lmmlp import LMMLP
 from models.models import QueryPaths
@@ -128,6 +129,9 @@ class LatentModulated(QueryPaths):
     # are one cell away and their modulations read the 3x3 neighbourhood (unfolding, or
     # LM-LTE's 3x3 convolutions).
     QUERY_REACH = 2
+    # Query-shifts decoded together by query_grid (rows of a run x a piece of columns):
+    # as many as a fast-path block of QUERY_BLOCK queries with its 4 shifts.
+    GRID_PIECE = 4096
     # CMSR's table samples the signal on [0, CMSR_SIGNAL_MAX] (the reference's range).
     CMSR_SIGNAL_MAX = 1.0
 
@@ -198,7 +202,7 @@ class LatentModulated(QueryPaths):
         fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
         shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
         # Shift-major and feature-major: every stack below copies contiguous rows.
-        rows, cols = axis_lookups(coord, h, w, shifts, eps, fused)
+        rows, cols = axis_lookups(coord[..., 0], coord[..., 1], h, w, shifts, eps, fused)
         index = torch.stack([flat_code_index(rows[vx][0], cols[vy][0], h, w)
                              for vx, vy in shifts]).flatten(1)                 # (S, B*Q)
         rel_coord = torch.stack([torch.stack([rows[vx][1] for vx, _ in shifts]),
@@ -241,3 +245,109 @@ class LatentModulated(QueryPaths):
                     None if weights is None else weights[:, block]))          # (m, out)
         out = torch.cat(outs)
         return out.view(b, q, out.shape[-1])
+
+    def query_grid(self, prepared, rows, cols, cell):
+        """``query`` on the grid of queries ``rows x cols`` of one image (rendering): equal
+        to ``query(prepared, meshgrid(rows, cols), cell)`` up to float rounding (tested).
+
+        Args:
+            prepared: ``prepare``'s result for one image.
+            rows: ``(R,)`` row coordinates; cols: ``(C,)`` column coordinates (any order is
+                correct; ascending, as a renderer gives them, is fast).
+            cell: ``(2,)`` or ``(1, 2)``, the output pixel size of every query.
+        Returns:
+            ``(1, R*C, out_dim)``, row-major over the grid.
+
+        Why a grid: the rows of a run that share their latent row (for a shift) read, column
+        by column, the same latent codes. The modulations are gathered once per run and
+        column instead of once per query and broadcast over the run's rows, and layer 0's
+        input is separable in (row, column). Falls back to ``query`` with autograd, on the
+        plain path and for batches.
+        """
+        if (torch.is_grad_enabled() or self.query_impl == 'plain' or self.cell_decode and
+                cell is None or not isinstance(prepared, LMFPrepared) or prepared.table is None
+                or prepared.signal.shape[0] != 1):
+            coord = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).view(1, -1, 2)
+            cell = None if cell is None else cell.reshape(1, 1, 2).expand(1, coord.shape[1], 2)
+            return self.query(prepared, coord, cell)
+        h, w = prepared.size
+        n_rows, n_cols = rows.shape[0], cols.shape[0]
+        device_type = rows.device.type
+        fused = grid_sample_rounding_is_fused(rows.device, rows.dtype)
+        shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
+        row_look, col_look = axis_lookups(rows, cols, h, w, shifts, eps, fused)
+        weights = None
+        if self.local_ensemble:
+            weights = area_weights(torch.stack([row_look[vx][1] for vx, _ in shifts])[:, :, None],
+                                   torch.stack([col_look[vy][1] for _, vy in shifts])[:, None])
+        dtype = self.decode_dtype(device_type)
+        plan = self.imnet.folded_plan(self.first_columns(), dtype)
+        table = prepared.table.to(dtype)                                    # (K, h*w, H)
+        hidden = table.shape[-1]
+        inputs = None if prepared.inputs is None else prepared.inputs.to(dtype)
+        grid = GridContext(prepared, None if cell is None else cell.reshape(2), h, w, dtype,
+                           inputs)
+        # The output layer runs per shift, feature-major: (out, rows) products and the
+        # weighted sums then run along rows of the grid (16 -> out_dim columns is a slow
+        # shape for row-major products, and weights broadcast over 16 values per row slow
+        # down elementwise operations). The bias is added once: the weights sum to 1.
+        out_weight = plan.out_weight.t().to(dtype)                           # (out, H)
+        total = rows.new_zeros(out_weight.shape[0], n_rows, n_cols, dtype=torch.float32)
+        workspace = DecodeWorkspace()
+        with torch.autocast(device_type, enabled=False):
+            for s, (vx, vy) in enumerate(shifts):
+                row_index, rel_row = row_look[vx]
+                col_index, rel_col = col_look[vy]
+                columns = self.grid_columns(grid, rel_col, plan)
+                for group, run_rows, length, step in grid_groups(row_index, n_cols,
+                                                                 self.GRID_PIECE):
+                    g = run_rows.shape[0]
+                    for first in range(0, n_cols, step):
+                        part = slice(first, first + step)
+                        # The codes of the runs' latent rows x the part's columns.
+                        index = (run_rows.unsqueeze(1) * w + col_index[part]).view(-1)
+                        mods = table.index_select(1, index).view(-1, g, 1, index.shape[0] // g,
+                                                                 hidden)      # (K, G, 1, P, H)
+                        z = self.grid_input(grid, index, rel_row[group].view(g, length),
+                                            [c[part] for c in columns], plan)  # (G, L, P, H)
+                        z = self.imnet.modulated_layers(z, mods, plan, workspace)
+                        target = total[:, group, part]                       # (out, G*L, P)
+                        out = torch.mm(out_weight, z.view(-1, hidden).t()).view(target.shape)
+                        if weights is None:
+                            target.add_(out)
+                        else:
+                            target.addcmul_(out, weights[s, group, part])
+            out = total.view(total.shape[0], -1).t() + plan.out_bias
+        return out.view(1, n_rows * n_cols, -1)
+
+
+def grid_groups(row_index, n_cols, piece):
+    """``query_grid``'s groups of rows: runs of consecutive rows with the same latent row,
+    consecutive runs of equal length grouped so that a group times a part of the columns is
+    about ``piece`` queries. Yields ``(rows slice, the runs' latent rows (G,) int64, run
+    length L, columns per part)``; the groups cover the rows in order."""
+    values, counts = torch.unique_consecutive(row_index, return_counts=True)
+    lengths = counts.tolist()
+    i, start = 0, 0
+    while i < len(lengths):
+        length = lengths[i]
+        step = min(n_cols, max(1, piece // length))
+        most = max(1, piece // (length * step))
+        j = i + 1
+        while j < len(lengths) and j - i < most and lengths[j] == length:
+            j += 1
+        yield slice(start, start + (j - i) * length), values[i:j], length, step
+        start, i = start + (j - i) * length, j
+
+
+@dataclass(frozen=True)
+class GridContext:
+    """What ``query_grid``'s model hooks share: the prepared image, its cell ``(2,)``, the
+    latent size, the dtype the layers run in and ``LMFPrepared.inputs`` in that dtype
+    (or ``None``)."""
+    prepared: LMFPrepared
+    cell: torch.Tensor
+    h: int
+    w: int
+    dtype: torch.dtype
+    inputs: torch.Tensor = None

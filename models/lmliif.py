@@ -181,3 +181,19 @@ class LMLIIF(LatentModulated, nn.Module):
         """Layer 0's input rows of a block, shift-major ``(S*m, 2 [+ 2])`` (a transposed
         view of feature-major rows)."""
         return chunk[:, :, block].reshape(chunk.shape[0], -1).t()
+
+    def grid_columns(self, grid, rel_col, plan):
+        """``query_grid``: layer 0's terms that depend on the column only, ``[(C, hidden)]``:
+        ``rel_col`` and the ``rel_cell`` of every query."""
+        weight = plan.weights[0]                                   # (2 [+ 2], hidden)
+        term = rel_col.to(grid.dtype).unsqueeze(1) * weight[1]
+        if self.cell_decode:
+            term = term + relative(grid.cell, grid.h, grid.w).to(grid.dtype) @ weight[2:]
+        return [term]
+
+    def grid_input(self, grid, index, rel_row, columns, plan):
+        """``query_grid``: layer 0's pre-activation ``(G, L, P, hidden)`` of ``G`` runs of
+        ``L`` rows (``rel_row (G, L)``) and ``P`` columns: ``rel_row * W[:, 0] + (the
+        column's terms)`` (the code's term is in ``B_0``)."""
+        return torch.addcmul(columns[0], rel_row.to(grid.dtype)[..., None, None],
+                             plan.weights[0][0])

@@ -172,6 +172,14 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
         out = super().modulated_query(prepared, coord, cell)
         return out + bilinear_residual(prepared.inp, coord)
 
+    def query_grid(self, prepared, rows, cols, cell):
+        """The grid query (``models/lmf.py``) plus the bilinear residual."""
+        out = super().query_grid(prepared, rows, cols, cell)
+        if torch.is_grad_enabled() or self.query_impl == 'plain':
+            return out          # the fallback of query_grid: query's, with the residual
+        coord = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).view(1, -1, 2)
+        return out + bilinear_residual(prepared.inp, coord)
+
     def first_columns(self):
         """The render MLP's layer 0 reads the per-query Fourier feature: all its columns."""
         return None
@@ -214,3 +222,26 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
             torch.sin(t, out=x[half:])
             x.mul_(coef)
         return x.t()
+
+    def grid_columns(self, grid, rel_col, plan):
+        """``query_grid``: ``[rel_col (C,), phase (C, K)]`` (the phase is the image's)."""
+        phase = self.phase_of(grid.cell, grid.h, grid.w, render=True)
+        if not self.cell_decode:
+            phase = rel_col.new_zeros(self.code_width // 2)
+        return [rel_col.to(grid.dtype), phase.to(grid.dtype).expand(rel_col.shape[0], -1)]
+
+    def grid_input(self, grid, index, rel_row, columns, plan):
+        """``query_grid``: layer 0's pre-activation ``(G, L, P, hidden)`` of ``G`` runs of
+        ``L`` rows (``rel_row (G, L)``) and ``P`` columns, whose codes are rows ``index
+        (G*P,)`` of the table: their Fourier features at every row, times layer 0's weights."""
+        width, half = self.code_width, self.code_width // 2
+        g, length = rel_row.shape
+        codes = grid.inputs.index_select(1, index).view(2 * width, g, 1, -1)   # (2W, G, 1, P)
+        coef, f_row, f_col = codes[:width], codes[width:width + half], codes[width + half:]
+        rel_col, phase = columns
+        t = torch.addcmul(phase.t()[:, None, None], f_col, rel_col)           # (K, G, 1, P)
+        t = torch.addcmul(t, f_row, rel_row.to(grid.dtype)[None, :, :, None])  # (K, G, L, P)
+        t.mul_(math.pi)
+        x = torch.cat([torch.cos(t), torch.sin(t)]).mul_(coef)               # (W, G, L, P)
+        z = torch.mm(x.view(width, -1).t(), plan.weights[0])
+        return z.view(g, length, -1, z.shape[-1])

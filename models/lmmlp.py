@@ -192,6 +192,25 @@ class LMMLP(nn.Module):
                           self.mod_scale)
 
     @staticmethod
+    def modulated_layers(z, slabs, plan, workspace):
+        """The hidden layers on layer 0's pre-activations ``z (..., hidden)`` with ``fold``'s
+        slabs ``(folded_slabs, ..., hidden)`` broadcast against them (``query_grid``: the
+        same codes for every row of a run). Without autograd; writes into ``z`` and the
+        ``workspace``. Returns the last hidden layer, shaped like ``z``."""
+        depth, shape = len(plan.weights), z.shape
+        for k in range(depth):
+            if plan.scaled:
+                torch.addcmul(slabs[k], z, slabs[depth + k], out=z)
+            else:
+                z.add_(slabs[k])
+            z.relu_()
+            if k + 1 < depth:
+                rows = z.view(-1, shape[-1])
+                out = workspace.take(k % 2, rows.shape[0], shape[-1], rows)
+                z = torch.mm(rows, plan.weights[k + 1], out=out).view(shape)
+        return z
+
+    @staticmethod
     def decode_folded(x, slabs, plan, workspace=None, weights=None):
         """The modulated layers on ``n`` rows, each with its latent code's folded slabs, and
         optionally LIIF's ensemble of their last hidden layer.
