@@ -5,6 +5,7 @@
     python demo.py --input photo.jpg --model rdn-liif.pth --scale 2,3 --output wide.png --device cpu
     python demo.py --input lr_folder --model rdn-liif.pth --scale 4 --output sr_folder
     python demo.py --input photo.png --model swinir-lte.pth --scale 8 --scale_max 4 --output photo_x8.png
+    python demo.py --input photo.png --model edsr-b_lm-liif.pth --scale 12 --scale_max 4 --cmsr True --cmsr_path configs/cmsr/result/edsr-b_lm-liif_mse2e-5.yaml --output photo_x12.png
 
 ``--resolution`` is ``HEIGHT,WIDTH`` of the output (as in the original demo);
 ``--scale S`` or ``--scale SH,SW`` multiplies the input size instead (any positive
@@ -30,6 +31,11 @@ encoder pads to a multiple of its window and crops its features back; LTE's own 
 renders a slightly shifted image for sizes that are not multiples of 8); their window
 attention cannot be encoded in tiles exactly, so such inputs are encoded whole (memory
 grows with the input; decoding still runs in windows and chunks).
+
+``--cmsr True --cmsr_path TABLE`` (LMF models, ``docs/lmf.md``): outputs beyond the
+training scale (x4) are rendered with LMF's controllable multi-scale rendering, the whole
+image at once (its coarse levels span the image: memory grows with the output); the
+fraction of queries it saved is printed.
 """
 import argparse
 import math
@@ -43,6 +49,7 @@ import models
 from datasets.image_folder import list_images
 from datasets.image_io import image_size, read_image_with_alpha
 from engine.checkpoint import load_model
+from engine.cmsr import add_cmsr_flags, cmsr_from_args
 from engine.data_norm import PUBLISHED, DataNorm, choose
 from engine.render import DEFAULT_CHUNK, DEFAULT_TILE, render
 from engine.throughput import add_inference_flags, prepare_inference
@@ -79,6 +86,7 @@ def parse_args(argv=None):
     parser.add_argument('--tile', type=int, default=DEFAULT_TILE,
                         help='encode inputs larger than this many pixels per side in '
                              'overlapping tiles (same result, less memory); 0: never')
+    add_cmsr_flags(parser)
     add_inference_flags(parser)
     add_debug_flag(parser)
     return parser.parse_args(argv)
@@ -225,20 +233,27 @@ def main(args):
         if not models.set_query_impl(model, args.query):
             print(f'note: --query ignored, model {ckpt["model"]["name"]!r} has one query path',
                   file=sys.stderr)
+        cmsr = cmsr_from_args(args, model)
         amp_dtype = prepare_inference(model, device, args.amp, args.allow_tf32,
                                       args.channels_last, args.compile)
         data_norm = DataNorm(choose(checkpoint=ckpt.get('data_norm'), default=PUBLISHED))
 
     def upscale(src, dst, size):
         lr, alpha = read_image_with_alpha(src)
-        image = render(model, lr.to(device), size, data_norm, chunk=args.bsize,
+        lr = lr.to(device)
+        blocks = None if cmsr is None else cmsr.render_blocks(
+            model, lr, size, data_norm, chunk=args.bsize, tile=args.tile or None,
+            amp_dtype=amp_dtype, scale_max=args.scale_max)
+        image = render(model, lr, size, data_norm, chunk=args.bsize,
                        tile=args.tile or None, alpha=alpha,
                        progress=size[0] * size[1] > args.bsize, amp_dtype=amp_dtype,
-                       scale_max=args.scale_max)
+                       scale_max=args.scale_max, blocks=blocks)
         save_image(image, dst)
         print(f'{src} ({lr.shape[1]}x{lr.shape[2]}) -> {dst} ({size[0]}x{size[1]})')
     for src, dst, size in sized:
         failures.attempt(src, lambda: upscale(src, dst, size))
+    if sized and cmsr is not None:
+        print(cmsr.summary())
     failures.report(len(jobs))
 
 

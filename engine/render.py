@@ -307,7 +307,7 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
-           progress=False, window=DEFAULT_WINDOW, amp_dtype=None, scale_max=None):
+           progress=False, window=DEFAULT_WINDOW, amp_dtype=None, scale_max=None, blocks=None):
     """Super-resolve ``lr`` (``(3, h, w)`` in ``[0, 1]``) into a Pillow image of ``size``.
 
     Args:
@@ -316,6 +316,8 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
         alpha: optional ``(1, h, w)`` alpha in ``[0, 1]``: resized with Pillow bicubic
             and attached (the result is RGBA, else RGB).
         progress: show a tqdm bar over output pixels.
+        blocks: the ``(top, left, rgb)`` blocks to assemble instead of ``render_blocks``'
+            (e.g. ``engine.cmsr.CMSR.render_blocks``').
     Returns:
         ``PIL.Image`` of ``W x H`` pixels. The image itself is the only buffer of the
         output size (8 bits per channel; Pillow stores 4 bytes per pixel).
@@ -324,8 +326,10 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
     image = Image.new('RGB' if alpha is None else 'RGBA', (width, height))
     with tqdm(total=height * width, disable=not progress, unit='px', unit_scale=True,
               desc='render', leave=False) as bar:
-        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile, window,
-                                            amp_dtype=amp_dtype, scale_max=scale_max):
+        if blocks is None:
+            blocks = render_blocks(model, lr, size, data_norm, chunk, tile, window,
+                                   amp_dtype=amp_dtype, scale_max=scale_max)
+        for top, left, rgb in blocks:
             block = to_uint8_array(rgb.permute(2, 0, 1))                  # (rows, cols, 3)
             image.paste(Image.fromarray(block), (left, top))
             bar.update(block.shape[0] * block.shape[1])

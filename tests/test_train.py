@@ -324,6 +324,10 @@ PARAMS = {
     'train_edsr-baseline-lte': 1714267, 'train_rdn-lte': 22467779,
     'train_swinir-lte': 12096871, 'train_edsr-baseline-lte-fast': 1714267,
     'train_swinir-liif': 11949927, 'train_swinir-metasr': 12048164,
+    # LMF's (the counts of family_state_dicts.json)
+    'train_edsr-baseline-lmliif': 1386091, 'train_rdn-lmliif': 22139603,
+    'train_swinir-lmliif': 11782615, 'train_edsr-baseline-lmlte': 1490907,
+    'train_rdn-lmlte': 22244419, 'train_swinir-lmlte': 11873511,
     # x3: one conv(64 -> 576) + shuffle 3 instead of x2's conv(64 -> 256); x4: two x2 stages
     **{f'train_{name}-x3': x2 - (64 * 256 * 9 + 256) + (64 * 576 * 9 + 576)
        for name, x2 in (('edsr-baseline', EDSR_X2), ('rdn', RDN_X2))},
