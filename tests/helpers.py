@@ -110,6 +110,30 @@ def run_main(main, args, capsys):
     return code, out, err
 
 
+def run_demo_script(demo_cli, capsys, lr_path, model, out, *flags):
+    """``demo.py`` (``load_script('demo.py')``) on one image on the CPU; the written image
+    as an int array ``(H, W, C)``."""
+    args = demo_cli.parse_args(['--input', str(lr_path), '--model', str(model), '--output',
+                                str(out), '--device', 'cpu', *map(str, flags)])
+    code, _, err = run_main(demo_cli.main, args, capsys)
+    assert code == 0, err
+    return np.asarray(Image.open(out)).astype(int)
+
+
+def assert_same_render(ours, reference_float):
+    """A demo's 8-bit image ``ours (H, W, 3)`` against a reference demo's float image
+    ``(3, H, W)`` in [0, 1]: ours writes ``round(255 x)``, the references (torchvision's
+    ToPILImage) ``floor(255 x)``; ours equals the rounding up to one level where the two
+    floats straddle a rounding boundary (at most 0.1% of the pixels), and is within one
+    level of the truncation."""
+    rounded = (reference_float.permute(1, 2, 0) * 255).round().numpy().astype(int)
+    truncated = (reference_float.permute(1, 2, 0) * 255).byte().numpy().astype(int)
+    assert ours.shape == rounded.shape
+    diff = np.abs(ours - rounded)
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
+    assert np.abs(ours - truncated).max() <= 1
+
+
 def assert_one_line_error(code, err, pattern):
     assert code == 2
     lines = err.strip().splitlines()

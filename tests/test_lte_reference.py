@@ -16,7 +16,6 @@ Tolerances, and why:
 """
 import json
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -26,7 +25,7 @@ import lte_reference as ref
 import models
 from engine.checkpoint import load_model, model_entry
 from engine.data_norm import PUBLISHED as PUBLISHED_NORM
-from helpers import load_script, make_test_image, run_main
+from helpers import assert_same_render, load_script, make_test_image, run_demo_script, run_main
 from models.published import PUBLISHED_SPECS
 from utils.coords import make_cell, make_coord
 
@@ -215,21 +214,7 @@ def test_without_window_swinir_is_aligned_unlike_the_reference(checkpoints, imag
 # --- demo.py --------------------------------------------------------------------------------
 
 def run_demo(capsys, lr_path, model, out, *flags):
-    args = demo_cli.parse_args(['--input', str(lr_path), '--model', str(model), '--output',
-                                str(out), '--device', 'cpu', *map(str, flags)])
-    code, _, err = run_main(demo_cli.main, args, capsys)
-    assert code == 0, err
-    return np.asarray(Image.open(out)).astype(int)
-
-
-def assert_same_render(ours, reference_float):
-    """See the module docstring: rounding vs the reference's truncation."""
-    rounded = (reference_float.permute(1, 2, 0) * 255).round().numpy().astype(int)
-    truncated = (reference_float.permute(1, 2, 0) * 255).byte().numpy().astype(int)
-    assert ours.shape == rounded.shape
-    diff = np.abs(ours - rounded)
-    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
-    assert np.abs(ours - truncated).max() <= 1
+    return run_demo_script(demo_cli, capsys, lr_path, model, out, *flags)
 
 
 # (checkpoint, LR size, scale, extra flags): SwinIR at a multiple of 8 (where the
