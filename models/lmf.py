@@ -40,6 +40,7 @@ from models.liif import (ENSEMBLE_SHIFTS, SHIFT_EPS, area_weights, axis_lookups,
 from models.liif_fast import DecodeWorkspace, flat_code_index, grid_sample_rounding_is_fused
 from models.lmmlp import LMMLP
 from models.models import QueryPaths
+from models.models import models as registry
 from utils.errors import UserError
 
 
@@ -87,23 +88,29 @@ def relative(cell, h, w):
     return torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)
 
 
-def check_lm_specs(name, imnet, hypernet_spec):
-    """The reference builds (and needs) both networks; fail in one line otherwise."""
-    if imnet is None:
+def check_lm_specs(name, imnet_spec, hypernet_spec):
+    """The reference builds (and needs) both networks, the render MLP an ``lmmlp``: fail in
+    one line otherwise (before building anything)."""
+    if imnet_spec is None:
         raise UserError(f'{name} needs imnet_spec (the render MLP), e.g. {{name: lmmlp, args: '
                         '{out_dim: 3, hidden_dim: 16, hidden_depth: 6}}')
     if hypernet_spec is None:
         raise UserError(f'{name} needs hypernet_spec (the hypernetwork), e.g. '
                         '{name: mlp, args: {out_dim: 208, hidden_list: [208]}}')
-    if not isinstance(imnet, LMMLP):
-        raise UserError(f'{name}: imnet_spec must be an lmmlp (the modulated render MLP), '
-                        f'got {type(imnet).__name__}')
+    kind = registry.get(imnet_spec.get('name'))
+    if kind is not None and not (isinstance(kind, type) and issubclass(kind, LMMLP)):
+        raise UserError(f"{name}: imnet_spec must be an lmmlp (the modulated render MLP), "
+                        f"got {imnet_spec.get('name')!r}")
 
 
 def modulation_count(imnet_spec):
     """``LMMLP.n_modulations`` from the render MLP's spec, before it exists (the reference
     makes the hypernetwork first: its parameters come first in the state dict)."""
     args = imnet_spec.get('args', {})
+    missing = [key for key in ('hidden_dim', 'hidden_depth') if key not in args]
+    if missing:
+        raise UserError(f"imnet_spec ({imnet_spec.get('name')}): missing argument "
+                        f"{', '.join(missing)}")
     return args['hidden_dim'] * args['hidden_depth'] * (
         bool(args.get('mod_scale', True)) + bool(args.get('mod_shift', True)))
 
@@ -174,16 +181,19 @@ class LatentModulated(QueryPaths):
         return self.query(self.encode(inp), coord, cell)
 
     @staticmethod
-    def decode_dtype(device_type):
+    def decode_dtype(device_type, tensor):
         """The dtype the fast query's blocks run in when rendering (no autograd): under
         autocast on GPUs its dtype (the tables are cast once, every block runs in it); on
-        CPUs, and without autocast, float32. The 16-wide layers are small products and
-        elementwise operations, which CPUs run slower in bf16 than in float32 (measured:
-        the decoder alone ~25% slower), unlike the encoder's and the hypernetwork's
-        products (``prepare`` runs those under the caller's autocast)."""
-        if device_type != 'cpu' and torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-        return torch.float32
+        CPUs under autocast float32; without autocast ``tensor``'s (the table's). The
+        16-wide layers are small products and elementwise operations, which CPUs run
+        slower in bf16 than in float32 (measured: the decoder alone ~25% slower), unlike
+        the encoder's and the hypernetwork's products (``prepare`` runs those under the
+        caller's autocast)."""
+        if not torch.is_autocast_enabled(device_type):
+            return tensor.dtype
+        if device_type == 'cpu':
+            return torch.float32
+        return torch.get_autocast_dtype(device_type)
 
     def modulated_query(self, prepared, coord, cell):
         """The fast query: ``query_plain``'s function (equal within float rounding, tested).
@@ -219,7 +229,7 @@ class LatentModulated(QueryPaths):
         else:
             block_size = self.QUERY_BLOCK.get(device_type) or max(n, 1)
             workspaces = (DecodeWorkspace(), DecodeWorkspace(), DecodeWorkspace())
-            dtype = self.decode_dtype(device_type)
+            dtype = self.decode_dtype(device_type, table)
             table = table.to(dtype)
             inputs = None if inputs is None else inputs.to(dtype)
         plan = self.imnet.folded_plan(self.first_columns(), dtype)
@@ -280,7 +290,7 @@ class LatentModulated(QueryPaths):
         if self.local_ensemble:
             weights = area_weights(torch.stack([row_look[vx][1] for vx, _ in shifts])[:, :, None],
                                    torch.stack([col_look[vy][1] for _, vy in shifts])[:, None])
-        dtype = self.decode_dtype(device_type)
+        dtype = self.decode_dtype(device_type, prepared.table)
         plan = self.imnet.folded_plan(self.first_columns(), dtype)
         table = prepared.table.to(dtype)                                    # (K, h*w, H)
         hidden = table.shape[-1]
@@ -318,7 +328,7 @@ class LatentModulated(QueryPaths):
                         else:
                             target.addcmul_(out, weights[s, group, part])
             out = total.view(total.shape[0], -1).t() + plan.out_bias
-        return out.view(1, n_rows * n_cols, -1)
+        return out.view(1, n_rows * n_cols, out.shape[-1])
 
 
 def grid_groups(row_index, n_cols, piece):

@@ -60,8 +60,7 @@ class LMLIIF(LatentModulated, nn.Module):
         self.local_ensemble, self.feat_unfold = local_ensemble, feat_unfold
         self.cell_decode, self.mod_input = cell_decode, mod_input
         self.encoder = models.make(encoder_spec)
-        if imnet_spec is None or hypernet_spec is None:
-            check_lm_specs('lmliif', None if imnet_spec is None else nn.Identity(), hypernet_spec)
+        check_lm_specs('lmliif', imnet_spec, hypernet_spec)
         width = self.encoder.out_dim
         hidden = imnet_spec.get('args', {}).get('hidden_dim')
         self.code_dim = hidden if mod_input else width          # the render MLP's code
@@ -70,7 +69,6 @@ class LMLIIF(LatentModulated, nn.Module):
             'out_dim': modulation_count(imnet_spec) + (hidden if mod_input else 0)})
         self.imnet = models.make(imnet_spec, args={
             'in_dim': self.code_dim + 2 + (2 if cell_decode else 0), 'mod_up_merge': False})
-        check_lm_specs('lmliif', self.imnet, hypernet_spec)
 
     def encode(self, inp):
         """``(B, 3, h, w)`` normalised LR image -> feature map ``(B, C, h, w)``."""

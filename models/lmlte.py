@@ -61,8 +61,7 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
                  local_ensemble=True, cell_decode=True, mod_input=False, cmsr_spec=None):
         super().__init__(encoder_spec, hidden_dim)
         self.local_ensemble, self.cell_decode, self.mod_input = local_ensemble, cell_decode, mod_input
-        if imnet_spec is None or hypernet_spec is None:
-            check_lm_specs('lmlte', None if imnet_spec is None else nn.Identity(), hypernet_spec)
+        check_lm_specs('lmlte', imnet_spec, hypernet_spec)
         render_width = imnet_spec.get('args', {}).get('hidden_dim')
         if mod_input and (not isinstance(render_width, int) or render_width % 2):
             raise UserError(f'lmlte: with mod_input the render MLP\'s hidden_dim is the width of '
@@ -76,7 +75,6 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
             self.imphase = nn.Linear(2, render_width // 2, bias=False)
         self.imnet = models.make(imnet_spec, args={'in_dim': self.code_width,
                                                    'mod_up_merge': False})
-        check_lm_specs('lmlte', self.imnet, hypernet_spec)
 
     def split_frequencies(self, freq):
         return frequency_pairs(freq)
@@ -199,7 +197,8 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
         shift-major ``(S*m, code_width)`` (a transposed view of feature-major rows: every
         elementwise operation runs on contiguous rows of ``S*m`` values)."""
         rel_coord, phase = chunk
-        rel = rel_coord[:, :, block].reshape(2, -1)                     # (2, S*m)
+        shifts, m = rel_coord.shape[1], rel_coord[0, 0, block].shape[0]
+        rel = rel_coord[:, :, block].reshape(2, shifts * m)              # (2, S*m)
         n, width, half = rel.shape[1], self.code_width, self.code_width // 2
         dtype = inputs.dtype
         if workspace is None:
@@ -211,8 +210,7 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
         t = f_row * rel[:1].to(dtype)
         t = torch.addcmul(t, f_col, rel[1:].to(dtype))
         if phase is not None:
-            m = phase[:, block].shape[1]
-            t = (t.view(half, -1, m) + phase[:, block].unsqueeze(1).to(dtype)).view(half, n)
+            t = (t.view(half, shifts, m) + phase[:, block].unsqueeze(1).to(dtype)).view(half, n)
         t = t * math.pi
         if workspace is None:
             x = torch.cat([torch.cos(t), torch.sin(t)]) * coef

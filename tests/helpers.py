@@ -208,6 +208,27 @@ def run_script(args, cwd, launcher=(), timeout=300):
                           timeout=timeout)
 
 
+def max_weight_diff(path_a, path_b):
+    """Largest difference between the model weights of two checkpoints."""
+    a, b = (torch.load(p, weights_only=True)['model']['sd'] for p in (path_a, path_b))
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def torchrun_weight_diff(tmp_path, cfg):
+    """``cfg`` trained by one process and by 2 gloo processes under torchrun (the global
+    batch split over them): the largest difference of their final weights."""
+    run_inprocess(write_config(tmp_path / 'one.yaml', cfg), tmp_path / 'save')
+    torchrun = ('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
+    result = run_script(['--config', write_config(tmp_path / 'ddp.yaml', cfg), '--no-progress'],
+                        tmp_path, torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tmp_path / 'save' / '_ddp' / 'log.txt').read_text()
+    assert log.startswith('world_size=2, device=cpu') and log.count('epoch 1/1, train') == 1
+    return max_weight_diff(tmp_path / 'save' / '_ddp' / 'epoch-last.pth',
+                           tmp_path / 'save' / '_one' / 'epoch-last.pth')
+
+
 def train_cli(argv):
     """train_liif.py's command line, in this process (for ``helpers.run_main``)."""
     return train_liif.main(train_liif.parse_args(list(map(str, argv))))
@@ -309,6 +330,42 @@ def bf16_steps(model, lr, coord, cell):
             out = model(lr, coord, cell)
         F.l1_loss(out.float(), target).backward()
         yield impl, out
+
+
+def record_grid_sample(monkeypatch):
+    """Make every later ``F.grid_sample`` call append ``(input channels, mode)`` to the
+    returned list (the fast paths must not sample the latent maps)."""
+    import torch.nn.functional as F
+    sampled, original = [], F.grid_sample
+
+    def recording(inp, grid, mode='bilinear', **kwargs):
+        sampled.append((inp.shape[1], mode))
+        return original(inp, grid, mode=mode, **kwargs)
+    monkeypatch.setattr(F, 'grid_sample', recording)
+    return sampled
+
+
+def render_whole(model, lr, size, **kwargs):
+    """The whole output of ``engine.render.render_blocks`` as one ``(H, W, 3)`` tensor."""
+    from engine.data_norm import PUBLISHED, DataNorm
+    from engine.render import render_blocks
+    out = torch.zeros(*size, 3)
+    for top, left, rgb in render_blocks(model, lr, size, DataNorm(PUBLISHED), **kwargs):
+        out[top:top + rgb.shape[0], left:left + rgb.shape[1]] = rgb
+    return out
+
+
+def assert_both_paths_train_alike(model, n_queries=200):
+    """3 Adam steps from the same state with each query path on a batch of 4 random 8x8
+    inputs (``n_queries`` pixels of a 24x24 output each): the same losses, decreasing."""
+    lr = torch.randn(4, 3, 8, 8)
+    coord = make_coord((24, 24))[torch.randperm(576)[:n_queries]].expand(4, -1, -1)
+    cell = make_cell(coord, (24, 24))
+    target = torch.rand(4, n_queries, 3)
+    losses = {impl: train_a_few_steps(model, impl, lr, coord, cell, target)[0]
+              for impl in ('plain', 'fast')}
+    assert losses['fast'] == pytest.approx(losses['plain'], rel=1e-5)
+    assert losses['plain'][2] < losses['plain'][0]
 
 
 def train_a_few_steps(model, impl, lr, coord, cell, target, steps=3):

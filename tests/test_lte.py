@@ -7,14 +7,13 @@ parameter), the same latent cells as grid_sample picks, ties included. Equality 
 the reference code's own arithmetic is tested in ``tests/test_lte_reference.py``."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import models
 from engine.data_norm import PUBLISHED, DataNorm
-from engine.render import predict, render_blocks
-from helpers import (COORD_CASES, TINY_ENCODER, bf16_steps, border_coords, gradients_of_both_paths,
-                     pixel_grid, relative_error,
-                     tie_queries, train_a_few_steps)
+from engine.render import predict
+from helpers import (COORD_CASES, TINY_ENCODER, assert_both_paths_train_alike, bf16_steps,
+                     border_coords, gradients_of_both_paths, pixel_grid, record_grid_sample,
+                     relative_error, render_whole, tie_queries)
 from models.lte import LocalTextureEstimator, LTEPrepared
 from utils.coords import grid_to_queries, make_cell, make_coord
 from utils.errors import UserError
@@ -84,15 +83,7 @@ def test_gradients_agree(name):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_training_steps_from_the_same_state_give_the_same_losses(name):
-    model = make(name)
-    lr = torch.randn(4, 3, 8, 8)
-    coord = make_coord((24, 24))[torch.randperm(576)[:200]].expand(4, -1, -1)
-    cell = make_cell(coord, (24, 24))
-    target = torch.rand(4, 200, 3)
-    losses = {impl: train_a_few_steps(model, impl, lr, coord, cell, target)[0]
-              for impl in ('plain', 'fast')}
-    assert losses['fast'] == pytest.approx(losses['plain'], rel=1e-5)
-    assert losses['plain'][2] < losses['plain'][0]
+    assert_both_paths_train_alike(make(name))
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -123,13 +114,7 @@ def test_fast_path_samples_only_the_input_image(monkeypatch):
     encoding = encoding_of(4, 4, batch=1)
     coord, cell = pixel_grid((8, 8), batch=1)
     model.query(encoding, coord, cell)     # measures grid_sample's rounding once
-    sampled = []
-    original = F.grid_sample
-
-    def recording(inp, grid, mode='bilinear', **kwargs):
-        sampled.append((inp.shape[1], mode))
-        return original(inp, grid, mode=mode, **kwargs)
-    monkeypatch.setattr(F, 'grid_sample', recording)
+    sampled = record_grid_sample(monkeypatch)
     model.query(encoding, coord, cell)
     assert sampled == [(3, 'bilinear')]    # the global residual only
     sampled.clear()
@@ -176,14 +161,6 @@ def test_lte_and_ltep_pair_frequencies_differently():
     assert [t.tolist() for t in ltep.split_frequencies(channels)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
-def liif_family_render(model, lr, size, **kwargs):
-    """The whole output of ``engine.render.render_blocks`` as one (H, W, 3) tensor."""
-    out = torch.zeros(*size, 3)
-    for top, left, rgb in render_blocks(model, lr, size, DataNorm(PUBLISHED), **kwargs):
-        out[top:top + rgb.shape[0], left:left + rgb.shape[1]] = rgb
-    return out
-
-
 @pytest.mark.parametrize('name', NAMES)
 @pytest.mark.parametrize('impl', ['fast', 'plain'])
 def test_windowed_and_tiled_rendering_equal_the_whole_image(name, impl):
@@ -197,10 +174,10 @@ def test_windowed_and_tiled_rendering_equal_the_whole_image(name, impl):
     whole = predict(model, DataNorm(PUBLISHED).inp(lr.unsqueeze(0)), coord,
                     make_cell(coord, size))
     whole = DataNorm(PUBLISHED).denorm(whole[0]).view(*size, 3)
-    windowed = liif_family_render(model, lr, size, tile=6, window=4, chunk=37)
+    windowed = render_whole(model, lr, size, tile=6, window=4, chunk=37)
     assert (windowed - whole).abs().max() <= 1e-5
     # a window margin one cell short of QUERY_REACH + 1 is visibly wrong
-    short = liif_family_render(model, lr, size, tile=None, window=4, margin=1)
+    short = render_whole(model, lr, size, tile=None, window=4, margin=1)
     assert (short - whole).abs().max() > 1e-3
 
 
