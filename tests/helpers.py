@@ -71,6 +71,28 @@ def load_script(relpath):
     return module
 
 
+def random_published_model(name):
+    """The published architecture ``name`` (``models.published``) with random weights,
+    every bias randomised too (the defaults leave some at 0); seeded by the name."""
+    from models.published import PUBLISHED_SPECS
+    torch.manual_seed(len(name))
+    model = models.make(PUBLISHED_SPECS[name])
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith('bias') and 'mean' not in key:
+                p.uniform_(-0.05, 0.05)
+    return model
+
+
+def save_in_reference_format(model, name, path):
+    """``model`` (the published architecture ``name``) as the references save checkpoints:
+    ``{'model': {name, args, sd}, 'optimizer', 'epoch'}``."""
+    from models.published import PUBLISHED_SPECS
+    torch.save({'model': model_entry(PUBLISHED_SPECS[name], model),
+                'optimizer': {'name': 'adam', 'args': {'lr': 1e-4}, 'sd': {}}, 'epoch': 1}, path)
+    return path
+
+
 def save_tiny_checkpoint(path, data_norm=None):
     """A random-weight LIIF (1 res-block EDSR, 16-unit MLP) in the published format."""
     model = models.make(TINY_SPEC)

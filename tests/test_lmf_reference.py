@@ -24,12 +24,11 @@ from PIL import Image
 
 import lmf_reference as ref
 import lte_reference
-import models
-from engine.checkpoint import load_model, model_entry
+from engine.checkpoint import load_model
 from engine.data_norm import PUBLISHED as PUBLISHED_NORM, DataNorm
 from engine.render import prepare
-from helpers import assert_same_render, load_script, make_test_image, run_demo_script, run_main
-from models.published import PUBLISHED_SPECS
+from helpers import (assert_same_render, load_script, make_test_image, random_published_model,
+                     run_demo_script, run_main, save_in_reference_format)
 from utils.coords import make_cell, make_coord
 
 test_cli = load_script('test.py')
@@ -38,28 +37,10 @@ init_cli = load_script('scripts/init_cmsr.py')
 NAMES = ('edsr-baseline-lmliif', 'edsr-baseline-lmlte')
 
 
-def randomised(name):
-    """The published architecture with random weights, biases randomised too (the defaults
-    leave some at 0)."""
-    torch.manual_seed(len(name))
-    model = models.make(PUBLISHED_SPECS[name])
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if key.endswith('bias') and 'mean' not in key:
-                p.uniform_(-0.05, 0.05)
-    return model
-
-
-def save_reference_format(model, name, path):
-    torch.save({'model': model_entry(PUBLISHED_SPECS[name], model),
-                'optimizer': {'name': 'adam', 'args': {'lr': 1e-4}, 'sd': {}}, 'epoch': 1}, path)
-    return path
-
-
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp('lmf-ckpt')
-    return {name: save_reference_format(randomised(name), name, folder / f'{name}.pth')
+    return {name: save_in_reference_format(random_published_model(name), name, folder / f'{name}.pth')
             for name in NAMES}
 
 
@@ -204,8 +185,8 @@ def test_init_cmsr_builds_the_references_table(images, tmp_path, capsys, name):
     another scale's table (kept): the reference's init_cmsr.py table, value for value.
     The two MSEs give different tables (the random weights' coarse renderings are
     within 2e-5 of the full one but not within 2e-6 for some signal values)."""
-    model = randomised(name)
-    path = save_reference_format(model, name, tmp_path / f'{name}.pth')
+    model = random_published_model(name)
+    path = save_in_reference_format(model, name, tmp_path / f'{name}.pth')
     cfg = write_test_config(tmp_path / 'cfg.yaml', images, 6, 'div2k-6')
     existing = {12: {1: 0.3, 2: 0.4, 12: 1}}
     tables = {}

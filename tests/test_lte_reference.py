@@ -23,9 +23,10 @@ from PIL import Image
 
 import lte_reference as ref
 import models
-from engine.checkpoint import load_model, model_entry
+from engine.checkpoint import load_model
 from engine.data_norm import PUBLISHED as PUBLISHED_NORM
-from helpers import assert_same_render, load_script, make_test_image, run_demo_script, run_main
+from helpers import (assert_same_render, load_script, make_test_image, random_published_model,
+                     run_demo_script, run_main, save_in_reference_format)
 from models.published import PUBLISHED_SPECS
 from utils.coords import make_cell, make_coord
 
@@ -39,19 +40,8 @@ def checkpoints(tmp_path_factory):
     """Random-weight checkpoints of the published LTE architectures in the reference
     format; every bias randomised too (the defaults leave some at 0)."""
     folder = tmp_path_factory.mktemp('lte-ckpt')
-    paths = {}
-    for name in NAMES:
-        torch.manual_seed(len(name))
-        model = models.make(PUBLISHED_SPECS[name])
-        with torch.no_grad():
-            for key, p in model.named_parameters():
-                if key.endswith('bias') and 'mean' not in key:
-                    p.uniform_(-0.05, 0.05)
-        ckpt = {'model': model_entry(PUBLISHED_SPECS[name], model),
-                'optimizer': {'name': 'adam', 'args': {'lr': 1e-4}, 'sd': {}}, 'epoch': 1}
-        torch.save(ckpt, folder / f'{name}.pth')
-        paths[name] = folder / f'{name}.pth'
-    return paths
+    return {name: save_in_reference_format(random_published_model(name), name,
+                                           folder / f'{name}.pth') for name in NAMES}
 
 
 def reference_model(path, **kwargs):
