@@ -230,6 +230,15 @@ COORD_CASES = {
 }
 
 
+def query_cases(h, w, batch=2):
+    """``{case: (coord, cell)}`` of the fast-path tests on an ``h x w`` latent grid:
+    ``COORD_CASES``, the borders (``border_coords``) and random queries and cells."""
+    cases = {case: build(h, w) for case, build in COORD_CASES.items()}
+    cases['borders'] = tuple(t.expand(batch, -1, -1) for t in border_coords(h, w))
+    cases['random'] = (torch.rand(batch, 300, 2) * 2 - 1, torch.rand(batch, 300, 2) * 0.5)
+    return cases
+
+
 def border_coords(h, w):
     """Image borders and corners, latent-cell boundaries, just inside/outside them."""
     edges = torch.tensor([-1.0, -1 + 1e-7, -0.999, 0.0, 0.999, 1 - 1e-7, 1.0])

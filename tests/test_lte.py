@@ -12,9 +12,8 @@ import torch.nn.functional as F
 import models
 from engine.data_norm import PUBLISHED, DataNorm
 from engine.render import predict, render_blocks
-from helpers import (COORD_CASES, TINY_ENCODER, bf16_steps, border_coords, gradients_of_both_paths,
-                     pixel_grid, relative_error,
-                     tie_queries, train_a_few_steps)
+from helpers import (TINY_ENCODER, bf16_steps, gradients_of_both_paths, pixel_grid,
+                     query_cases, relative_error, tie_queries, train_a_few_steps)
 from models.lte import LocalTextureEstimator, LTEPrepared
 from utils.coords import grid_to_queries, make_cell, make_coord
 from utils.errors import UserError
@@ -51,11 +50,8 @@ def test_fast_equals_plain_on_scales_borders_and_random(name):
     model = make(name)
     h, w = 5, 7
     encoding = encoding_of(h, w)
-    cases = {case: build(h, w) for case, build in COORD_CASES.items()}
-    cases['borders'] = tuple(t.expand(2, -1, -1) for t in border_coords(h, w))
-    cases['random'] = (torch.rand(2, 300, 2) * 2 - 1, torch.rand(2, 300, 2) * 0.5)
     with torch.no_grad():
-        for case, (coord, cell) in cases.items():
+        for case, (coord, cell) in query_cases(h, w).items():
             plain, fast = both(model, encoding, coord, cell)
             assert fast.shape == plain.shape == (2, coord.shape[1], 3)
             assert (fast - plain).abs().max() <= 1e-5, case
