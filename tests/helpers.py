@@ -296,6 +296,18 @@ def bf16_steps(model, lr, coord, cell):
         yield impl, out
 
 
+def losses_of_both_paths(model):
+    """``{'plain': losses, 'fast': losses}`` of 3 Adam steps of copies of ``model`` (see
+    ``train_a_few_steps``) on one random batch: 4 inputs of 8 x 8, 200 queries of a 24 x 24
+    output each."""
+    lr = torch.randn(4, 3, 8, 8)
+    coord = make_coord((24, 24))[torch.randperm(576)[:200]].expand(4, -1, -1)
+    cell = make_cell(coord, (24, 24))
+    target = torch.rand(4, 200, 3)
+    return {impl: train_a_few_steps(model, impl, lr, coord, cell, target)[0]
+            for impl in ('plain', 'fast')}
+
+
 def train_a_few_steps(model, impl, lr, coord, cell, target, steps=3):
     """A copy of ``model`` trained ``steps`` Adam steps (lr 1e-3, L1) with query path
     ``impl``: ``(losses, state_dict)``."""
