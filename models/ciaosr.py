@@ -54,7 +54,7 @@ from torch import nn
 import models
 from models import register
 from models.cross_scale_attention import REFERENCE_TILE, CrossScaleAttention, non_local_features
-from models.liif import (SHIFT_EPS, nearest_code, sample_nearest, shift_query,
+from models.liif import (SHIFT_EPS, nearest_code_index, sample_nearest, shift_query,
                          shifted_code_lookup, unfold_3x3)
 from models.liif_fast import (DecodeWorkspace, decode_block, decoder_plan, fast_query_supported,
                               grid_sample_rounding_is_fused, latent_code_rows,
@@ -297,18 +297,19 @@ class CiaoSR(QueryPaths, nn.Module):
         shifts = neighbour_shifts(self.local_size)
         index, rel_coord = shifted_code_lookup(coord, h, w, shifts, None, fused,
                                                self.neighbour_offsets(grid, cell, (h, w)))
-        query = nearest_code(prepared.codes, coord, (h, w), fused)[..., :self.code_dim]
+        own, inside = (t.flatten(0, 1) for t in nearest_code_index(coord, (h, w), fused))
         rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)     # (B, Q, 2)
         rel = torch.cat([rel_coord, rel_cell.unsqueeze(-2).expand(-1, -1, len(shifts), -1),
                          rel_coord.new_ones(rel_coord.shape[:-1] + (1,))], dim=-1)  # (B, Q, S, 5)
-        index, rel, query = index.flatten(0, 1), rel.flatten(0, 1), query.flatten(0, 1)
+        index, rel = index.flatten(0, 1), rel.flatten(0, 1)
         _, w_rel_k = split_first_layer(self.imnet_k.layers[0], self.code_dim)
         _, w_rel_v = split_first_layer(self.imnet_v.layers[0], prepared.codes.shape[1])
 
         # As LIIF's fast query (models/liif.py): one pass with autograd, else blocks that
-        # bound the working set and write into reused workspaces (one per MLP: a block's
-        # keys must survive the values' decoding); under autocast without autograd the
-        # tables and layers are cast to its dtype once here. No value depends on blocks.
+        # bound the working set (every query-sized tensor but the outputs is a block's) and
+        # write into reused workspaces (one per MLP: a block's keys must survive the
+        # values' decoding); under autocast without autograd the tables and layers are
+        # cast to its dtype once here. No value depends on blocks.
         n, device_type = index.shape[0], coord.device.type
         codes, keys, values = prepared.codes, prepared.keys, prepared.values
         dtype, workspaces, block_size = None, (None, None), max(n, 1)
@@ -317,7 +318,7 @@ class CiaoSR(QueryPaths, nn.Module):
             workspaces = (DecodeWorkspace(), DecodeWorkspace())
             if torch.is_autocast_enabled(device_type):
                 dtype = torch.get_autocast_dtype(device_type)
-                codes, keys, values, query = (t.to(dtype) for t in (codes, keys, values, query))
+                codes, keys, values = (t.to(dtype) for t in (codes, keys, values))
                 w_rel_k, w_rel_v = w_rel_k.to(dtype), w_rel_v.to(dtype)
         plan_k = decoder_plan(self.imnet_k.layers[1:], dtype)
         plan_v = decoder_plan(self.imnet_v.layers[1:], dtype)
@@ -330,9 +331,12 @@ class CiaoSR(QueryPaths, nn.Module):
                                     workspaces[0])                          # (m, S, 9C)
             weight_v = decode_block(values, index[block], rel[block], w_rel_v, plan_v,
                                     workspaces[1])                          # (m, S, 9C + C')
+            query = codes[:, :self.code_dim].index_select(0, own[block])
+            query = query * inside[block].unsqueeze(-1)                       # (m, 9C)
             pred_k = picked[..., :self.code_dim] * weight_k
-            logits = (pred_k @ query[block].unsqueeze(-1)).squeeze(-1)      # (m, S)
+            logits = (pred_k @ query.unsqueeze(-1)).squeeze(-1)               # (m, S)
             attn = (logits / self.softmax_scale).softmax(dim=-1)
-            outs.append((attn.unsqueeze(-2) @ (picked * weight_v)).squeeze(-2))  # (m, 9C + C')
-        x = torch.cat(outs).view(b, q, codes.shape[1])
-        return self.imnet_q(x) + bilinear_residual(inp, coord)
+            x = (attn.unsqueeze(-2) @ (picked * weight_v)).squeeze(-2)        # (m, 9C + C')
+            outs.append(self.imnet_q(x))                                      # (m, 3)
+        out = torch.cat(outs)
+        return out.view(b, q, out.shape[-1]) + bilinear_residual(inp, coord)

@@ -359,10 +359,17 @@ def nearest_code(codes, coord, size, fused):
     Returns:
         ``(B, Q, D)``.
     """
+    index, inside = nearest_code_index(coord, size, fused)
+    picked = codes.index_select(0, index.view(-1)).view(coord.shape[0], -1, codes.shape[1])
+    return picked * inside.unsqueeze(-1)
+
+
+def nearest_code_index(coord, size, fused):
+    """``nearest_code``'s rows: ``index`` ``(B, Q)`` int64 (``flat_code_index``, clamped
+    into the grid) and ``inside`` ``(B, Q)`` bool (False where ``grid_sample`` reads zero
+    padding)."""
     h, w = size
     rows = nearest_index(coord[..., 0], h, fused)
     cols = nearest_index(coord[..., 1], w, fused)
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    index = flat_code_index(rows.clamp(0, h - 1), cols.clamp(0, w - 1), h, w)
-    picked = codes.index_select(0, index.view(-1)).view(coord.shape[0], -1, codes.shape[1])
-    return picked * inside.unsqueeze(-1)
+    return flat_code_index(rows.clamp(0, h - 1), cols.clamp(0, w - 1), h, w), inside
