@@ -27,6 +27,7 @@ SPEC = {'name': 'ciaosr', 'args': {'encoder': TINY_ENCODER, 'imnet_q': TINY_MLP,
 # cross-scale attention at scale 2)
 VARIANTS = {'default': {}, 'local-1': {'local_size': 1}, 'local-3': {'local_size': 3},
             'no-unfold-no-attention': {'feat_unfold': False, 'non_local_attn': False},
+            'no-unfold': {'feat_unfold': False},    # the reference fails here (see docs)
             'scales-2-3-softmax-2': {'multi_scale': [2, 3], 'softmax_scale': 2}}
 
 

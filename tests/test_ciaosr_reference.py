@@ -108,6 +108,29 @@ def test_inference_with_the_tiled_attention_is_the_references(checkpoints, size)
         assert (predict(model, inp, coord, cell, eval_bsize=70) - theirs).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize('switches', [{'local_size': 1}, {'local_size': 3},
+                                      {'feat_unfold': False, 'non_local_attn': False},
+                                      {'multi_scale': [2, 3], 'softmax_scale': 2}],
+                         ids=['local-1', 'local-3', 'no-unfold-no-attention', 'scales-2-3'])
+def test_the_references_switches(switches):
+    """The reference's other arguments, on the small architecture (random weights)."""
+    torch.manual_seed(1)
+    spec = {'name': 'ciaosr', 'args': {**SMALL['args'], **switches}}
+    model = models.make(spec)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith('bias') and 'mean' not in key:
+                p.uniform_(-0.05, 0.05)
+    reference = ref.ReferenceCiaoSR(model_entry(spec, model))
+    inp = torch.rand(2, 3, 14, 11) * 2 - 1
+    coord, cell = queries(2, 200, seed=3)
+    with torch.no_grad():
+        theirs = reference(inp, coord, cell)
+        for impl in ('fast', 'plain'):
+            model.query_impl = impl
+            assert (model(inp, coord, cell) - theirs).abs().max() <= 1e-5, impl
+
+
 def test_a_short_side_is_the_whole_maps_attention_not_the_references_zeros(checkpoints):
     """40 x 64: the reference computes no tile (a side under 48) and decodes with zero
     non-local features; ours attends the whole map, i.e. the reference's arithmetic with
