@@ -158,6 +158,11 @@ class CiaoSR(QueryPaths, nn.Module):
         super().__init__()
         if local_size not in (1, 2, 3):
             raise UserError(f'ciaosr: local_size must be 1, 2 or 3, got {local_size!r}')
+        if non_local_tile is not None and (not isinstance(non_local_tile, int)
+                                           or isinstance(non_local_tile, bool)
+                                           or non_local_tile < 0):
+            raise UserError(f'ciaosr: non_local_tile must be a positive integer, or 0 / null for '
+                            f'the whole map, got {non_local_tile!r}')
         self.local_size = local_size
         self.feat_unfold = feat_unfold
         self.non_local_attn = non_local_attn

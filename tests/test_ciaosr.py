@@ -293,6 +293,8 @@ def test_constructor_and_query_errors():
         make(local_size=4)
     with pytest.raises(UserError, match=r'multi_scale must hold scales among 2, 3, 4, got \[5\]'):
         make(multi_scale=[5])
+    with pytest.raises(UserError, match='non_local_tile must be a positive integer.*got -48'):
+        make(non_local_tile=-48)
     model = make()
     with pytest.raises(ValueError, match='pass cell'):
         model.query(encoding_of(model, 3, 3), torch.zeros(2, 4, 2), None)
