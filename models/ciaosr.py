@@ -208,7 +208,8 @@ class CiaoSR(QueryPaths, nn.Module):
         feat = encoding[:, :c]
         non_local = encoding[:, c:c + nl] if self.non_local_attn else None
         inp = encoding[:, c + nl:c + nl + IMAGE_CHANNELS]
-        grid = encoding[:, c + nl + IMAGE_CHANNELS:, 0, 0]
+        start = c + nl + IMAGE_CHANNELS
+        grid = encoding[:, start:start + GRID_CHANNELS, 0, 0]
         return feat, non_local, inp, grid
 
     def _uses_fast_path(self):
