@@ -1,4 +1,4 @@
-"""Speed and memory of the plain and fast query paths (LIIF, LTE, LMF), printed as a markdown table.
+"""Speed and memory of the plain and fast query paths (LIIF, LTE, CiaoSR, LMF), printed as a markdown table.
 
     python scripts/benchmark.py                        # EDSR-baseline-LIIF and RDN-LIIF; CPU, and CUDA when present
     python scripts/benchmark.py --models edsr-baseline-lte swinir-lte --quick   # LTE's fast query
@@ -7,16 +7,19 @@
     python scripts/benchmark.py --models edsr-baseline-liif --devices cpu --tasks render-x4 train
     python scripts/benchmark.py --set5 load/benchmark/Set5/HR --weights edsr-baseline-liif=edsr-baseline-liif.pth
     python scripts/benchmark.py --json bench.json      # also write every figure as JSON
+    python scripts/benchmark.py --models edsr-baseline-ciaosr --tasks render-x4 render-x12 train render-x4-500
 
 Tasks (random weights unless --weights: speed and memory do not depend on them):
 - ``render-x4`` / ``render-x30``: super-resolve a 128x128 LR image to 512x512 / a 64x64
   one to 1920x1920 with ``engine.render.render``, the path of demo.py: encode, prepare
   once, query chunks of ``--chunk`` pixels, write an image. Output pixels per second.
-- ``render-x12``: a 96x96 LR image to 1152x1152 (LMF's comparisons).
+- ``render-x12`` (a 64x64 LR image to 768x768) and ``render-x4-500`` (a 500x500 one to
+  2000x2000; its peak memory is the figure of interest), the same way; not run unless
+  named in ``--tasks`` (or ``--lmf``).
 - ``query-x4`` / ``query-x12`` / ``query-x30``: the decoder alone on the same outputs (the
   feature map is computed before timing and before the memory baseline): prepare + all
   chunks (for models with a grid query, LMF's, chunks of whole output rows through it,
-  as the renderer decodes them). Output pixels per second.
+  as the renderer decodes them). Output pixels per second; ``query-x12`` only when named.
 - ``train``: seconds per iteration at the paper recipe (batch 16 of 48x48 LR patches,
   sample_q 2304, Adam lr 1e-4) with ``engine.train.train_step`` (forward, L1 loss,
   backward, step) on synthetic batches made like ``sr-implicit-downsampled``'s (scale
@@ -91,13 +94,14 @@ from utils.files import atomic_path  # noqa: E402
 # The published architectures this benchmark can build (LIIF's, LTE's and LMF's).
 MODEL_SPECS = {name: PUBLISHED_SPECS[name] for name in ('edsr-baseline-liif', 'rdn-liif',
                                                         'rcan-liif', 'edsr-baseline-lte',
-                                                        'swinir-lte', 'edsr-baseline-lmliif',
+                                                        'swinir-lte', 'edsr-baseline-ciaosr',
+                                                        'edsr-baseline-lmliif',
                                                         'edsr-baseline-lmlte')}
 # task -> (LR side, scale) for renders and decoder-only runs
-RENDER_SIZES = {'x4': (128, 4), 'x12': (96, 12), 'x30': (64, 30)}
-QUICK_RENDER_SIZES = {'x4': (32, 4), 'x12': (24, 12), 'x30': (16, 30)}
-TASKS = ('render-x4', 'render-x12', 'render-x30', 'query-x4', 'query-x12', 'query-x30', 'train')
-DEFAULT_TASKS = ('render-x4', 'render-x30', 'query-x4', 'query-x30', 'train')
+RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30), 'x12': (64, 12), 'x4-500': (500, 4)}
+QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30), 'x12': (16, 12), 'x4-500': (56, 4)}
+TASKS = ('render-x4', 'render-x30', 'query-x4', 'query-x30', 'train')
+EXTRA_TASKS = ('render-x12', 'render-x4-500', 'query-x12')   # run only when named in --tasks
 IMPLS = ('plain', 'fast')
 # --lmf: each LMF model beside the model it modulates, on the same encoder.
 LMF_PAIRS = {'edsr-baseline-lmliif': 'edsr-baseline-liif', 'edsr-baseline-lmlte': 'edsr-baseline-lte'}
@@ -111,15 +115,15 @@ def parse_args(argv=None):
                         help='default: edsr-baseline-liif rdn-liif (with --lmf: its four)')
     parser.add_argument('--devices', nargs='+', default=None,
                         help='cpu, cuda, cuda:N (default: cpu, and cuda when present)')
-    parser.add_argument('--tasks', nargs='+', default=None, choices=TASKS,
-                        help=f'default: {" ".join(DEFAULT_TASKS)}')
+    parser.add_argument('--tasks', nargs='+', default=None, choices=TASKS + EXTRA_TASKS,
+                        help=f'default: {" ".join(TASKS)}')
     parser.add_argument('--lmf', action='store_true',
                         help="LMF's comparison: LIIF, LM-LIIF, LTE, LM-LTE (EDSR-baseline), "
                              'renders and decoder-only runs at x4, x12, x30, fast path only, and '
                              'the speed-up table (--models/--tasks narrow it down)')
     parser.add_argument('--quick', action='store_true',
-                        help='small sizes: renders 32->128 and 16->480, training batch 2 of '
-                             '24 px with sample_q 576, 2 iterations')
+                        help='small sizes: renders 32->128, 16->480, 16->192 and 56->224, '
+                             'training batch 2 of 24 px with sample_q 576, 2 iterations')
     parser.add_argument('--chunk', type=int, default=30000, help='queries per chunk (eval_bsize)')
     parser.add_argument('--repeats', type=int, default=1,
                         help='timed renders per figure (the fastest counts)')
@@ -146,7 +150,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     lmf_models = [m for pair in LMF_PAIRS.items() for m in pair[::-1]]
     args.models = args.models or (lmf_models if args.lmf else ['edsr-baseline-liif', 'rdn-liif'])
-    args.tasks = args.tasks or list(LMF_TASKS if args.lmf else DEFAULT_TASKS)
+    args.tasks = args.tasks or list(LMF_TASKS if args.lmf else TASKS)
     if args.quick:
         args.batch, args.patch, args.sample_q, args.train_iters = 2, 24, 576, 2
     for name in ('chunk', 'repeats', 'batch', 'patch', 'sample_q', 'train_iters'):
