@@ -551,7 +551,9 @@ def lmf_table(jobs, results):
                  'MACs/px' if c == 'macs' else f'{c} speed-up' for c in columns) + ' |',
              '|---|---|---|---|' + '---|' * len(columns)]
     for lm, base in LMF_PAIRS.items():
-        keys = sorted({k[1:3] for k in figures if k[0] == lm and k[3] != 'macs'})
+        keys = sorted({k[1:3] for k in figures if k[0] == lm and k[3] != 'macs'},
+                      key=lambda k: (k[0], TASKS.index(k[1]) if k[1] in TASKS else len(TASKS),
+                                     k[1]))
         for device, task in keys:
             cells = []
             for column in columns:
