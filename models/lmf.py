@@ -23,12 +23,14 @@ queries one cell, which is what ours takes. The queries' own cells may differ fr
 ``prepare`` also makes CMSR's signal (``LMFPrepared.signal``): per latent code the mean
 magnitude of the upper half of its modulations (``engine/cmsr.py``).
 
-The fast query (``LatentModulated.modulated_query``): ``prepare`` folds each latent code's
-modulations -- and whatever of the render MLP's first layer depends on the code only --
-into one contiguous table row (``LMMLP.fold``); a query finds its 4 codes by index
-arithmetic (the cells ``grid_sample`` picks, ties included), gathers their rows and runs
-the 16-wide layers on blocks of queries in a reused workspace (as LIIF's fast path,
-``models/liif_fast.py``).
+The fast query (``LatentModulated.query_fast``, the default ``query_impl``): ``prepare``
+folds each latent code's modulations -- and whatever of the render MLP's first layer
+depends on the code only -- into one table (``LMMLP.fold``: per layer a slab of
+``(h*w, 16)`` rows); a query finds its 4 codes by index arithmetic (the cells
+``grid_sample`` picks, ties included), gathers their rows of every slab and runs the
+16-wide layers on blocks of queries in reused workspaces (as LIIF's fast path,
+``models/liif_fast.py``). ``query_grid`` decodes a grid of queries (what the renderer
+asks for) faster still: the codes a run of output rows shares are gathered once.
 """
 import contextlib
 from dataclasses import dataclass
@@ -147,9 +149,9 @@ class LatentModulated(QueryPaths):
         return prepared.signal
 
     def signal_of(self, mod):
-        """CMSR's signal from modulations ``(..., n_mod, [h, w])``: the mean magnitude of
-        the upper half of the render MLP's modulations, in float32, as the reference takes
-        it (``dim`` is the modulation axis: 1 for maps, -1 for rows)."""
+        """CMSR's signal from the hypernetwork's output, a map ``(B, M, h, w)`` -> ``(B, 1, h,
+        w)`` or rows ``(N, M)`` -> ``(N,)``: the mean magnitude of the upper half of the render
+        MLP's modulations, in float32, as the reference takes it."""
         channels = self.imnet.signal_channels()
         if mod.dim() == 4:
             return torch.mean(torch.abs(mod[:, channels].float()), 1, keepdim=True)
@@ -175,7 +177,7 @@ class LatentModulated(QueryPaths):
             prepared = self.prepare(prepared.encoding, prepared.cell)
         if self.query_impl == 'plain':
             return self.query_plain(prepared, coord, cell)
-        return self.modulated_query(prepared, coord, cell)
+        return self.query_fast(prepared, coord, cell)
 
     def forward(self, inp, coord, cell=None):
         return self.query(self.encode(inp), coord, cell)
@@ -195,7 +197,7 @@ class LatentModulated(QueryPaths):
             return torch.float32
         return torch.get_autocast_dtype(device_type)
 
-    def modulated_query(self, prepared, coord, cell):
+    def query_fast(self, prepared, coord, cell):
         """The fast query: ``query_plain``'s function (equal within float rounding, tested).
 
         Each query's codes are found by index arithmetic (``axis_lookups``, the cells of

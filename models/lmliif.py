@@ -20,9 +20,10 @@ Usage::
 ``query_plain`` restates the reference's training-mode ``query_rgb``; ``query_fast`` (the
 default, ``model.query_impl``) is its eval path ``query_rgb_fast`` computed with less work:
 the hypernetwork's first layer runs as one 3x3 convolution, and the render MLP's layer 0
-on the code is applied once per latent code and folded with the modulations into one
-table row (``LMMLP.fold``), from which each query gathers its 4 rows; tested against the
-plain path (fp32 within 1e-5, gradients within 1e-4, ties as grid_sample picks them).
+on the code is applied once per latent code and folded with the modulations into the
+table (``LMMLP.fold``), from which each query gathers its 4 codes' rows (``query_grid``:
+once per run of output rows); tested against the plain path (fp32 within 1e-5,
+gradients within 1e-4, ties as grid_sample picks them).
 """
 import torch
 from torch import nn

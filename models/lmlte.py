@@ -16,8 +16,9 @@ code's modulations -- and the bilinear upsampling of the input is added (LTE's r
 ``query_plain`` restates the reference's training-mode ``query_rgb``; ``query_fast`` (the
 default) is its ``query_rgb_fast`` with less work: one convolution makes the coef and
 frequency maps, the hypernetwork runs once per latent code, and each code's query inputs
-and folded modulations form one table row (``LMMLP.fold``) that queries gather. Tested
-against the plain path (fp32 within 1e-5, gradients within 1e-4, ties as grid_sample).
+(compressed coef and frequencies) and folded modulations (``LMMLP.fold``) form tables that
+queries gather. Tested against the plain path (fp32 within 1e-5, gradients within 1e-4,
+ties as grid_sample).
 """
 import math
 
@@ -165,9 +166,9 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
             rel_coords.append(rel_coord)
         return ensemble(preds, rel_coords) + bilinear_residual(prepared.inp, coord)
 
-    def modulated_query(self, prepared, coord, cell):
+    def query_fast(self, prepared, coord, cell):
         """The fast query (``models/lmf.py``) plus the bilinear residual."""
-        out = super().modulated_query(prepared, coord, cell)
+        out = super().query_fast(prepared, coord, cell)
         return out + bilinear_residual(prepared.inp, coord)
 
     def query_grid(self, prepared, rows, cols, cell):
