@@ -436,7 +436,7 @@ def make_jobs(args):
                 for variant in variants:
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
                                  'impl': 'fast', 'variant': variant})
-            scales = sorted({int(t.split('-x')[1]) for t in args.tasks if '-x' in t})
+            scales = sorted({sizes[t.partition('-')[2]][1] for t in args.tasks if t != 'train'})
             if device == 'cpu':
                 for scale in scales:
                     jobs.append({**common, 'model': model, 'device': device, 'task': 'macs',
