@@ -552,8 +552,8 @@ def lmf_table(jobs, results):
              '|---|---|---|---|' + '---|' * len(columns)]
     for lm, base in LMF_PAIRS.items():
         keys = sorted({k[1:3] for k in figures if k[0] == lm and k[3] != 'macs'},
-                      key=lambda k: (k[0], TASKS.index(k[1]) if k[1] in TASKS else len(TASKS),
-                                     k[1]))
+                      key=lambda k: (k[0], LMF_TASKS.index(k[1]) if k[1] in LMF_TASKS
+                                     else len(LMF_TASKS), k[1]))
         for device, task in keys:
             cells = []
             for column in columns:
