@@ -15,6 +15,8 @@ from helpers import TINY_ENCODER
 from utils import render_plan as plan
 
 TINY_MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}
+CIAOSR = {'name': 'ciaosr', 'args': {'encoder': TINY_ENCODER, 'imnet_q': TINY_MLP,
+                                     'imnet_k': TINY_MLP, 'imnet_v': TINY_MLP}}
 # (registry spec, query path): every implicit model of the registry, both paths where it
 # has two. The bicubic baseline is not rendered through windows (engine.tiles resizes).
 MODELS = {
@@ -29,6 +31,8 @@ MODELS = {
                                            'hidden_dim': 8}}, 'plain'),
     'lte+': ({'name': 'lte-fast', 'args': {'encoder_spec': TINY_ENCODER, 'num_layer': 1,
                                            'hidden_dim': 8}}, 'fast'),
+    'ciaosr-fast': (CIAOSR, 'fast'),
+    'ciaosr-plain': (CIAOSR, 'plain'),
 }
 # Small settings so that a tiny image has several encoder tiles, windows and blocks.
 SETTINGS = {'chunk': 50, 'tile': 9, 'window': 4}        # blocks of 4 x 8 output pixels
