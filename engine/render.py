@@ -243,6 +243,11 @@ def render_region(model, lr, size, data_norm, rows=None, cols=None, chunk=DEFAUL
         the others: see ``render_blocks``.
     """
     model = unwrap(model)
+    if getattr(model, 'GLOBAL_QUERIES', False):
+        # Every pixel depends on all the queries of the output (SRNO's attention): a
+        # window or block decoded on its own would be wrong, not approximate.
+        raise ValueError(f'{type(model).__name__} decodes each query with all the others '
+                         '(GLOBAL_QUERIES): it cannot be rendered by windows or regions')
     out_size = int(size[0]), int(size[1])
     region = (tuple(rows) if rows is not None else (0, out_size[0]),
               tuple(cols) if cols is not None else (0, out_size[1]))

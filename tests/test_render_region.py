@@ -211,3 +211,10 @@ def test_query_blocks_cover_a_window_once_on_the_outputs_grid():
     assert all((r[1] - r[0]) * (c[1] - c[0]) <= 50 for r, c in blocks)
     assert plan.query_blocks((5, 13), (0, 9), 50, region=((9, 10), (2, 3))) == [((8, 12), (0, 8))]
     assert plan.query_blocks((5, 13), (0, 9), 50, region=((0, 5), (0, 9))) == []
+
+
+def test_a_model_with_global_queries_is_refused():
+    model = make('liif-fast')
+    model.GLOBAL_QUERIES = True        # SRNO's attention: a pixel depends on every query
+    with pytest.raises(ValueError, match='GLOBAL_QUERIES'):
+        list(render_region(model, torch.rand(3, 5, 5), (10, 10), DataNorm(PUBLISHED)))
