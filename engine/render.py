@@ -27,7 +27,28 @@ What may be tiled is asked from the model, which knows its architecture:
 - ``model.QUERY_REACH``: how many latent cells beyond its own a query reads. Windows
   carry that much context plus one cell (for coordinates exactly on a cell boundary).
   Without it the whole latent grid is decoded as one window.
+
+Models whose queries are global (``model.GLOBAL_QUERIES``, SRNO: attention over every
+query of the image, ``models/srno.py``) cannot be decoded a chunk or a window at a time
+on their own: the answer at a pixel depends on all the queries of the image. They are
+decoded in two steps, the primitive for anything that renders parts of an output:
+
+    state = output_query_state(model, prepared, (H, W), chunk, scale_max)
+        # once per (image, model, output size): passes over chunks of the whole H x W grid
+    for top, left, rgb in region_blocks(model, prepared, state, (H, W), rows, cols,
+                                        data_norm, chunk, scale_max):
+        ...  # any region of the output, decoded exactly as render() decodes it
+
+The state is a few KiB per image (each attention layer's ``k^T v`` over all queries and
+their number) and can be cached and reused for any region of that output (a viewer's
+tiles). ``render_blocks`` does exactly this for the whole image (``prepared`` from the
+whole latent grid, encoded in tiles when large); ``predict`` builds the state from the
+listed queries when it chunks them. Every output equals the one-pass forward over all
+the queries (up to float rounding) for any chunk size, in memory bounded by one chunk
+plus the encoding.
 """
+import functools
+
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -57,6 +78,12 @@ def tiling_radius(model, size, tile):
     if not tile or (size[0] <= tile and size[1] <= tile) or not hasattr(model, 'encoder_radius'):
         return None
     return model.encoder_radius()
+
+
+def global_queries(model):
+    """Whether a query's value depends on every query of its image (``GLOBAL_QUERIES``,
+    SRNO): then the model is decoded with a query state (module docstring)."""
+    return getattr(unwrap(model), 'GLOBAL_QUERIES', False)
 
 
 def window_margin(model):
@@ -117,12 +144,15 @@ def predict(model, inp, coord, cell, eval_bsize=None, tile=None, amp_dtype=None)
         n = coord.shape[1]
         if not eval_bsize or eval_bsize >= n:
             return model.query(prepared, coord, cell)
-        preds = []
-        for start in range(0, n, eval_bsize):
-            end = min(start + eval_bsize, n)
-            preds.append(model.query(prepared, coord[:, start:end],
-                                     None if cell is None else cell[:, start:end]))
-        return torch.cat(preds, dim=1)
+
+        def chunks():
+            for start in range(0, n, eval_bsize):
+                end = min(start + eval_bsize, n)
+                yield coord[:, start:end], None if cell is None else cell[:, start:end]
+        query = model.query
+        if global_queries(model):   # every chunk decoded with the state of all the queries
+            query = functools.partial(query, state=model.query_state(prepared, chunks))
+        return torch.cat([query(prepared, *chunk) for chunk in chunks()], dim=1)
 
 
 class OutputGrid:
@@ -226,6 +256,9 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
         scale_max: LTE's cell clipping (``utils.coords.clip_cell``), ``None`` for none.
     """
     model = unwrap(model)
+    if global_queries(model):
+        yield from _render_global(model, lr, size, data_norm, chunk, tile, amp_dtype, scale_max)
+        return
     out_h, out_w = int(size[0]), int(size[1])
     h, w = lr.shape[-2:]
     radius = tiling_radius(model, (h, w), tile)
@@ -276,17 +309,94 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
     cell = torch.stack([rows.new_full((), 2 / out_h * h / win_size[0]),
                         rows.new_full((), 2 / out_w * w / win_size[1])])
     cell = clip_cell(cell, win_size, scale_max)
-    n_cols = out_cols[1] - out_cols[0]
-    rows_per_chunk = max(1, chunk // n_cols)
-    col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk
-    for row_start, row_stop in spans(len(rows), rows_per_chunk):
-        for col_start, col_stop in spans(n_cols, col_step):
-            grid = torch.stack(torch.meshgrid(rows[row_start:row_stop], cols[col_start:col_stop],
-                                              indexing='ij'), -1)
-            coord = grid.view(1, -1, 2)                                  # (1, n, 2)
-            pred = model.query(prepared, coord, cell.expand_as(coord))   # (1, n, 3)
-            rgb = data_norm.denorm(pred[0]).view(row_stop - row_start, col_stop - col_start, -1)
-            yield out_rows[0] + row_start, out_cols[0] + col_start, rgb
+    for (row_start, row_stop), (col_start, col_stop) in block_spans(len(rows), len(cols), chunk):
+        grid = torch.stack(torch.meshgrid(rows[row_start:row_stop], cols[col_start:col_stop],
+                                          indexing='ij'), -1)
+        coord = grid.view(1, -1, 2)                                  # (1, n, 2)
+        pred = model.query(prepared, coord, cell.expand_as(coord))   # (1, n, 3)
+        rgb = data_norm.denorm(pred[0]).view(row_stop - row_start, col_stop - col_start, -1)
+        yield out_rows[0] + row_start, out_cols[0] + col_start, rgb
+
+
+def block_spans(n_rows, n_cols, chunk):
+    """``((row_start, row_stop), (col_start, col_stop))`` blocks covering an ``n_rows x
+    n_cols`` region row-major, each at most ``chunk`` pixels: whole rows, as many as fit
+    (at least one), a row cut into pieces of ``chunk`` when one row is longer."""
+    rows_per_block = max(1, chunk // n_cols)
+    col_step = n_cols if rows_per_block > 1 or n_cols <= chunk else chunk
+    return [(rows, cols) for rows in spans(n_rows, rows_per_block)
+            for cols in spans(n_cols, col_step)]
+
+
+# --- models whose queries are global (SRNO) ------------------------------------------
+
+def output_cell(size, lat_size, scale_max=None, device=None, dtype=torch.float32):
+    """``(1, 1, 2)`` the cell of every pixel of an output of ``size = (H, W)`` from a latent
+    grid of ``lat_size``: ``(2/H, 2/W)``, clipped with ``scale_max`` (``clip_cell``)."""
+    # filled on the device from Python numbers: no copy from the host
+    cell = torch.stack([torch.full((), 2 / size[0], device=device, dtype=dtype),
+                        torch.full((), 2 / size[1], device=device, dtype=dtype)])
+    return clip_cell(cell, lat_size, scale_max).view(1, 1, 2)
+
+
+def output_query_state(model, prepared, size, chunk=DEFAULT_CHUNK, scale_max=None):
+    """The query state of every pixel of an ``H x W`` output (``size``): what a model with
+    global queries needs before decoding any of them (see the module docstring).
+
+    Args:
+        model: a model with ``GLOBAL_QUERIES`` (``query_state``), in eval mode.
+        prepared: ``model.prepare(encode(model, inp))`` of ONE image (whole latent grid).
+        size: ``(H, W)``; chunk: queries per pass step; scale_max: cell clipping.
+    Returns:
+        the model's state object (``models.srno.SRNOState``), computed without gradients
+        (run it under the caller's autocast for bf16).
+    """
+    lat_size = prepared.size
+    device, dtype = prepared.inp.device, prepared.inp.dtype
+    grid = OutputGrid(size, device=device, dtype=dtype)
+    cell = output_cell(size, lat_size, scale_max, device, dtype)
+
+    def chunks():
+        for start, end in spans(len(grid), chunk):
+            coord = grid.coord(start, end).unsqueeze(0)
+            yield coord, cell.expand_as(coord)
+    with torch.no_grad():
+        return model.query_state(prepared, chunks)
+
+
+def region_blocks(model, prepared, state, size, rows, cols, data_norm, chunk=DEFAULT_CHUNK,
+                  scale_max=None):
+    """Output rows ``rows = (r0, r1)`` x columns ``cols = (c0, c1)`` of an ``H x W`` output
+    (``size``) of a model with global queries, decoded with ``state`` from
+    ``output_query_state`` (same ``prepared``, ``size`` and ``scale_max``).
+
+    A generator of ``(top, left, rgb)`` like ``render_blocks``: ``rgb`` ``(n_rows, n_cols,
+    3)`` de-normalised (not clamped), blocks of at most ``chunk`` pixels covering the
+    region; the values are ``render``'s for those pixels. Computed without gradients.
+    """
+    device, dtype = prepared.inp.device, prepared.inp.dtype
+    grid = OutputGrid(size, device=device, dtype=dtype)
+    cell = output_cell(size, prepared.size, scale_max, device, dtype)
+    with torch.no_grad():
+        for (top, bottom), (left, right) in block_spans(rows[1] - rows[0], cols[1] - cols[0],
+                                                        chunk):
+            top, bottom, left, right = top + rows[0], bottom + rows[0], left + cols[0], right + cols[0]
+            coord = torch.stack(torch.meshgrid(grid.rows[top:bottom], grid.cols[left:right],
+                                               indexing='ij'), -1).view(1, -1, 2)
+            pred = model.query(prepared, coord, cell.expand_as(coord), state=state)
+            yield top, left, data_norm.denorm(pred[0]).view(bottom - top, right - left, -1)
+
+
+def _render_global(model, lr, size, data_norm, chunk, tile, amp_dtype, scale_max):
+    """``render_blocks`` of a model with global queries: the latent grid encoded (in tiles
+    where the encoder allows) and prepared whole, the state of the whole output, then
+    every region (module docstring)."""
+    size = (int(size[0]), int(size[1]))
+    with torch.no_grad(), autocast(lr.device, amp_dtype):
+        prepared = model.prepare(encode(model, data_norm.inp(lr.unsqueeze(0)), tile))
+        state = output_query_state(model, prepared, size, chunk, scale_max)
+        yield from region_blocks(model, prepared, state, size, (0, size[0]), (0, size[1]),
+                                 data_norm, chunk, scale_max)
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,

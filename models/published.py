@@ -1,11 +1,12 @@
 """Registry specs of the published architectures, by the names of their checkpoints:
-LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...) and LTE's
-(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...).
+LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...), LTE's
+(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...)
+and SRNO's (EDSR-baseline-SRNO, RDN-SRNO).
 
 ``models.make(PUBLISHED_SPECS['rdn-liif'])`` builds exactly the layout of the published
 checkpoint (parameter names, shapes and counts are tested against
-``official_state_dicts.json`` and ``lte_state_dicts.json``); benchmarks and tests take
-their models from here.
+``official_state_dicts.json``, ``lte_state_dicts.json`` and ``family_state_dicts.json``);
+benchmarks and tests take their models from here.
 """
 MLP_256x4 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}
 MLP_256x3 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 3}}
@@ -28,6 +29,11 @@ def _lte(encoder):
                                     'hidden_dim': 256}}
 
 
+def _srno(encoder):
+    return {'name': 'sronet', 'args': {'encoder_spec': _encoder(encoder), 'width': 256,
+                                       'blocks': 16}}
+
+
 PUBLISHED_SPECS = {
     # LIIF's (yinboc/liif)
     'edsr-baseline-liif': _liif('edsr-baseline'),
@@ -45,4 +51,7 @@ PUBLISHED_SPECS = {
         'out_dim': 3}},
     'swinir-liif': _liif('swinir'),
     'swinir-metasr': _metasr('swinir'),
+    # SRNO's (2y7c3/Super-Resolution-Neural-Operator)
+    'edsr-baseline-srno': _srno('edsr-baseline'),
+    'rdn-srno': _srno('rdn'),
 }

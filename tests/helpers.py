@@ -197,6 +197,20 @@ def run_inprocess(cfg_path, save_root, *extra):
 
 # --- query coordinates of the fast-path tests (LIIF, LTE) ------------------------------
 
+def both(model, encoding, coord, cell):
+    """(plain, fast) outputs of one model (``encoding``: its ``encode`` result)."""
+    model.query_impl = 'plain'
+    plain = model.query(encoding, coord, cell)
+    model.query_impl = 'fast'
+    return plain, model.query(encoding, coord, cell)
+
+
+def encoding_of(h, w, batch=2, channels=8):
+    """A random encoding (features + input image channels) of an h x w latent grid, as
+    LTE's and SRNO's ``encode`` return."""
+    return torch.randn(batch, channels + 3, h, w)
+
+
 def pixel_grid(size, batch=2):
     coord = make_coord(size).unsqueeze(0).expand(batch, -1, -1)
     return coord, make_cell(coord, size)
