@@ -1,4 +1,4 @@
-"""Train LIIF, LTE, LTE+ (and the Meta-SR / plain-upsampler baselines) from a YAML config.
+"""Train LIIF, LTE, LTE+, SRNO (and the Meta-SR / plain-upsampler baselines) from a YAML config.
 
     python train_liif.py --config configs/train-div2k/train_edsr-baseline-liif.yaml
     python train_liif.py --config CFG --name my_run --tag v2 --device cuda:1
