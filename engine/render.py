@@ -55,12 +55,13 @@ from tqdm import tqdm
 
 from datasets.image_io import to_uint8_array
 from engine.checkpoint import unwrap
-from utils.coords import clip_cell, make_coord
+from utils import render_plan
+from utils.coords import make_coord
 from utils.device import accurate_float
-
-DEFAULT_CHUNK = 30000   # queries per chunk, the original eval_bsize
-DEFAULT_TILE = 512      # LR pixels per encoder tile side (core, without the margin)
-DEFAULT_WINDOW = 128    # latent cells per decoding window side (core, without context)
+# The tile, window and chunk arithmetic lives in utils/render_plan.py (torch-free, shared
+# with scripts/onnx_upscale.py); these names stay importable from here.
+from utils.render_plan import (DEFAULT_CHUNK, DEFAULT_TILE, DEFAULT_WINDOW,  # noqa: F401
+                               grow, output_start, spans)
 
 
 def autocast(device, amp_dtype):
@@ -75,9 +76,9 @@ def tiling_radius(model, size, tile):
     """The margin with which an LR image of ``size = (h, w)`` is encoded in tiles of
     ``tile`` pixels (``model.encoder_radius()``), or ``None`` when it is encoded whole:
     no ``tile``, an image that fits in one tile, or a model that cannot be tiled."""
-    if not tile or (size[0] <= tile and size[1] <= tile) or not hasattr(model, 'encoder_radius'):
+    if not hasattr(model, 'encoder_radius'):
         return None
-    return model.encoder_radius()
+    return render_plan.tiling_radius(size, tile, model.encoder_radius())
 
 
 def global_queries(model):
@@ -113,13 +114,12 @@ def encode(model, inp, tile=None):
     if radius is None:
         return model.encode(inp)
     feat = None
-    for rows in spans(h, tile):
-        for cols in spans(w, tile):
-            part = encode_region(model, inp, rows, cols, radius)
-            if feat is None:
-                feat = part.new_empty(part.shape[0], part.shape[1], h, w)
-            feat[:, :, rows[0]:rows[1], cols[0]:cols[1]] = part
-            del part
+    for rows, cols in render_plan.encoder_tiles((h, w), tile, radius):
+        part = encode_region(model, inp, rows, cols, radius)
+        if feat is None:
+            feat = part.new_empty(part.shape[0], part.shape[1], h, w)
+        feat[:, :, rows[0]:rows[1], cols[0]:cols[1]] = part
+        del part
     return feat
 
 
@@ -176,18 +176,6 @@ class OutputGrid:
         return torch.stack([self.rows[index // self.size[1]], self.cols[index % self.size[1]]], -1)
 
 
-def output_start(cell, lat_size, out_size):
-    """First output pixel (along one axis) whose centre lies in latent cell >= ``cell``.
-
-    Output pixel ``I`` of ``out_size`` has its centre in latent cell
-    ``floor((2I + 1) * lat_size / (2 * out_size))`` of ``lat_size`` (spec section 1), so
-    this is ``ceil(cell * out_size / lat_size - 1/2)``, in exact integer arithmetic.
-    ``output_start(0) = 0`` and ``output_start(lat_size) = out_size``: consecutive latent
-    ranges own disjoint, consecutive output ranges that cover the axis.
-    """
-    return max(0, -((lat_size - 2 * cell * out_size) // (2 * lat_size)))
-
-
 def window_axis(first, last, out_size, lat_size, start, stop, device, dtype):
     """Coordinates of output pixels ``first .. last - 1`` (one axis) in the frame of the
     latent window ``[start, stop)`` of ``lat_size`` cells: the window spans ``[-1, 1]``.
@@ -198,16 +186,10 @@ def window_axis(first, last, out_size, lat_size, start, stop, device, dtype):
     ``dtype`` (the global coordinate mapped affinely, so that distances in latent cells --
     LIIF's ``rel_coord`` -- are unchanged).
     """
-    if start == 0 and stop == lat_size:
-        return make_coord((out_size,), device=device, dtype=dtype)[first:last, 0]
-    index = torch.arange(first, last, device=device, dtype=accurate_float(device))
-    local = ((2 * index + 1) * (lat_size / out_size) - 2 * start) / (stop - start) - 1
-    return local.to(dtype)
-
-
-def grow(span, margin, size):
-    """``span = (start, stop)`` widened by ``margin`` on both sides, clipped to ``[0, size]``."""
-    return max(span[0] - margin, 0), min(span[1] + margin, size)
+    def arange(first, last, precise):
+        return torch.arange(first, last, device=device,
+                            dtype=accurate_float(device) if precise else dtype)
+    return render_plan.window_axis(first, last, out_size, lat_size, start, stop, arange).to(dtype)
 
 
 def encode_region(model, inp, rows, cols, radius):
@@ -221,11 +203,6 @@ def encode_region(model, inp, rows, cols, radius):
         raise ValueError('tiled encoding needs an encoder whose features have the input size, '
                          f'got {tuple(part.shape[-2:])} for {(row_stop - row_start, col_stop - col_start)}')
     return part[:, :, rows[0] - row_start:rows[1] - row_start, cols[0] - col_start:cols[1] - col_start]
-
-
-def spans(n, step):
-    """``[(0, step), (step, 2 step), ..., (.., n)]`` covering ``range(n)``."""
-    return [(s, min(s + step, n)) for s in range(0, n, step)]
 
 
 def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE,
@@ -262,29 +239,25 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
     out_h, out_w = int(size[0]), int(size[1])
     h, w = lr.shape[-2:]
     radius = tiling_radius(model, (h, w), tile)
-    enc_tile = tile if radius is not None else max(h, w)
     margin = window_margin(model) if margin is None else margin
-    if margin is None:   # decoded from the whole latent grid: one window
-        window, margin = max(h, w), 0
+    # margin None: decoded from the whole latent grid, one window
+    window, margin = render_plan.window_layout((h, w), window, margin)
     device, dtype = lr.device, lr.dtype
     with torch.no_grad(), autocast(device, amp_dtype):
         inp = data_norm.inp(lr.unsqueeze(0))
         whole = model.encode(inp) if radius is None else None
-        for tile_rows in spans(h, enc_tile):
-            for tile_cols in spans(w, enc_tile):
-                # Features of the encoder tile grown by the window margin.
-                feat_rows, feat_cols = grow(tile_rows, margin, h), grow(tile_cols, margin, w)
-                if whole is None:
-                    feat = encode_region(model, inp, feat_rows, feat_cols, radius)
-                else:
-                    feat = whole[:, :, feat_rows[0]:feat_rows[1], feat_cols[0]:feat_cols[1]]
-                for rows in spans(tile_rows[1] - tile_rows[0], window):
-                    for cols in spans(tile_cols[1] - tile_cols[0], window):
-                        core_rows = (tile_rows[0] + rows[0], tile_rows[0] + rows[1])
-                        core_cols = (tile_cols[0] + cols[0], tile_cols[0] + cols[1])
-                        yield from _decode_window(model, feat, feat_rows, feat_cols, core_rows,
-                                                  core_cols, margin, (h, w), (out_h, out_w),
-                                                  data_norm, chunk, device, dtype, scale_max)
+        for tile_rows, tile_cols in render_plan.encoder_tiles((h, w), tile, radius):
+            # Features of the encoder tile grown by the window margin.
+            feat_rows, feat_cols = grow(tile_rows, margin, h), grow(tile_cols, margin, w)
+            if whole is None:
+                feat = encode_region(model, inp, feat_rows, feat_cols, radius)
+            else:
+                feat = whole[:, :, feat_rows[0]:feat_rows[1], feat_cols[0]:feat_cols[1]]
+            for win in render_plan.tile_windows(tile_rows, tile_cols, (h, w), (out_h, out_w),
+                                                window, margin):
+                yield from _decode_window(model, feat, feat_rows, feat_cols, win.core_rows,
+                                          win.core_cols, margin, (h, w), (out_h, out_w),
+                                          data_norm, chunk, device, dtype, scale_max)
 
 
 def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, margin, lat_size,
@@ -293,23 +266,21 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
     core_cols`` (see ``render_blocks``); ``feat`` holds latent rows ``feat_rows`` and
     columns ``feat_cols``; the window around the core has ``margin`` cells of context."""
     (h, w), (out_h, out_w) = lat_size, size
-    out_rows = (output_start(core_rows[0], h, out_h), output_start(core_rows[1], h, out_h))
-    out_cols = (output_start(core_cols[0], w, out_w), output_start(core_cols[1], w, out_w))
-    if out_rows[0] == out_rows[1] or out_cols[0] == out_cols[1]:
+    win = render_plan.plan_window(core_rows, core_cols, lat_size, size, margin)
+    if win is None:
         return
-    win_rows, win_cols = grow(core_rows, margin, h), grow(core_cols, margin, w)
+    (win_rows, win_cols), (out_rows, out_cols) = (win.rows, win.cols), (win.out_rows, win.out_cols)
     window = feat[:, :, win_rows[0] - feat_rows[0]:win_rows[1] - feat_rows[0],
                   win_cols[0] - feat_cols[0]:win_cols[1] - feat_cols[0]]
     prepared = model.prepare(window)
     rows = window_axis(*out_rows, out_h, h, *win_rows, device, dtype)
     cols = window_axis(*out_cols, out_w, w, *win_cols, device, dtype)
-    # The cell in window units: (2 / H) output pixels scaled like the coordinates (filled
-    # on the device from Python numbers: no copy from the host).
-    win_size = (win_rows[1] - win_rows[0], win_cols[1] - win_cols[0])
-    cell = torch.stack([rows.new_full((), 2 / out_h * h / win_size[0]),
-                        rows.new_full((), 2 / out_w * w / win_size[1])])
-    cell = clip_cell(cell, win_size, scale_max)
-    for (row_start, row_stop), (col_start, col_stop) in block_spans(len(rows), len(cols), chunk):
+    # The cell in window units (filled on the device from Python numbers: no copy from
+    # the host).
+    cell = torch.stack([rows.new_full((), c) for c in
+                        render_plan.window_cell(size, lat_size, win.size, scale_max)])
+    for (row_start, row_stop), (col_start, col_stop) in render_plan.chunk_spans(
+            len(rows), len(cols), chunk):
         grid = torch.stack(torch.meshgrid(rows[row_start:row_stop], cols[col_start:col_stop],
                                           indexing='ij'), -1)
         coord = grid.view(1, -1, 2)                                  # (1, n, 2)
@@ -318,25 +289,17 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
         yield out_rows[0] + row_start, out_cols[0] + col_start, rgb
 
 
-def block_spans(n_rows, n_cols, chunk):
-    """``((row_start, row_stop), (col_start, col_stop))`` blocks covering an ``n_rows x
-    n_cols`` region row-major, each at most ``chunk`` pixels: whole rows, as many as fit
-    (at least one), a row cut into pieces of ``chunk`` when one row is longer."""
-    rows_per_block = max(1, chunk // n_cols)
-    col_step = n_cols if rows_per_block > 1 or n_cols <= chunk else chunk
-    return [(rows, cols) for rows in spans(n_rows, rows_per_block)
-            for cols in spans(n_cols, col_step)]
-
-
 # --- models whose queries are global (SRNO) ------------------------------------------
 
 def output_cell(size, lat_size, scale_max=None, device=None, dtype=torch.float32):
     """``(1, 1, 2)`` the cell of every pixel of an output of ``size = (H, W)`` from a latent
-    grid of ``lat_size``: ``(2/H, 2/W)``, clipped with ``scale_max`` (``clip_cell``)."""
-    # filled on the device from Python numbers: no copy from the host
-    cell = torch.stack([torch.full((), 2 / size[0], device=device, dtype=dtype),
-                        torch.full((), 2 / size[1], device=device, dtype=dtype)])
-    return clip_cell(cell, lat_size, scale_max).view(1, 1, 2)
+    grid of ``lat_size``: ``(2/H, 2/W)``, clipped with ``scale_max``
+    (``utils.render_plan.window_cell`` of the whole grid)."""
+    # the window arithmetic of the whole latent grid; filled on the device from Python
+    # numbers (no copy from the host)
+    cell = [torch.full((), c, device=device, dtype=dtype)
+            for c in render_plan.window_cell(size, lat_size, lat_size, scale_max)]
+    return torch.stack(cell).view(1, 1, 2)
 
 
 def output_query_state(model, prepared, size, chunk=DEFAULT_CHUNK, scale_max=None):
@@ -378,8 +341,8 @@ def region_blocks(model, prepared, state, size, rows, cols, data_norm, chunk=DEF
     grid = OutputGrid(size, device=device, dtype=dtype)
     cell = output_cell(size, prepared.size, scale_max, device, dtype)
     with torch.no_grad():
-        for (top, bottom), (left, right) in block_spans(rows[1] - rows[0], cols[1] - cols[0],
-                                                        chunk):
+        for (top, bottom), (left, right) in render_plan.chunk_spans(rows[1] - rows[0],
+                                                                    cols[1] - cols[0], chunk):
             top, bottom, left, right = top + rows[0], bottom + rows[0], left + cols[0], right + cols[0]
             coord = torch.stack(torch.meshgrid(grid.rows[top:bottom], grid.cols[left:right],
                                                indexing='ij'), -1).view(1, -1, 2)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from utils.render_plan import cell_floor
+
 
 def make_coord(shape, ranges=None, flatten=True, device=None, dtype=torch.float32):
     """Pixel-centre coordinates of a grid.
@@ -98,8 +100,9 @@ def clip_cell(cell, lr_size, scale_max=None):
     if scale_max is None:
         return cell
     # clamp_min by Python numbers: nothing is copied to the cell's device
-    return torch.stack([cell[..., 0].clamp_min(2 / (scale_max * lr_size[0])),
-                        cell[..., 1].clamp_min(2 / (scale_max * lr_size[1]))], dim=-1)
+    floor = cell_floor(lr_size, scale_max)
+    return torch.stack([cell[..., 0].clamp_min(floor[0]), cell[..., 1].clamp_min(floor[1])],
+                       dim=-1)
 
 
 def latent_centres(h, w, device=None, dtype=torch.float32):
