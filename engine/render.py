@@ -39,9 +39,9 @@ decoded in two steps, the primitive for anything that renders parts of an output
                                         data_norm, chunk, scale_max):
         ...  # any region of the output, decoded exactly as render() decodes it
 
-The state is a few KiB per image (each attention layer's ``k^T v`` over all queries and
-their number) and can be cached and reused for any region of that output (a viewer's
-tiles). ``render_blocks`` does exactly this for the whole image (``prepared`` from the
+The state is small (SRNO's: each attention layer's ``k^T v`` over all queries, their
+number, and for the fast path a folded 256 x 256 matrix per layer: about 0.5 MiB per
+image) and can be cached and reused for any region of that output (a viewer's tiles). ``render_blocks`` does exactly this for the whole image (``prepared`` from the
 whole latent grid, encoded in tiles when large); ``predict`` builds the state from the
 listed queries when it chunks them. Every output equals the one-pass forward over all
 the queries (up to float rounding) for any chunk size, in memory bounded by one chunk
@@ -335,7 +335,8 @@ def region_blocks(model, prepared, state, size, rows, cols, data_norm, chunk=DEF
 
     A generator of ``(top, left, rgb)`` like ``render_blocks``: ``rgb`` ``(n_rows, n_cols,
     3)`` de-normalised (not clamped), blocks of at most ``chunk`` pixels covering the
-    region; the values are ``render``'s for those pixels. Computed without gradients.
+    region; the values are ``render``'s for those pixels. Computed without gradients (run
+    it under the caller's autocast for bf16, as ``output_query_state``).
     """
     device, dtype = prepared.inp.device, prepared.inp.dtype
     grid = OutputGrid(size, device=device, dtype=dtype)

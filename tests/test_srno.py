@@ -277,11 +277,12 @@ def assemble(blocks, size):
 
 def one_pass_render(model, lr, size, data_norm, scale_max=None):
     """The whole-image forward over every output pixel (``(H, W, 3)``, de-normalised)."""
-    coord = make_coord(size).unsqueeze(0)
+    coord = make_coord(size, device=lr.device).unsqueeze(0)
     cell = make_cell(coord, size)
     if scale_max is not None:
         cell = torch.clamp_min(cell, torch.tensor([2 / (scale_max * lr.shape[1]),
-                                                   2 / (scale_max * lr.shape[2])]))
+                                                   2 / (scale_max * lr.shape[2])],
+                                                  device=lr.device))
     with torch.no_grad():
         pred = model(data_norm.inp(lr.unsqueeze(0)), coord, cell)
     return data_norm.denorm(pred[0]).view(*size, 3)
@@ -351,3 +352,30 @@ def test_render_prepares_the_whole_grid_once_and_keeps_one_feature_copy():
     only = prepared[0]
     assert isinstance(only, SRNOPrepared) and only.size == (16, 16)
     assert only.feat is None and only.codes.shape == (256, 8)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_on_the_gpu_fast_equals_plain_and_renders_exactly():
+    """Under PyTorch's default TF32 settings (cuDNN convolutions in TF32, matrix products
+    not): both paths are matrix products, so fp32 agreement holds; the render's chunks and
+    the state passes run on the device."""
+    gpu = torch.device('cuda', 0)
+    model = make().to(gpu)
+    lr = torch.rand(2, 3, 6, 5, device=gpu)
+    coord, cell = (t.to(gpu) for t in pixel_grid((13, 11)))
+    target = torch.randn(2, coord.shape[1], 3, device=gpu)
+    outs, grads = {}, {}
+    for impl in ('plain', 'fast'):
+        model.zero_grad()
+        model.query_impl = impl
+        outs[impl] = model(lr, coord, cell)
+        torch.nn.functional.l1_loss(outs[impl], target).backward()
+        grads[impl] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert (outs['fast'] - outs['plain']).abs().max() <= 1e-5
+    for name, plain in grads['plain'].items():
+        assert relative_error(grads['fast'][name], plain) <= 1e-4, name
+    data_norm = DataNorm(PUBLISHED)
+    expected = one_pass_render(model, lr[0], (30, 27), data_norm)
+    out = assemble(render_blocks(model, lr[0], (30, 27), data_norm, chunk=100), (30, 27))
+    assert (out.cpu() - expected.cpu()).abs().max() <= 1e-5
