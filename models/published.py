@@ -1,7 +1,8 @@
 """Registry specs of the published architectures, by the names of their checkpoints:
 LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...), LTE's
 (``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...)
-and SRNO's (EDSR-baseline-SRNO, RDN-SRNO).
+and SRNO's (EDSR-baseline-SRNO, RDN-SRNO); CiaoSR's as LMF's plain-PyTorch port builds
+them (``edsr-baseline-ciaosr``, ...).
 
 ``models.make(PUBLISHED_SPECS['rdn-liif'])`` builds exactly the layout of the published
 checkpoint (parameter names, shapes and counts are tested against
@@ -34,6 +35,16 @@ def _srno(encoder):
                                        'blocks': 16}}
 
 
+def _ciaosr(encoder):
+    """CiaoSR's published configs (caojiezhang/CiaoSR): MLPs of four hidden layers of 256;
+    the cross-scale attention at scale 2 (LMF's LM-CiaoSR config)."""
+    mlp = {'name': 'mlp', 'args': {'out_dim': 256, 'hidden_list': [256] * 4}}
+    return {'name': 'ciaosr', 'args': {
+        'encoder': _encoder(encoder), 'imnet_q': {**MLP_256x4}, 'imnet_k': mlp, 'imnet_v': mlp,
+        'local_size': 2, 'feat_unfold': True, 'non_local_attn': True, 'multi_scale': [2],
+        'softmax_scale': 1}}
+
+
 PUBLISHED_SPECS = {
     # LIIF's (yinboc/liif)
     'edsr-baseline-liif': _liif('edsr-baseline'),
@@ -54,4 +65,8 @@ PUBLISHED_SPECS = {
     # SRNO's (2y7c3/Super-Resolution-Neural-Operator)
     'edsr-baseline-srno': _srno('edsr-baseline'),
     'rdn-srno': _srno('rdn'),
+    # CiaoSR's, as LMF's port (HeZongyao/LMF) builds them
+    'edsr-baseline-ciaosr': _ciaosr('edsr-baseline'),
+    'rdn-ciaosr': _ciaosr('rdn'),
+    'swinir-ciaosr': _ciaosr('swinir'),
 }

@@ -17,9 +17,8 @@ from datasets.image_io import to_uint8_array
 from engine.data_norm import PUBLISHED, DataNorm
 from engine.render import (global_queries, output_query_state, predict, region_blocks, render,
                            render_blocks)
-from helpers import (COORD_CASES, TINY_ENCODER, bf16_steps, border_coords, both, encoding_of,
-                     gradients_of_both_paths, pixel_grid, relative_error, tie_queries,
-                     train_a_few_steps)
+from helpers import (TINY_ENCODER, bf16_steps, both, encoding_of, gradients_of_both_paths,
+                     losses_of_both_paths, pixel_grid, query_cases, relative_error, tie_queries)
 from models.galerkin import GalerkinAttention, HeadNorm
 from models.srno import SRNOPrepared, SRNOState
 from utils.coords import grid_to_queries, make_cell, make_coord
@@ -110,11 +109,8 @@ def test_fast_equals_plain_on_scales_borders_and_random():
     model = make()
     h, w = 5, 7
     encoding = encoding_of(h, w)
-    cases = {case: build(h, w) for case, build in COORD_CASES.items()}
-    cases['borders'] = tuple(t.expand(2, -1, -1) for t in border_coords(h, w))
-    cases['random'] = (torch.rand(2, 300, 2) * 2 - 1, torch.rand(2, 300, 2) * 0.5)
     with torch.no_grad():
-        for case, (coord, cell) in cases.items():
+        for case, (coord, cell) in query_cases(h, w).items():
             plain, fast = both(model, encoding, coord, cell)
             assert fast.shape == plain.shape == (2, coord.shape[1], 3)
             assert (fast - plain).abs().max() <= 1e-5, case
@@ -142,13 +138,7 @@ def test_gradients_agree():
 
 
 def test_training_steps_from_the_same_state_give_the_same_losses():
-    model = make().train()
-    lr = torch.randn(2, 3, 8, 8)
-    coord = make_coord((24, 24))[torch.randperm(576)[:200]].expand(2, -1, -1)
-    cell = make_cell(coord, (24, 24))
-    target = torch.rand(2, 200, 3) * 2 - 1
-    losses = {impl: train_a_few_steps(model, impl, lr, coord, cell, target)[0]
-              for impl in ('plain', 'fast')}
+    losses = losses_of_both_paths(make().train())
     assert losses['fast'] == pytest.approx(losses['plain'], rel=1e-5)
     assert losses['plain'][2] < losses['plain'][0]
 
