@@ -241,10 +241,6 @@ class TileService:
                 raise UserError(f'--model {path}: two checkpoints named {name!r} (the viewer '
                                 'names models by file name)')
             module, ckpt = load_model(path, device)
-            if getattr(module, 'GLOBAL_QUERIES', False):
-                raise UserError(f'--model {path}: {ckpt["model"]["name"]!r} decodes each query '
-                                'with all the others (global queries); the viewer does not '
-                                'serve such models yet')
             data_norm = DataNorm(choose(checkpoint=ckpt.get('data_norm'), default=PUBLISHED))
             models[name] = ViewerModel(name, module, data_norm, ckpt['model']['name'],
                                        train_scale_max(path), str(path))

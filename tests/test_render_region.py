@@ -33,6 +33,11 @@ MODELS = {
                                            'hidden_dim': 8}}, 'fast'),
     'ciaosr-fast': (CIAOSR, 'fast'),
     'ciaosr-plain': (CIAOSR, 'plain'),
+    # global queries: the whole grid prepared once, a query state per output size
+    'srno-fast': ({'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16,
+                                              'blocks': 4}}, 'fast'),
+    'srno-plain': ({'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16,
+                                               'blocks': 4}}, 'plain'),
 }
 # Small settings so that a tiny image has several encoder tiles, windows and blocks.
 SETTINGS = {'chunk': 50, 'tile': 9, 'window': 4}        # blocks of 4 x 8 output pixels
@@ -185,6 +190,28 @@ def test_a_small_image_is_encoded_once_whole():
     assert ('features',) in store and store[('features',)].shape[-2:] == (19, 23)
 
 
+def test_a_model_with_global_queries_keeps_its_state_per_size():
+    model = make('srno-fast')
+    lr = torch.rand(3, 11, 13)
+    store, states = {}, []
+
+    def cache(key, compute):
+        if key not in store:
+            store[key] = compute()
+        return store[key]
+    query_state = model.query_state
+    model.query_state = lambda *a: states.append(1) or query_state(*a)
+    for rows, cols in [((0, 8), (0, 16)), ((5, 30), (9, 39))]:
+        region = region_float(model, lr, (33, 39), rows, cols, cache=cache, **SMALL)
+    region_float(model, lr, (22, 26), (0, 22), (0, 26), cache=cache, **SMALL)
+    assert sorted(k for k in store if k[0] != 'prepared') == [('query_state', 22, 26),
+                                                              ('query_state', 33, 39)]
+    assert ('prepared',) in store and len(states) == 2      # one state per output size
+    model.query_state = query_state
+    whole = whole_float(model, lr, (33, 39), **SMALL)
+    assert torch.equal(region, whole[5:30, 9:39])
+
+
 # --- utils.render_plan: the output's grid of query blocks ----------------------------
 
 def test_block_shape_hand_computed():
@@ -211,10 +238,3 @@ def test_query_blocks_cover_a_window_once_on_the_outputs_grid():
     assert all((r[1] - r[0]) * (c[1] - c[0]) <= 50 for r, c in blocks)
     assert plan.query_blocks((5, 13), (0, 9), 50, region=((9, 10), (2, 3))) == [((8, 12), (0, 8))]
     assert plan.query_blocks((5, 13), (0, 9), 50, region=((0, 5), (0, 9))) == []
-
-
-def test_a_model_with_global_queries_is_refused():
-    model = make('liif-fast')
-    model.GLOBAL_QUERIES = True        # SRNO's attention: a pixel depends on every query
-    with pytest.raises(ValueError, match='GLOBAL_QUERIES'):
-        list(render_region(model, torch.rand(3, 5, 5), (10, 10), DataNorm(PUBLISHED)))

@@ -9,11 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+import models
 from datasets.image_io import read_image
 from datasets.resize import resize_matlab
+from engine.checkpoint import model_entry, save_checkpoint
 from engine.tiles import (BICUBIC, ByteLRU, RequestError, TileService, hr_partner,
                           output_size, tensor_bytes, train_scale_max)
-from helpers import load_script, make_test_image, run_main, save_tiny_checkpoint
+from helpers import TINY_ENCODER, load_script, make_test_image, run_main, save_tiny_checkpoint
 
 demo = load_script('demo.py')
 
@@ -238,3 +240,28 @@ def test_tensor_bytes_counts_each_storage_once():
     assert tensor_bytes(t) == 400
     assert tensor_bytes((t, t[2:5], {'v': t.view(100)})) == 400
     assert tensor_bytes([t, torch.zeros(5, dtype=torch.float64), np.zeros(3, np.uint8)]) == 443
+
+
+def test_srno_tiles_are_crops_of_demos_output(folders, tmp_path, capsys):
+    # SRNO's queries are global: the tile comes from the cached query state of its size
+    spec = {'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16, 'blocks': 4}}
+    torch.manual_seed(0)
+    model = models.make(spec)
+    save_checkpoint({'model': model_entry(spec, model), 'epoch': 1,
+                     'optimizer': {'name': 'adam', 'args': {}, 'sd': {}}}, tmp_path / 'srno.pth')
+    service = TileService.load([tmp_path / 'srno.pth'], folders / 'lr')
+    for scale in (3.3, 12):
+        out = tmp_path / f'srno-x{scale}.png'
+        code, _, err = run_main(demo.main, demo.parse_args([
+            '--input', str(folders / 'lr' / 'birdx4.png'), '--model', str(tmp_path / 'srno.pth'),
+            '--scale', str(scale), '--output', str(out), '--device', 'cpu']), capsys)
+        assert code == 0, err
+        full = np.asarray(Image.open(out))
+        for x, y in [(0, 0), (128, 128), (full.shape[1] - 9, full.shape[0] - 4)]:
+            if x >= full.shape[1] or y >= full.shape[0]:
+                continue
+            tile = service.tile(service.tile_request(params(model='srno', scale=scale, x=x, y=y,
+                                                            w=128, h=128)))
+            assert np.array_equal(tile, full[y:y + 128, x:x + 128]), (scale, x, y)
+    keys = {key[2] for key in service.cache._entries if key[1] == 'srno'}
+    assert keys == {'prepared', 'query_state'}
