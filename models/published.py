@@ -1,13 +1,14 @@
 """Registry specs of the published architectures, by the names of their checkpoints:
-LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...) and LTE's
-(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...);
-LMF's (``edsr-baseline-lmliif`` ... ``swinir-lmlte``, the reference's ``edsr-b_lm-liif.pth``
-etc.); CiaoSR's as LMF's plain-PyTorch port builds them (``edsr-baseline-ciaosr``, ...).
+LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...), LTE's
+(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...),
+SRNO's (EDSR-baseline-SRNO, RDN-SRNO) and LMF's (``edsr-baseline-lmliif`` ...
+``swinir-lmlte``, the reference's ``edsr-b_lm-liif.pth`` etc.); CiaoSR's as LMF's
+plain-PyTorch port builds them (``edsr-baseline-ciaosr``, ...).
 
 ``models.make(PUBLISHED_SPECS['rdn-liif'])`` builds exactly the layout of the published
 checkpoint (parameter names, shapes and counts are tested against
-``official_state_dicts.json``, ``lte_state_dicts.json`` and ``family_state_dicts.json``); benchmarks and tests take
-their models from here.
+``official_state_dicts.json``, ``lte_state_dicts.json`` and ``family_state_dicts.json``);
+benchmarks and tests take their models from here.
 """
 MLP_256x4 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}
 MLP_256x3 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 3}}
@@ -53,6 +54,11 @@ def _lmlte(encoder):
                mod_input=True)
 
 
+def _srno(encoder):
+    return {'name': 'sronet', 'args': {'encoder_spec': _encoder(encoder), 'width': 256,
+                                       'blocks': 16}}
+
+
 def _ciaosr(encoder):
     """CiaoSR's published configs (caojiezhang/CiaoSR): MLPs of four hidden layers of 256;
     the cross-scale attention at scale 2 (LMF's LM-CiaoSR config)."""
@@ -87,6 +93,9 @@ PUBLISHED_SPECS = {
     'edsr-baseline-lmlte': _lmlte('edsr-baseline'),
     'rdn-lmlte': _lmlte('rdn'),
     'swinir-lmlte': _lmlte('swinir'),
+    # SRNO's (2y7c3/Super-Resolution-Neural-Operator)
+    'edsr-baseline-srno': _srno('edsr-baseline'),
+    'rdn-srno': _srno('rdn'),
     # CiaoSR's, as LMF's port (HeZongyao/LMF) builds them
     'edsr-baseline-ciaosr': _ciaosr('edsr-baseline'),
     'rdn-ciaosr': _ciaosr('rdn'),

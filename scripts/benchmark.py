@@ -1,7 +1,8 @@
-"""Speed and memory of the plain and fast query paths (LIIF, LTE, CiaoSR, LMF), printed as a markdown table.
+"""Speed and memory of the plain and fast query paths (LIIF, LTE, SRNO, CiaoSR, LMF), printed as a markdown table.
 
     python scripts/benchmark.py                        # EDSR-baseline-LIIF and RDN-LIIF; CPU, and CUDA when present
     python scripts/benchmark.py --models edsr-baseline-lte swinir-lte --quick   # LTE's fast query
+    python scripts/benchmark.py --models edsr-baseline-srno --quick             # SRNO's
     python scripts/benchmark.py --lmf                  # LM-LIIF / LM-LTE beside LIIF / LTE (docs/lmf.md)
     python scripts/benchmark.py --quick                # small sizes (a minute or two): it works, rough ratios
     python scripts/benchmark.py --models edsr-baseline-liif --devices cpu --tasks render-x4 train
@@ -18,8 +19,9 @@ Tasks (random weights unless --weights: speed and memory do not depend on them):
   named in ``--tasks`` (or ``--lmf``).
 - ``query-x4`` / ``query-x12`` / ``query-x30``: the decoder alone on the same outputs (the
   feature map is computed before timing and before the memory baseline): prepare + all
-  chunks (for models with a grid query, LMF's, chunks of whole output rows through it,
-  as the renderer decodes them). Output pixels per second; ``query-x12`` only when named.
+  chunks (for SRNO the passes of its query state first, ``engine.render.output_query_state``;
+  for models with a grid query, LMF's, chunks of whole output rows through it, as the
+  renderer decodes them). Output pixels per second; ``query-x12`` only when named.
 - ``train``: seconds per iteration at the paper recipe (batch 16 of 48x48 LR patches,
   sample_q 2304, Adam lr 1e-4) with ``engine.train.train_step`` (forward, L1 loss,
   backward, step) on synthetic batches made like ``sr-implicit-downsampled``'s (scale
@@ -82,7 +84,8 @@ from datasets.sampling import make_item  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.data_norm import PUBLISHED, DataNorm  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
-from engine.render import OutputGrid, autocast, prepare, query_grid, render  # noqa: E402
+from engine.render import (OutputGrid, autocast, global_queries, output_query_state,  # noqa: E402
+                           prepare, query_grid, render)
 from engine.throughput import apply_throughput_options  # noqa: E402
 from engine.train import train_step  # noqa: E402
 from models.published import PUBLISHED_SPECS  # noqa: E402
@@ -91,10 +94,12 @@ from utils.device import bf16_supported  # noqa: E402
 from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
-# The published architectures this benchmark can build (LIIF's, LTE's and LMF's).
+# The published architectures this benchmark can build (LIIF's, LTE's, SRNO's, CiaoSR's,
+# LMF's).
 MODEL_SPECS = {name: PUBLISHED_SPECS[name] for name in ('edsr-baseline-liif', 'rdn-liif',
                                                         'rcan-liif', 'edsr-baseline-lte',
-                                                        'swinir-lte', 'edsr-baseline-ciaosr',
+                                                        'swinir-lte', 'edsr-baseline-srno',
+                                                        'edsr-baseline-ciaosr',
                                                         'edsr-baseline-lmliif',
                                                         'edsr-baseline-lmlte')}
 # task -> (LR side, scale) for renders and decoder-only runs
@@ -261,8 +266,9 @@ def encode_lr(model, device, lr_side, autocast_dtype):
 
 def decode_all(model, feat, size, chunk, grids=True):
     """The decoder alone on every pixel of an output of ``size``: prepare once, then every
-    chunk of queries (with ``grids``, for models with a grid query, LMF's: chunks of whole
-    output rows through ``engine.render.query_grid``, as the renderer decodes them)."""
+    chunk of queries (SRNO: after the query state of every pixel; with ``grids``, for
+    models with a grid query, LMF's: chunks of whole output rows through
+    ``engine.render.query_grid``, as the renderer decodes them)."""
     device = feat.device
     cell = torch.tensor([[2 / size[0], 2 / size[1]]], device=device)
     prepared = prepare(model, feat, cell)
@@ -273,10 +279,13 @@ def decode_all(model, feat, size, chunk, grids=True):
         for first in range(0, size[0], step):
             query_grid(model, prepared, rows[first:first + step], cols, cell[0])
         return
+    state = {}
+    if global_queries(model):    # SRNO: the state of every output pixel first
+        state['state'] = output_query_state(model, prepared, size, chunk)
     grid = OutputGrid(size, device=device)
     for first in range(0, len(grid), chunk):
         coord = grid.coord(first, min(first + chunk, len(grid))).unsqueeze(0)
-        model.query(prepared, coord, make_cell(coord, size))
+        model.query(prepared, coord, make_cell(coord, size), **state)
 
 
 def time_query(model, feat, size, chunk, repeats, autocast_dtype):

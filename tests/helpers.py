@@ -231,15 +231,15 @@ def run_script(args, cwd, launcher=(), timeout=300):
 
 
 def max_weight_diff(path_a, path_b):
-    """Largest difference between the model weights of two checkpoints."""
+    """Largest absolute difference between the model weights of two checkpoint files."""
     a, b = (torch.load(p, weights_only=True)['model']['sd'] for p in (path_a, path_b))
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def torchrun_weight_diff(tmp_path, cfg):
-    """``cfg`` trained by one process and by 2 gloo processes under torchrun (the global
-    batch split over them): the largest difference of their final weights."""
+def assert_torchrun_equals_one_process(tmp_path, cfg):
+    """One epoch of ``cfg`` under torchrun with 2 gloo processes (the global batch split
+    over them) gives the weights of one process's epoch, up to the order of sums (1e-5)."""
     run_inprocess(write_config(tmp_path / 'one.yaml', cfg), tmp_path / 'save')
     torchrun = ('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
     result = run_script(['--config', write_config(tmp_path / 'ddp.yaml', cfg), '--no-progress'],
@@ -247,8 +247,9 @@ def torchrun_weight_diff(tmp_path, cfg):
     assert result.returncode == 0, result.stderr[-3000:]
     log = (tmp_path / 'save' / '_ddp' / 'log.txt').read_text()
     assert log.startswith('world_size=2, device=cpu') and log.count('epoch 1/1, train') == 1
-    return max_weight_diff(tmp_path / 'save' / '_ddp' / 'epoch-last.pth',
+    diff = max_weight_diff(tmp_path / 'save' / '_ddp' / 'epoch-last.pth',
                            tmp_path / 'save' / '_one' / 'epoch-last.pth')
+    assert diff <= 1e-5, (diff, result.stdout[-2000:])
 
 
 def train_cli(argv):
@@ -263,6 +264,20 @@ def run_inprocess(cfg_path, save_root, *extra):
 
 
 # --- query coordinates of the fast-path tests (LIIF, LTE) ------------------------------
+
+def both(model, encoding, coord, cell):
+    """(plain, fast) outputs of one model (``encoding``: its ``encode`` result)."""
+    model.query_impl = 'plain'
+    plain = model.query(encoding, coord, cell)
+    model.query_impl = 'fast'
+    return plain, model.query(encoding, coord, cell)
+
+
+def encoding_of(h, w, batch=2, channels=8):
+    """A random encoding (features + input image channels) of an h x w latent grid, as
+    LTE's and SRNO's ``encode`` return."""
+    return torch.randn(batch, channels + 3, h, w)
+
 
 def pixel_grid(size, batch=2):
     coord = make_coord(size).unsqueeze(0).expand(batch, -1, -1)
@@ -414,3 +429,29 @@ def train_a_few_steps(model, impl, lr, coord, cell, target, steps=3):
         optimizer.step()
         losses.append(loss.item())
     return losses, run.state_dict()
+
+
+# --- the viewer ------------------------------------------------------------------------
+
+def start_viewer(*args):
+    """``viewer.py ARGS --port 0`` in a subprocess: ``(process, port)`` once it listens
+    (it prints its address when it does)."""
+    process = subprocess.Popen([sys.executable, str(REPO / 'viewer.py'), *map(str, args),
+                                '--port', '0'], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    found = re.search(r'http://127\.0\.0\.1:(\d+)/', line)
+    if not found:
+        process.kill()
+        raise AssertionError(f'viewer.py did not start: {line!r} {process.stderr.read()[-2000:]}')
+    return process, int(found[1])
+
+
+def stop(process):
+    """Terminate a subprocess and wait for it (kill it if it does not stop)."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)

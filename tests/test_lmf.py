@@ -50,8 +50,7 @@ from engine.render import predict  # noqa: E402
 from helpers import (COORD_CASES, TINY_ENCODER, bf16_steps, losses_of_both_paths,  # noqa: E402
                      border_coords, gradients_of_both_paths, max_weight_diff,
                      pixel_grid, record_grid_sample, relative_error, render_whole, tie_coords,
-                     tie_queries,
-                     torchrun_weight_diff)
+                     tie_queries, assert_torchrun_equals_one_process)
 from models.lmf import LatentModulated, LMFPrepared  # noqa: E402
 from utils.coords import make_cell, make_coord  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -484,4 +483,4 @@ def test_lmlte_torchrun_two_processes_equal_one(tmp_path, load_dir):
     and Adam turns that rounding into a step of 0.6 lr. Its gradients under DDP equal one
     process's within rounding.)"""
     cfg = tiny_config(load_dir, model=TINY_TRAINING['lmlte'], epoch_max=1, num_workers=0)
-    assert torchrun_weight_diff(tmp_path, cfg) <= 1e-5
+    assert_torchrun_equals_one_process(tmp_path, cfg)

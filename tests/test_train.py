@@ -16,9 +16,9 @@ import train_liif
 from engine.checkpoint import load_checkpoint, load_model
 from engine.data_norm import DataNorm
 from engine.evaluate import evaluate
-from helpers import (REPO, TINY_ENCODER, assert_one_line_error, max_weight_diff, run_inprocess,
-                     run_main, run_script, tiny_config, torchrun_weight_diff, train_cli,
-                     write_config)
+from helpers import (REPO, TINY_ENCODER, assert_one_line_error, assert_torchrun_equals_one_process,
+                     max_weight_diff, run_inprocess, run_main,
+                     run_script, tiny_config, train_cli, write_config)
 from utils.config import freeze, thaw
 
 CONFIGS = sorted((REPO / 'configs').glob('train-*/**/*.yaml'))
@@ -323,6 +323,8 @@ PARAMS = {
     'train_edsr-baseline-lmliif': 1386091, 'train_rdn-lmliif': 22139603,
     'train_swinir-lmliif': 11782615, 'train_edsr-baseline-lmlte': 1490907,
     'train_rdn-lmlte': 22244419, 'train_swinir-lmlte': 11873511,
+    # SRNO's (the published counts of family_state_dicts.json)
+    'train_edsr-sronet': 2015323, 'train_rdn-sronet': 22768835,
     # CiaoSR's (the published counts of family_state_dicts.json)
     'train_edsr-baseline-ciaosr': 2649054, 'train_rdn-ciaosr': 23402566,
     # x3: one conv(64 -> 576) + shuffle 3 instead of x2's conv(64 -> 256); x4: two x2 stages
@@ -411,8 +413,8 @@ def test_lte_config_starts_then_resumes_from_its_resume_key(tmp_path, load_dir, 
 def test_lte_torchrun_two_processes_equal_one(tmp_path, load_dir, name):
     """LTE and LTE+ under DDP (2 gloo processes, the global batch split over them):
     the weights of one process's epoch, up to the order of floating-point sums."""
-    diff = torchrun_weight_diff(tmp_path, lte_config(load_dir, name, epoch_max=1, num_workers=0))
-    assert diff <= 1e-5, diff
+    assert_torchrun_equals_one_process(tmp_path, lte_config(load_dir, name, epoch_max=1,
+                                                            num_workers=0))
 
 
 def test_a_missing_resume_flag_is_still_an_error(tmp_path, load_dir, capsys, monkeypatch):
