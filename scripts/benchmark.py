@@ -293,8 +293,12 @@ def time_query(model, feat, size, chunk, repeats, autocast_dtype):
     ``size`` from the feature map ``feat``."""
     device = feat.device
     with torch.no_grad(), autocast(device, autocast_dtype):
-        warm = (min(size[0], max(1, chunk // size[1])), size[1])
-        decode_all(model, feat, warm, chunk)                            # warm-up
+        if hasattr(model, 'query_grid'):     # warm-up: a chunk of rows
+            decode_all(model, feat, (min(size[0], max(1, chunk // size[1])), size[1]), chunk)
+        else:                                # warm-up: one chunk of queries
+            warm = OutputGrid(size, device=device).coord(0, min(chunk, size[0] * size[1]))
+            warm = warm.unsqueeze(0)
+            model.query(prepare(model, feat, make_cell(warm, size)), warm, make_cell(warm, size))
         seconds = []
         for _ in range(repeats):
             synchronize(device)
