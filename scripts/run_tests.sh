@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-PYTHON=$PYTHON bash scripts/install_requirements.sh requirements-dev.txt
+# requirements-deploy.txt: the ONNX export tests run in CI too
+PYTHON=$PYTHON bash scripts/install_requirements.sh requirements-dev.txt requirements-deploy.txt
 if [ "${RUN_SLOW:-0}" = "1" ]; then
   exec "$PYTHON" -m pytest tests "$@"
 fi
