@@ -31,6 +31,7 @@ from models.liif import LatentAxis  # noqa: E402
 from models.lte import bilinear_residual  # noqa: E402
 from models.published import PUBLISHED_SPECS  # noqa: E402
 from utils.coords import make_cell  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.onnx_render import ExportedModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,6 +206,13 @@ def test_export_script_reports_the_check(tmp_path, capsys):
     assert info['data_norm']['inp'] == {'sub': [0.5], 'div': [0.5]}       # demo.py's default
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
         'encoder.onnx', 'model.json', 'query.onnx']
+
+
+def test_onnxruntime_failures_are_one_line_errors(exports):
+    _, _, folder = exports('liif')
+    exported = ExportedModel(folder)
+    with pytest.raises(UserError, match=r'query\.onnx on 3 queries failed in onnxruntime: '):
+        exported.query([np.zeros((1, 2, 2, 5), np.float32)], np.zeros((1, 3, 2)), np.zeros((1, 3, 2)))
 
 
 # --- scripts/onnx_upscale.py ----------------------------------------------------------

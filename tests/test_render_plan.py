@@ -149,7 +149,7 @@ def test_float_to_uint8_is_to_8bit_levels():
 
 def test_the_shared_modules_need_no_torch():
     code = ('import sys; sys.modules["torch"] = None\n'
-            'import utils.render_plan, utils.image_files, utils.upscale_cli\n'
+            'import utils.render_plan, utils.image_files, utils.upscale_cli, utils.onnx_render\n'
             'print("ok")')
     done = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)

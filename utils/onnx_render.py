@@ -91,13 +91,26 @@ class ExportedModel:
 
     def encode(self, inp):
         """``(1, 3, h, w)`` float32 normalised input -> the state maps ``[(1, h, w, C_i)]``."""
-        return self.encoder_session.run(None, {'lr': np.ascontiguousarray(inp, dtype=np.float32)})
+        return self._run(self.encoder_session, {'lr': np.ascontiguousarray(inp, dtype=np.float32)},
+                         f'encoder.onnx on a {inp.shape[2]}x{inp.shape[3]} input')
 
     def query(self, states, coord, cell):
         """State maps (of a window), ``coord``/``cell`` ``(1, Q, 2)`` -> ``(1, Q, 3)``."""
         feeds = {name: np.ascontiguousarray(state) for name, state in zip(self.state_names, states)}
         feeds['coord'], feeds['cell'] = coord.astype(np.float32), cell.astype(np.float32)
-        return self.query_session.run(None, {k: feeds[k] for k in self.query_inputs})[0]
+        return self._run(self.query_session, {k: feeds[k] for k in self.query_inputs},
+                         f'query.onnx on {coord.shape[1]} queries')[0]
+
+    def _run(self, session, feeds, what):
+        """``session.run``; onnxruntime's failures (e.g. an input too small for the
+        encoder) as a one-line ``UserError``."""
+        try:
+            return session.run(None, feeds)
+        except Exception as e:      # onnxruntime's error classes live in its pybind module
+            if type(e).__module__.split('.')[0] != 'onnxruntime':
+                raise
+            reason = ' '.join(str(e).split())
+            raise UserError(f'{self.folder}: {what} failed in onnxruntime: {reason}') from None
 
 
 def _arange(first, last, precise):
