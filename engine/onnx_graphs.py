@@ -59,7 +59,7 @@ class SymbolicAxis(LatentAxis):
         return self.size64.new_full((), v) / self.size64
 
 
-def channels_last(rows, h, w):
+def as_map(rows, h, w):
     """``(h*w, C)`` rows of one image, ``(i, j)`` row-major -> the map ``(1, h, w, C)``."""
     return rows.view(1, h, w, rows.shape[-1])
 
@@ -88,9 +88,13 @@ class ExportAdapter:
         return _Graph(self.answer)
 
     def encode(self, lr):
+        """The encoder graph: ``lr (1, 3, h, w)``, normalised -> the state maps ``(1, h,
+        w, C_i)`` (a tuple in ``state_names`` order when there are several)."""
         raise NotImplementedError
 
     def answer(self, *inputs):
+        """The query graph: the state maps (or a window of them), ``coord`` and ``cell``
+        ``(1, Q, 2)`` in that window's frame -> ``(1, Q, out_dim)``, as ``model.query``."""
         raise NotImplementedError
 
 
@@ -123,7 +127,7 @@ class LIIFExport(ExportAdapter):
     def encode(self, lr):
         feat = self.model.encode(lr)
         prepared = self.model.prepare(feat)
-        return channels_last(prepared.codes, *feat.shape[-2:])
+        return as_map(prepared.codes, *feat.shape[-2:])
 
     def answer(self, codes, coord, cell):
         b, h, w, d = codes.shape
@@ -151,7 +155,7 @@ class LTEExport(ExportAdapter):
     def encode(self, lr):
         prepared = self.model.prepare(self.model.encode(lr))
         h, w = prepared.size
-        return channels_last(prepared.table, h, w), prepared.inp.permute(0, 2, 3, 1)
+        return as_map(prepared.table, h, w), prepared.inp.permute(0, 2, 3, 1)
 
     def answer(self, table, inp, coord, cell):
         b, h, w, d = table.shape

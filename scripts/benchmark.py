@@ -227,19 +227,24 @@ def time_render(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
     return size[0] * size[1] / min(seconds)
 
 
-def time_onnx_render(model, spec, lr_side, scale, chunk, repeats, threads):
-    """``time_render`` for ``model`` (built from ``spec``) exported to ONNX (not timed)
-    and rendered by onnxruntime on the CPU with ``utils.onnx_render.render``, the path of
-    scripts/onnx_upscale.py."""
+def onnx_export_of(model, spec, threads):
+    """``model`` (built from ``spec``) exported to ONNX (``engine.onnx_export``) and loaded
+    into onnxruntime's CPU provider (``utils.onnx_render.ExportedModel``)."""
     import tempfile
 
     from engine.onnx_export import export
-    from utils.onnx_render import ExportedModel, render as onnx_render
-    lr = random_lr(lr_side, torch.device('cpu')).numpy()
-    size = (lr_side * scale, lr_side * scale)
+    from utils.onnx_render import ExportedModel
     with tempfile.TemporaryDirectory() as folder:
         export(model, spec, folder, DataNorm(PUBLISHED).spec)
-        exported = ExportedModel(folder, threads=threads or 0)     # the files are read here
+        return ExportedModel(folder, threads=threads or 0)     # the files are read here
+
+
+def time_onnx_render(exported, lr_side, scale, chunk, repeats):
+    """``time_render`` for an ONNX export rendered by onnxruntime on the CPU with
+    ``utils.onnx_render.render``, the path of scripts/onnx_upscale.py."""
+    from utils.onnx_render import render as onnx_render
+    lr = random_lr(lr_side, torch.device('cpu')).numpy()
+    size = (lr_side * scale, lr_side * scale)
     onnx_render(exported, lr, size, chunk=chunk)                                 # warm-up
     seconds = []
     for _ in range(repeats):
@@ -349,13 +354,14 @@ def worker(job):
         lr_side, factor = job['sizes'][scale]
     if kind == 'query':  # the encoder is neither timed nor counted in the peak memory
         feat = encode_lr(model, device, lr_side, amp)
+    if variant == 'onnx':  # nor is the export
+        exported = onnx_export_of(model, MODEL_SPECS[job['model']], job['threads'])
     with PeakMemory(device) as peak:
         if kind == 'train':
             value = time_train(model, device, job['batch'], job['patch'], job['sample_q'],
                                job['train_iters'], job['warmup'], amp)
         elif kind == 'render' and variant == 'onnx':
-            value = time_onnx_render(model, MODEL_SPECS[job['model']], lr_side, factor,
-                                     job['chunk'], job['repeats'], job['threads'])
+            value = time_onnx_render(exported, lr_side, factor, job['chunk'], job['repeats'])
         elif kind == 'render':
             value = time_render(model, device, lr_side, factor, job['chunk'], job['repeats'], amp)
         else:
