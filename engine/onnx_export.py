@@ -46,15 +46,17 @@ def _version(module_name):
 def _quiet_exporter():
     """The exporter's progress lines and its notes on optional packages (torchvision)
     are not the user's business: keep them off the terminal."""
-    logger = logging.getLogger('torch.onnx')
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ('torch.onnx', 'onnxscript')]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(None):
         warnings.simplefilter('ignore')
         try:
             yield
         finally:
-            logger.setLevel(level)
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def _export(module, example, dynamic_shapes, input_names, output_names, path, opset):

@@ -11,7 +11,8 @@ into the existing ``--output`` folder; alpha channels are upscaled with Pillow b
 kept, 16-bit inputs are read at full precision; outputs are 8-bit, written atomically.
 Memory stays bounded: inputs larger than ``--tile`` pixels are encoded in tiles (when
 the model's encoder allows), the latent grid is decoded in windows, and queries run in
-chunks of ``--bsize``. ``--scale_max`` defaults to the value recorded at export.
+chunks of ``--bsize`` (default 8192, smaller than demo.py's: onnxruntime holds a whole
+chunk's intermediate values; no value depends on it). ``--scale_max`` defaults to the value recorded at export.
 
 Runs wherever this repository's ``utils/`` folder and the three packages are: it imports
 nothing that needs PyTorch.
@@ -26,13 +27,14 @@ if str(REPO) not in sys.path:  # run as `python scripts/onnx_upscale.py` from an
 
 from utils.errors import add_debug_flag, run_cli  # noqa: E402
 from utils.image_files import array_to_float, float_to_uint8, read_arrays  # noqa: E402
-from utils.onnx_render import ExportedModel, render  # noqa: E402
+from utils.onnx_render import ONNX_CHUNK, ExportedModel, render  # noqa: E402
 from utils.upscale_cli import add_upscale_arguments, run_jobs, save_image  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    add_upscale_arguments(parser, model_help='export folder (scripts/export_onnx.py --out)')
+    add_upscale_arguments(parser, model_help='export folder (scripts/export_onnx.py --out)',
+                          chunk=ONNX_CHUNK)
     parser.add_argument('--threads', type=int, default=0,
                         help="onnxruntime's threads per graph (0: its default, all cores)")
     add_debug_flag(parser)

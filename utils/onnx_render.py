@@ -21,10 +21,15 @@ from PIL import Image
 from utils import render_plan
 from utils.errors import UserError
 from utils.image_files import attach_alpha, float_to_uint8
-from utils.render_plan import DEFAULT_CHUNK, DEFAULT_TILE, DEFAULT_WINDOW, grow
+from utils.render_plan import DEFAULT_TILE, DEFAULT_WINDOW, grow
 
 FORMAT = 'liif-onnx'        # model.json's "format"
 FORMAT_VERSION = 1
+# Queries per query call. onnxruntime holds a whole call's intermediate values (every
+# ensemble shift of every query, per layer) where the PyTorch fast path decodes in
+# blocks of 1024. Measured, onnx_upscale.py with EDSR-baseline-LIIF, 128 -> 512 pixels:
+# 297 MB peak for the whole process at 8192, 663 MB at demo.py's 30000.
+ONNX_CHUNK = 8192
 
 
 def onnxruntime_module():
@@ -133,7 +138,7 @@ def encode_region(model, inp, rows, cols, radius):
     return _crop(states, rows, cols, (grown_rows[0], grown_cols[0]))
 
 
-def render_blocks(model, lr, size, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE,
+def render_blocks(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE,
                   window=DEFAULT_WINDOW, scale_max=None):
     """``engine.render.render_blocks`` with an ``ExportedModel``: a generator of ``(top,
     left, rgb)`` blocks, ``rgb`` ``(rows, cols, 3)`` float32 (de-normalised, not clamped),
@@ -175,7 +180,7 @@ def _decode_window(model, states, offset, win, lat_size, out_size, chunk, scale_
         yield win.out_rows[0] + row_start, win.out_cols[0] + col_start, rgb
 
 
-def render(model, lr, size, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
+def render(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE, alpha=None,
            window=DEFAULT_WINDOW, scale_max=None):
     """Super-resolve ``lr`` (``(3, h, w)`` float32 in ``[0, 1]``) into a Pillow image of
     ``size = (H, W)`` (``engine.render.render``): 8-bit, RGB, or RGBA with ``alpha``

@@ -27,10 +27,10 @@ SAVE_OPTIONS = {'JPEG': {'quality': 95}}
 
 
 
-def add_upscale_arguments(parser, model_help):
+def add_upscale_arguments(parser, model_help, chunk=DEFAULT_CHUNK):
     """The flags every upscaling script takes: ``--input``, ``--model`` (described by
-    ``model_help``), ``--resolution`` or ``--scale``, ``--output``, ``--bsize``,
-    ``--scale_max``, ``--tile``."""
+    ``model_help``), ``--resolution`` or ``--scale``, ``--output``, ``--bsize`` (default
+    ``chunk``), ``--scale_max``, ``--tile``."""
     parser.add_argument('--input', required=True, help='image file or folder of images')
     parser.add_argument('--model', required=True, help=model_help)
     size = parser.add_mutually_exclusive_group(required=True)
@@ -38,7 +38,7 @@ def add_upscale_arguments(parser, model_help):
     size.add_argument('--scale', help='S or SH,SW: output = input size x scale (e.g. 3.5 or 2,3)')
     parser.add_argument('--output', required=True,
                         help='output file (or existing folder when --input is a folder)')
-    parser.add_argument('--bsize', type=int, default=DEFAULT_CHUNK,
+    parser.add_argument('--bsize', type=int, default=chunk,
                         help='queries decoded at once (memory per chunk)')
     parser.add_argument('--scale_max', type=float, default=None, metavar='M',
                         help="LTE's cell clipping beyond the training scales: cell * "
