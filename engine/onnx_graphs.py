@@ -241,8 +241,12 @@ def export_adapter(name, model, fused):
     says in one line why it cannot be exported."""
     if name in NOT_EXPORTABLE:
         raise UserError(f'model {name!r} cannot be exported to ONNX: {NOT_EXPORTABLE[name]}')
-    if name not in ADAPTERS:
+    if not hasattr(model, 'query'):
         raise UserError(f'model {name!r} cannot be exported to ONNX: it is not an '
-                        'arbitrary-scale model with an export adapter (exportable: '
-                        f'{", ".join(sorted(ADAPTERS))}; see engine/onnx_graphs.py)')
+                        'arbitrary-scale model (no encode/query): export it as any '
+                        'image-to-image network')
+    if name not in ADAPTERS:
+        raise UserError(f'model {name!r} cannot be exported to ONNX yet: it has no export '
+                        f'adapter (exportable: {", ".join(sorted(ADAPTERS))}; see '
+                        'engine/onnx_graphs.py)')
     return ADAPTERS[name](model, fused)

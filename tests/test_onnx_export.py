@@ -24,6 +24,7 @@ pytest.importorskip('onnxscript')
 import models  # noqa: E402
 from engine.checkpoint import load_model, model_entry, save_checkpoint  # noqa: E402
 from engine.onnx_export import check_export  # noqa: E402
+from engine import onnx_graphs  # noqa: E402
 from engine.onnx_graphs import SymbolicAxis, bilinear_border  # noqa: E402
 from helpers import (COORD_CASES, TINY_ENCODER, assert_one_line_error, border_coords,  # noqa: E402
                      load_script, make_test_image, run_main, tie_queries)
@@ -192,6 +193,14 @@ def test_what_cannot_be_exported_says_why_in_one_line(tmp_path, capsys):
         ['--model', str(ckpt), '--out', str(tmp_path / 'out')]), capsys)
     assert_one_line_error(code, err, "model 'edsr-baseline' cannot be exported to ONNX: it is "
                                      'not an arbitrary-scale model')
+
+
+def test_a_family_without_adapter_is_named(monkeypatch):
+    monkeypatch.delitem(onnx_graphs.ADAPTERS, 'metasr')
+    model = models.make(SPECS['metasr'])
+    with pytest.raises(UserError, match="model 'metasr' cannot be exported to ONNX yet: it has "
+                                        r'no export adapter \(exportable: liif, lte, lte-fast;'):
+        onnx_graphs.export_adapter('metasr', model, True)
 
 
 def test_export_script_reports_the_check(tmp_path, capsys):
