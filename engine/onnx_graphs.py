@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.liif import CLAMP_EPS, SHIFT_EPS, LatentAxis
-from models.liif_fast import (LIIFPrepared, decode_block, decoder_plan, fast_query_supported,
-                              split_first_layer)
+from models.liif import CLAMP_EPS, SHIFT_EPS, LatentAxis, nearest_code
+from models.liif_fast import decode_block, decoder_plan, fast_query_supported, split_first_layer
 from utils.coords import nearest_index
 from utils.errors import UserError
 from utils.render_plan import pixel_centres
@@ -133,8 +132,7 @@ class LIIFExport(ExportAdapter):
         b, h, w, d = codes.shape
         rows = as_rows(codes)
         if self.model.imnet is None:
-            feat = codes.permute(0, 3, 1, 2)        # its shape only: (1, C, h, w)
-            return self.model._nearest_code(LIIFPrepared(feat, rows), coord, self.fused)
+            return nearest_code(rows, coord, (h, w), self.fused)
         index, rel, weights = self.model.fast_inputs(coord, cell, h, w, self.fused,
                                                      (SymbolicAxis(h), SymbolicAxis(w)))
         first, rest = self.model.imnet.layers[0], self.model.imnet.layers[1:]

@@ -87,23 +87,27 @@ def sample_nearest(grid, coord):
     return sampled[:, :, 0, :].permute(0, 2, 1)
 
 
-def shift_query(coord, vx, vy, eps, centres):
+def shift_query(coord, vx, vy, eps, centres, offset=None):
     """One local-ensemble shift of the plain query (spec section 2).
 
-    The query moves by ``(vx, vy)`` latent cells plus a tiny offset that breaks ties, is
-    clamped inside ``[-1, 1]``, and so lands in the neighbouring latent code's cell.
+    The query moves by ``(vx, vy)`` half latent cells plus a tiny offset that breaks ties,
+    is clamped inside ``[-1, 1]``, and so lands in the neighbouring latent code's cell.
 
     Args:
         coord: ``(B, Q, 2)`` queries; eps: the offset (``SHIFT_EPS``, 0 without shifts);
-        centres: ``(B, 2, h, w)`` latent cell centres (``latent_centres``, expanded).
+        centres: ``(B, 2, h, w)`` latent cell centres (``latent_centres``, expanded);
+        offset: optional ``(row, col)`` amounts added instead of ``vx / h + eps`` and
+            ``vy / w + eps`` (numbers or ``(B, 1)`` tensors; CiaoSR's cell-dependent step).
     Returns:
         ``shifted`` ``(B, Q, 2)``, where to sample the latent grid, and ``rel_coord``
         ``(B, Q, 2)``: the unshifted query minus the centre of that cell, in latent cells.
     """
     h, w = centres.shape[-2:]
+    if offset is None:
+        offset = (vx / h + eps, vy / w + eps)
     shifted = coord.clone()
-    shifted[:, :, 0] += vx / h + eps
-    shifted[:, :, 1] += vy / w + eps
+    shifted[:, :, 0] += offset[0]
+    shifted[:, :, 1] += offset[1]
     shifted.clamp_(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
     rel_coord = coord - sample_nearest(centres, shifted)
     rel_coord[:, :, 0] *= h
@@ -131,7 +135,7 @@ class LatentAxis:
         return v / self.size
 
 
-def shifted_code_lookup(coord, h, w, shifts, eps, fused, axes=None):
+def shifted_code_lookup(coord, h, w, shifts, eps, fused, offsets=None, axes=None):
     """``query_plain``'s choice of latent code for every query and ensemble shift, by
     index arithmetic instead of ``grid_sample`` (the same cells, ties included).
 
@@ -140,6 +144,9 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused, axes=None):
         shifts: ``(vx, vy)`` pairs in latent cells (``ENSEMBLE_SHIFTS``, or ``((0, 0),)``).
         eps: the offset added to shifted coordinates (``SHIFT_EPS``, or 0 without shifts).
         fused: ``grid_sample``'s rounding (``models.liif_fast.grid_sample_rounding_is_fused``).
+        offsets: optional ``({vx: row amount}, {vy: column amount})``, what ``shift_query``
+            adds for each shift value (numbers or ``(B, 1)`` tensors), instead of
+            ``v / h + eps`` and ``v / w + eps``.
         axes: ``(rows, cols)`` ``LatentAxis`` of the grid; default ``LatentAxis(h)``,
             ``LatentAxis(w)``.
     Returns:
@@ -151,9 +158,12 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused, axes=None):
     row_axis, col_axis = axes or (LatentAxis(h), LatentAxis(w))
     # Rows depend only on vx and columns only on vy: 2 + 2 lookups serve the 4 shifts.
     row_centres, col_centres = row_axis.centres(coord), col_axis.centres(coord)
-    rows = {vx: _axis_lookup(coord[..., 0], vx, row_axis, eps, row_centres, fused)
+    if offsets is None:
+        offsets = ({vx: row_axis.ratio(vx) + eps for vx, _ in shifts},
+                   {vy: col_axis.ratio(vy) + eps for _, vy in shifts})
+    rows = {vx: _axis_lookup(coord[..., 0], offsets[0][vx], row_axis.size, row_centres, fused)
             for vx, _ in shifts}
-    cols = {vy: _axis_lookup(coord[..., 1], vy, col_axis, eps, col_centres, fused)
+    cols = {vy: _axis_lookup(coord[..., 1], offsets[1][vy], col_axis.size, col_centres, fused)
             for _, vy in shifts}
     index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
                             torch.stack([cols[vy][0] for _, vy in shifts], dim=-1), h, w)
@@ -162,13 +172,13 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused, axes=None):
     return index, rel_coord
 
 
-def _axis_lookup(coord_axis, v, axis, eps, centres, fused):
-    """One axis of ``query_plain``'s lookup for shift value ``v`` on ``LatentAxis``
-    ``axis``: ``coord_axis (B, Q)`` -> the picked cell index ``(B, Q)`` int64 and
+def _axis_lookup(coord_axis, offset, size, centres, fused):
+    """One axis of ``query_plain``'s lookup for one shift, moving by ``offset``:
+    ``coord_axis (B, Q)`` -> the picked cell index ``(B, Q)`` int64 and
     ``(coord - its centre) * size``."""
-    shifted = (coord_axis + (axis.ratio(v) + eps)).clamp_(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
-    index = nearest_index(shifted, axis.size, fused)
-    return index, (coord_axis - centres[index]) * axis.size
+    shifted = (coord_axis + offset).clamp_(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
+    index = nearest_index(shifted, size, fused)
+    return index, (coord_axis - centres[index]) * size
 
 
 @register('liif')
@@ -353,7 +363,7 @@ class LIIF(QueryPaths, nn.Module):
             raise ValueError('this LIIF model decodes cells (cell_decode=True): pass cell')
         shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
         index, rel_coord = shifted_code_lookup(coord, h, w, shifts, eps, fused,
-                                               axes)                         # (B, Q, S[, 2])
+                                               axes=axes)                    # (B, Q, S[, 2])
         rel = [rel_coord]
         if self.cell_decode:
             rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)     # (B, Q, 2)
@@ -368,12 +378,32 @@ class LIIF(QueryPaths, nn.Module):
 
     @staticmethod
     def _nearest_code(prepared, coord, fused):
-        """Without decoder: the latent code whose cell contains ``coord`` (no clamp, as
-        in query_plain: outside the grid reads zero padding)."""
-        b, c, h, w = prepared.feat.shape
-        rows = nearest_index(coord[..., 0], h, fused)
-        cols = nearest_index(coord[..., 1], w, fused)
-        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        index = flat_code_index(rows.clamp(0, h - 1), cols.clamp(0, w - 1), h, w)
-        codes = prepared.codes.index_select(0, index.view(-1)).view(b, -1, c)
-        return codes * inside.unsqueeze(-1)
+        """Without decoder: the latent code whose cell contains ``coord``."""
+        return nearest_code(prepared.codes, coord, prepared.feat.shape[-2:], fused)
+
+
+def nearest_code(codes, coord, size, fused):
+    """``sample_nearest`` by index arithmetic: the row of ``codes`` whose latent cell
+    contains each query, no clamp (outside the grid reads zero padding, as
+    ``grid_sample`` does).
+
+    Args:
+        codes: ``(B*h*w, D)`` one row per latent cell (``flat_code_index`` order);
+        coord: ``(B, Q, 2)``; size: ``(h, w)``; fused: ``grid_sample``'s rounding.
+    Returns:
+        ``(B, Q, D)``.
+    """
+    index, inside = nearest_code_index(coord, size, fused)
+    picked = codes.index_select(0, index.view(-1)).view(coord.shape[0], -1, codes.shape[1])
+    return picked * inside.unsqueeze(-1)
+
+
+def nearest_code_index(coord, size, fused):
+    """``nearest_code``'s rows: ``index`` ``(B, Q)`` int64 (``flat_code_index``, clamped
+    into the grid) and ``inside`` ``(B, Q)`` bool (False where ``grid_sample`` reads zero
+    padding)."""
+    h, w = size
+    rows = nearest_index(coord[..., 0], h, fused)
+    cols = nearest_index(coord[..., 1], w, fused)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    return flat_code_index(rows.clamp(0, h - 1), cols.clamp(0, w - 1), h, w), inside

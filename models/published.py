@@ -1,10 +1,11 @@
 """Registry specs of the published architectures, by the names of their checkpoints:
 LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...) and LTE's
-(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...).
+(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...);
+CiaoSR's as LMF's plain-PyTorch port builds them (``edsr-baseline-ciaosr``, ...).
 
 ``models.make(PUBLISHED_SPECS['rdn-liif'])`` builds exactly the layout of the published
 checkpoint (parameter names, shapes and counts are tested against
-``official_state_dicts.json`` and ``lte_state_dicts.json``); benchmarks and tests take
+``official_state_dicts.json``, ``lte_state_dicts.json`` and ``family_state_dicts.json``); benchmarks and tests take
 their models from here.
 """
 MLP_256x4 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}
@@ -28,6 +29,16 @@ def _lte(encoder):
                                     'hidden_dim': 256}}
 
 
+def _ciaosr(encoder):
+    """CiaoSR's published configs (caojiezhang/CiaoSR): MLPs of four hidden layers of 256;
+    the cross-scale attention at scale 2 (LMF's LM-CiaoSR config)."""
+    mlp = {'name': 'mlp', 'args': {'out_dim': 256, 'hidden_list': [256] * 4}}
+    return {'name': 'ciaosr', 'args': {
+        'encoder': _encoder(encoder), 'imnet_q': {**MLP_256x4}, 'imnet_k': mlp, 'imnet_v': mlp,
+        'local_size': 2, 'feat_unfold': True, 'non_local_attn': True, 'multi_scale': [2],
+        'softmax_scale': 1}}
+
+
 PUBLISHED_SPECS = {
     # LIIF's (yinboc/liif)
     'edsr-baseline-liif': _liif('edsr-baseline'),
@@ -45,4 +56,8 @@ PUBLISHED_SPECS = {
         'out_dim': 3}},
     'swinir-liif': _liif('swinir'),
     'swinir-metasr': _metasr('swinir'),
+    # CiaoSR's, as LMF's port (HeZongyao/LMF) builds them
+    'edsr-baseline-ciaosr': _ciaosr('edsr-baseline'),
+    'rdn-ciaosr': _ciaosr('rdn'),
+    'swinir-ciaosr': _ciaosr('swinir'),
 }

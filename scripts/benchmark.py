@@ -1,4 +1,4 @@
-"""Speed and memory of the plain and fast query paths (LIIF, LTE), printed as a markdown table.
+"""Speed and memory of the plain and fast query paths (LIIF, LTE, CiaoSR), printed as a markdown table.
 
     python scripts/benchmark.py                        # EDSR-baseline-LIIF and RDN-LIIF; CPU, and CUDA when present
     python scripts/benchmark.py --models edsr-baseline-lte swinir-lte --quick   # LTE's fast query
@@ -7,11 +7,15 @@
     python scripts/benchmark.py --set5 load/benchmark/Set5/HR --weights edsr-baseline-liif=edsr-baseline-liif.pth
     python scripts/benchmark.py --json bench.json      # also write every figure as JSON
     python scripts/benchmark.py --models edsr-baseline-liif edsr-baseline-lte --tasks render-x4 render-x30 --onnx
+    python scripts/benchmark.py --models edsr-baseline-ciaosr --tasks render-x4 render-x12 train render-x4-500
 
 Tasks (random weights unless --weights: speed and memory do not depend on them):
 - ``render-x4`` / ``render-x30``: super-resolve a 128x128 LR image to 512x512 / a 64x64
   one to 1920x1920 with ``engine.render.render``, the path of demo.py: encode, prepare
   once, query chunks of ``--chunk`` pixels, write an image. Output pixels per second.
+- ``render-x12`` (a 64x64 LR image to 768x768) and ``render-x4-500`` (a 500x500 one to
+  2000x2000; its peak memory is the figure of interest), the same way; not run unless
+  named in ``--tasks``.
 - ``query-x4`` / ``query-x30``: the decoder alone on the same outputs (the feature map is
   computed before timing and before the memory baseline): prepare + all chunks. Output
   pixels per second.
@@ -80,11 +84,12 @@ from utils.files import atomic_path  # noqa: E402
 # The published architectures this benchmark can build (LIIF's and LTE's).
 MODEL_SPECS = {name: PUBLISHED_SPECS[name] for name in ('edsr-baseline-liif', 'rdn-liif',
                                                         'rcan-liif', 'edsr-baseline-lte',
-                                                        'swinir-lte')}
+                                                        'swinir-lte', 'edsr-baseline-ciaosr')}
 # task -> (LR side, scale) for renders and decoder-only runs
-RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30)}
-QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30)}
+RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30), 'x12': (64, 12), 'x4-500': (500, 4)}
+QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30), 'x12': (16, 12), 'x4-500': (56, 4)}
 TASKS = ('render-x4', 'render-x30', 'query-x4', 'query-x30', 'train')
+EXTRA_TASKS = ('render-x12', 'render-x4-500')   # run only when named in --tasks
 IMPLS = ('plain', 'fast')
 
 
@@ -94,10 +99,10 @@ def parse_args(argv=None):
                         choices=sorted(MODEL_SPECS))
     parser.add_argument('--devices', nargs='+', default=None,
                         help='cpu, cuda, cuda:N (default: cpu, and cuda when present)')
-    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS + EXTRA_TASKS)
     parser.add_argument('--quick', action='store_true',
-                        help='small sizes: renders 32->128 and 16->480, training batch 2 of '
-                             '24 px with sample_q 576, 2 iterations')
+                        help='small sizes: renders 32->128, 16->480, 16->192 and 56->224, '
+                             'training batch 2 of 24 px with sample_q 576, 2 iterations')
     parser.add_argument('--chunk', type=int, default=30000, help='queries per chunk (eval_bsize)')
     parser.add_argument('--repeats', type=int, default=1,
                         help='timed renders per figure (the fastest counts)')

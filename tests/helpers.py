@@ -230,6 +230,15 @@ COORD_CASES = {
 }
 
 
+def query_cases(h, w, batch=2):
+    """``{case: (coord, cell)}`` of the fast-path tests on an ``h x w`` latent grid:
+    ``COORD_CASES``, the borders (``border_coords``) and random queries and cells."""
+    cases = {case: build(h, w) for case, build in COORD_CASES.items()}
+    cases['borders'] = tuple(t.expand(batch, -1, -1) for t in border_coords(h, w))
+    cases['random'] = (torch.rand(batch, 300, 2) * 2 - 1, torch.rand(batch, 300, 2) * 0.5)
+    return cases
+
+
 def border_coords(h, w):
     """Image borders and corners, latent-cell boundaries, just inside/outside them."""
     edges = torch.tensor([-1.0, -1 + 1e-7, -0.999, 0.0, 0.999, 1 - 1e-7, 1.0])
@@ -285,6 +294,18 @@ def bf16_steps(model, lr, coord, cell):
             out = model(lr, coord, cell)
         F.l1_loss(out.float(), target).backward()
         yield impl, out
+
+
+def losses_of_both_paths(model):
+    """``{'plain': losses, 'fast': losses}`` of 3 Adam steps of copies of ``model`` (see
+    ``train_a_few_steps``) on one random batch: 4 inputs of 8 x 8, 200 queries of a 24 x 24
+    output each."""
+    lr = torch.randn(4, 3, 8, 8)
+    coord = make_coord((24, 24))[torch.randperm(576)[:200]].expand(4, -1, -1)
+    cell = make_cell(coord, (24, 24))
+    target = torch.rand(4, 200, 3)
+    return {impl: train_a_few_steps(model, impl, lr, coord, cell, target)[0]
+            for impl in ('plain', 'fast')}
 
 
 def train_a_few_steps(model, impl, lr, coord, cell, target, steps=3):

@@ -59,6 +59,23 @@ def test_worker_reports_what_it_timed(task, expected, impl, monkeypatch):
     assert result['peak_mib'] >= 0
 
 
+@pytest.mark.parametrize('task,expected', [
+    ('render-x12', 24 * 24 / 0.5),     # 2 x 2 LR at x12: 576 output pixels in 0.5 s
+    ('render-x4-500', 20 * 20 / 0.5),  # the 500 x 500 row's task, here 5 x 5 at x4
+    ('train', 0.5)])
+def test_ciaosr_rows_run(task, expected, monkeypatch):
+    monkeypatch.setattr(benchmark, 'time', FakeClock(0.5))
+    sizes = {**TINY['sizes'], 'x12': [2, 12], 'x4-500': [5, 4]}
+    result = benchmark.worker({**TINY, 'sizes': sizes, 'model': 'edsr-baseline-ciaosr',
+                               'task': task, 'impl': 'fast'})
+    assert result['value'] == pytest.approx(expected, rel=1e-12)
+    assert result['peak_mib'] >= 0
+    args = benchmark.parse_args(['--quick', '--devices', 'cpu', '--bf16', 'off', '--models',
+                                 'edsr-baseline-ciaosr', '--tasks', task])
+    assert [(j['task'], j['impl']) for j in benchmark.make_jobs(args)] == [(task, 'plain'),
+                                                                           (task, 'fast')]
+
+
 def test_synthetic_batch_is_shaped_like_the_training_data():
     batch = benchmark.synthetic_batch(3, 8, 20, np.random.default_rng(0))
     assert batch['inp'].shape == (3, 3, 8, 8)

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 import models
 from engine.data_norm import PUBLISHED, DataNorm
 from engine.render import predict, render_blocks
-from helpers import (COORD_CASES, TINY_ENCODER, bf16_steps, border_coords, gradients_of_both_paths,
-                     pixel_grid, relative_error,
-                     tie_queries, train_a_few_steps)
+from helpers import (TINY_ENCODER, bf16_steps, gradients_of_both_paths, losses_of_both_paths,
+                     pixel_grid, query_cases, relative_error, tie_queries)
 from models.lte import LocalTextureEstimator, LTEPrepared
 from utils.coords import grid_to_queries, make_cell, make_coord
 from utils.errors import UserError
@@ -51,11 +50,8 @@ def test_fast_equals_plain_on_scales_borders_and_random(name):
     model = make(name)
     h, w = 5, 7
     encoding = encoding_of(h, w)
-    cases = {case: build(h, w) for case, build in COORD_CASES.items()}
-    cases['borders'] = tuple(t.expand(2, -1, -1) for t in border_coords(h, w))
-    cases['random'] = (torch.rand(2, 300, 2) * 2 - 1, torch.rand(2, 300, 2) * 0.5)
     with torch.no_grad():
-        for case, (coord, cell) in cases.items():
+        for case, (coord, cell) in query_cases(h, w).items():
             plain, fast = both(model, encoding, coord, cell)
             assert fast.shape == plain.shape == (2, coord.shape[1], 3)
             assert (fast - plain).abs().max() <= 1e-5, case
@@ -84,13 +80,7 @@ def test_gradients_agree(name):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_training_steps_from_the_same_state_give_the_same_losses(name):
-    model = make(name)
-    lr = torch.randn(4, 3, 8, 8)
-    coord = make_coord((24, 24))[torch.randperm(576)[:200]].expand(4, -1, -1)
-    cell = make_cell(coord, (24, 24))
-    target = torch.rand(4, 200, 3)
-    losses = {impl: train_a_few_steps(model, impl, lr, coord, cell, target)[0]
-              for impl in ('plain', 'fast')}
+    losses = losses_of_both_paths(make(name))
     assert losses['fast'] == pytest.approx(losses['plain'], rel=1e-5)
     assert losses['plain'][2] < losses['plain'][0]
 

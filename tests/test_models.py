@@ -22,8 +22,12 @@ PUBLISHED_COUNTS = {'edsr-baseline-liif': 1567323, 'rdn-liif': 22320835,
 LTE_COUNTS = {'edsr-baseline-lte': 1714267, 'rdn-lte': 22467779, 'swinir-lte': 12096871,
               'edsr-baseline-lte-fast': 1714267, 'swinir-liif': 11949927,
               'swinir-metasr': 12048164}
+# CiaoSR as LMF's port builds it (family_state_dicts.json)
+CIAOSR_COUNTS = {'edsr-baseline-ciaosr': 2649054, 'rdn-ciaosr': 23402566,
+                 'swinir-ciaosr': 13031658}
 SPEC_FILES = {**{key: SPEC_DIR / 'official_state_dicts.json' for key in PUBLISHED_COUNTS},
-              **{key: SPEC_DIR / 'lte_state_dicts.json' for key in LTE_COUNTS}}
+              **{key: SPEC_DIR / 'lte_state_dicts.json' for key in LTE_COUNTS},
+              **{key: SPEC_DIR / 'family_state_dicts.json' for key in CIAOSR_COUNTS}}
 ENCODERS = ('edsr-baseline', 'edsr', 'rdn', 'rcan')
 TINY_SWINIR = {'name': 'swinir', 'args': {'img_size': 16, 'embed_dim': 12, 'depths': [2, 2],
                                           'num_heads': [2, 3], 'window_size': 4}}
@@ -47,6 +51,10 @@ EXAMPLES = {
             for encoder in (TINY_ENCODER, TINY_SWINIR)],
     'lte-fast': [({'encoder_spec': TINY_ENCODER, 'num_layer': 1, 'hidden_dim': 8}, 'implicit'),
                  ({'encoder_spec': TINY_ENCODER, 'num_layer': 1, 'hidden_dim': 8}, 'grid')],
+    'ciaosr': [({'encoder': TINY_ENCODER, 'imnet_q': TINY_MLP, 'imnet_k': TINY_MLP,
+                 'imnet_v': TINY_MLP, **switches}, 'implicit')
+               for switches in ({}, {'local_size': 3, 'multi_scale': [2, 3]},
+                                {'feat_unfold': False, 'non_local_attn': False})],
     'bicubic': [({}, 'implicit'), ({'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]},
                                                   'gt': {'sub': [0.5], 'div': [0.5]}}},
                                    'implicit')],
@@ -85,14 +93,15 @@ def test_forward_shapes(name, args, kind):
 
 
 def test_published_specs_are_the_published_models():
-    assert sorted(PUBLISHED_SPECS) == sorted({**PUBLISHED_COUNTS, **LTE_COUNTS})
+    assert sorted(PUBLISHED_SPECS) == sorted({**PUBLISHED_COUNTS, **LTE_COUNTS, **CIAOSR_COUNTS})
 
 
 @pytest.mark.parametrize('key', sorted(PUBLISHED_SPECS))
 def test_published_specs_have_exact_layout(key):
     with torch.device('meta'):  # full size, shapes only: no memory, no init time
         model = models.make(PUBLISHED_SPECS[key])
-    assert sum(p.numel() for p in model.parameters()) == {**PUBLISHED_COUNTS, **LTE_COUNTS}[key]
+    counts = {**PUBLISHED_COUNTS, **LTE_COUNTS, **CIAOSR_COUNTS}
+    assert sum(p.numel() for p in model.parameters()) == counts[key]
     spec_file = SPEC_FILES[key]
     if not spec_file.is_file():
         pytest.skip(f'{spec_file} absent: parameter count checked, names not')

@@ -324,6 +324,8 @@ PARAMS = {
     'train_edsr-baseline-lte': 1714267, 'train_rdn-lte': 22467779,
     'train_swinir-lte': 12096871, 'train_edsr-baseline-lte-fast': 1714267,
     'train_swinir-liif': 11949927, 'train_swinir-metasr': 12048164,
+    # CiaoSR's (the published counts of family_state_dicts.json)
+    'train_edsr-baseline-ciaosr': 2649054, 'train_rdn-ciaosr': 23402566,
     # x3: one conv(64 -> 576) + shuffle 3 instead of x2's conv(64 -> 256); x4: two x2 stages
     **{f'train_{name}-x3': x2 - (64 * 256 * 9 + 256) + (64 * 576 * 9 + 576)
        for name, x2 in (('edsr-baseline', EDSR_X2), ('rdn', RDN_X2))},
@@ -431,3 +433,47 @@ def test_a_missing_resume_flag_is_still_an_error(tmp_path, load_dir, capsys, mon
                                         '--resume', 'save/_lte/epoch-lst.pth'], capsys)
     assert_one_line_error(code, err, r'^error: checkpoint not found: save/_lte/epoch-lst\.pth$')
     assert not (tmp_path / 'save').exists()
+
+
+# --- CiaoSR trains like LIIF: exact resume (EMA, bf16), DDP ----------------------------
+
+TINY_CIAOSR = {'name': 'ciaosr', 'args': {
+    'encoder': thaw(TINY_ENCODER),
+    **{key: {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}
+       for key in ('imnet_q', 'imnet_k', 'imnet_v')}}}
+def ciaosr_config(load, **overrides):
+    return tiny_config(load, model=TINY_CIAOSR, **overrides)
+
+
+@pytest.mark.parametrize('amp', [None, 'bf16'])
+def test_ciaosr_resume_with_ema_equals_an_uninterrupted_run(tmp_path, load_dir, amp):
+    cfg = ciaosr_config(load_dir, epoch_max=2, amp=amp, ema={'decay': 0.9})
+    run_inprocess(write_config(tmp_path / 'straight.yaml', cfg), tmp_path / 'save')
+    first = run_inprocess(write_config(tmp_path / 'ciao.yaml', dict(cfg, epoch_max=1)),
+                          tmp_path / 'save')
+    assert first['model'].__class__.__name__ == 'CiaoSR'
+    run = tmp_path / 'save' / '_ciao'
+    run_inprocess(write_config(tmp_path / 'ciao.yaml', cfg), tmp_path / 'save', '--resume',
+                  run / 'epoch-last.pth')
+    assert LOG_LINE.findall((run / 'log.txt').read_text()) == [('1', '1'), ('2', '2')]
+    resumed, straight = (torch.load(path / 'epoch-last.pth', weights_only=True)
+                         for path in (run, tmp_path / 'save' / '_straight'))
+    assert resumed['resume']['ema'] == straight['resume']['ema']
+    for key in straight['model']['sd']:   # the average (published entry) and the raw weights
+        assert torch.equal(resumed['model']['sd'][key], straight['model']['sd'][key]), key
+        assert torch.equal(resumed['resume']['raw_model'][key],
+                           straight['resume']['raw_model'][key]), key
+
+
+def test_ciaosr_torchrun_two_processes_equal_one(tmp_path, load_dir):
+    """CiaoSR under DDP (2 gloo processes, the global batch split over them): the weights
+    of one process's epoch, up to the order of floating-point sums."""
+    cfg = ciaosr_config(load_dir, epoch_max=1)
+    run_inprocess(write_config(tmp_path / 'one.yaml', cfg), tmp_path / 'save')
+    torchrun = ('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
+    result = run_script(['--config', write_config(tmp_path / 'ddp.yaml', cfg), '--no-progress'],
+                        tmp_path, torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    diff = max_weight_diff(tmp_path / 'save' / '_ddp' / 'epoch-last.pth',
+                           tmp_path / 'save' / '_one' / 'epoch-last.pth')
+    assert diff <= 1e-5, (diff, result.stdout[-2000:])
