@@ -237,7 +237,7 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
         queries ``coord``/``cell`` ``(B, Q, 2)`` on an ``h x w`` latent grid (``fused``,
         ``axes``: see ``models.liif.shifted_code_lookup``)."""
         index, rel_coord = shifted_code_lookup(coord, h, w, ENSEMBLE_SHIFTS, SHIFT_EPS,
-                                               fused, axes)                 # (B, Q, 4[, 2])
+                                               fused, axes=axes)            # (B, Q, 4[, 2])
         weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)  # (B, Q, 4)
         rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)  # no host copy
         phase = self.phase(rel_cell)                                         # (B, Q, hidden/2)
