@@ -23,6 +23,10 @@ features. The checkpoint's ``data_norm`` is used when it has one, else 0.5/0.5 l
 published models and the original demo.py (``engine.data_norm.choose``; test.py falls
 back to none instead, as the original test.py).
 
+SRNO's attention couples every output pixel: it is rendered through the state of all of
+them (two passes over the chunks first, ``engine/render.py``), the same image as its
+one-pass forward for any ``--bsize``. ``--scale_max 4`` gives the cells SRNO's demo uses.
+
 ``--scale_max M`` is LTE's cell clipping for scales beyond training, ``cell * max(scale /
 M, 1)`` per axis (LTE's demo always applies it with M = 4; here only when asked). SwinIR
 encoders (LTE's best models): features are aligned with the input for every size (the

@@ -8,6 +8,7 @@
     python test.py --config configs/test/test-set5-4.yaml --model rdn-liif.pth --eval-type benchmark-4-8bit
     python test.py --config configs/test/test-set5-4.yaml --model swinir-lte.pth --window 8 --scale_max 4
     python test.py --config configs/test/test-fast-set5-4.yaml --model edsr-baseline-lte-fast.pth --fast
+    python test.py --config configs/test-srno/test_srno.yaml --model edsr-baseline_epoch-1000.pth --mcell True
 
 The last line printed is ``result: <psnr>`` (4 decimals), as in the original code;
 ``ssim: <value>`` comes just before it. ``--out FILE.json|.csv`` writes the per-image
@@ -24,6 +25,11 @@ encoders) and crops the prediction; ``--scale_max M`` clips cells to
 asked, so LIIF's figures stay LIIF's); ``--fast`` (or LTE's ``--fast True``) queries each
 image in one pass instead of chunks of ``eval_bsize``, as LTE+ is evaluated. The
 ``test-fast-*`` configs work with or without it.
+
+SRNO's option: ``--mcell`` (or its ``--mcell True``) clips cells as ``--scale_max 4`` does
+(``--scale_max M`` still sets M); ``--mcell False`` leaves them, where SRNO's test.py takes
+any value, ``False`` included, as true. SRNO is evaluated exactly with or without
+``eval_bsize`` (``engine/render.py``: the attention's state over all queries first).
 """
 import argparse
 import csv
@@ -45,6 +51,7 @@ from utils.errors import UserError, add_debug_flag, run_cli
 from utils.files import write_text_atomic
 
 ROW_FIELDS = ['index', 'name', 'psnr', 'ssim', 'lr_h', 'lr_w', 'hr_h', 'hr_w', 'scale']
+MCELL_SCALE_MAX = 4   # SRNO's test.py --mcell: cells clipped at its --scale_max default
 FLAG_VALUES = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
 
 
@@ -85,6 +92,9 @@ def parse_args(argv=None):
     parser.add_argument('--fast', nargs='?', const=True, default=False, type=flag_value,
                         help="query each image in one pass (LTE+'s evaluation; eval_bsize "
                              'ignored); LTE\'s "--fast True" is accepted')
+    parser.add_argument('--mcell', nargs='?', const=True, default=False, type=flag_value,
+                        help="SRNO's cell clipping: as --scale_max 4 unless --scale_max is "
+                             'given; SRNO\'s "--mcell True" is accepted, "--mcell False" is off')
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
                         help='data loader worker processes (default: min(4, CPUs))')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
@@ -125,6 +135,9 @@ def main(args):
         raise UserError('--tile, --workers and --window must be 0 or more')
     if args.scale_max is not None and not args.scale_max > 0:
         raise UserError(f'--scale_max must be positive, got {args.scale_max:g}')
+    scale_max = args.scale_max
+    if args.mcell and scale_max is None:
+        scale_max = MCELL_SCALE_MAX
     cfg = load_test_config(args.config)
     if args.eval_type is not None:
         try:
@@ -147,7 +160,7 @@ def main(args):
     stats = evaluate_config(model, cfg, device, checkpoint_data_norm=ckpt.get('data_norm'),
                             workers=args.workers, progress=not args.no_progress,
                             tile=args.tile or None, amp_dtype=amp_dtype, window=args.window or None,
-                            scale_max=args.scale_max, whole_images=args.fast)
+                            scale_max=scale_max, whole_images=args.fast)
     if out is not None:
         write_results(stats, out, {'config': str(args.config),
                                    'model': str(args.model or args.baseline),

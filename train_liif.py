@@ -1,4 +1,4 @@
-"""Train LIIF, LTE, LTE+ (and the Meta-SR / plain-upsampler baselines) from a YAML config.
+"""Train LIIF, LTE, LTE+, SRNO (and the Meta-SR / plain-upsampler baselines) from a YAML config.
 
     python train_liif.py --config configs/train-div2k/train_edsr-baseline-liif.yaml
     python train_liif.py --config CFG --name my_run --tag v2 --device cuda:1
@@ -45,7 +45,7 @@ from utils import distributed
 from utils.config import check_keys, load_config, positive_int, thaw
 from utils.device import check_amp, gpu_list, select_device, set_tf32
 from utils.errors import UserError, add_debug_flag, run_cli
-from utils.optim import make_optimizer, make_scheduler
+from utils.optim import make_optimizer, make_schedule
 from utils.run_dir import RunLog, check_run_dir, claim_run_dir, epoch_line, run_name, save_config
 
 # Top-level keys of a training config and what each means (unknown keys are errors).
@@ -57,6 +57,8 @@ CONFIG_KEYS = {
     'optimizer': '{name: adam | sgd, args: {lr: ..., ...}}',
     'epoch_max': 'number of epochs (epochs are numbered from 1)',
     'multi_step_lr': 'optional {milestones: [epochs], gamma}: lr *= gamma at each milestone',
+    'warmup_step_lr': "optional {multiplier: m, total_epoch: T}, SRNO's schedule: linear "
+                      'warm-up to m x lr over T epochs, then cosine annealing to epoch_max',
     'epoch_val': 'optional: validate every epoch_val epochs (needs val_dataset)',
     'epoch_save': 'optional: keep epoch-N.pth every epoch_save epochs',
     'resume': 'optional checkpoint to continue from if the file exists, else a new run '
@@ -166,7 +168,7 @@ def check_config(config, path):
     # negative lr, a milestone that is not an epoch) fail now, naming the key.
     probe = make_optimizer([torch.nn.Parameter(torch.zeros(1))], config['optimizer'],
                            where=f'{path}: optimizer')
-    make_scheduler(probe, config.get('multi_step_lr'), where=f'{path}: multi_step_lr')
+    make_schedule(probe, config, where=str(path))
     check_ema_config(config.get('ema'), f'{path}: ema')
 
 
@@ -352,12 +354,12 @@ def build_training_state(config, ckpt, resume_path, device):
     Returns ``(model_spec, optimizer_spec, model, optimizer, scheduler, epoch_start)``.
     """
     if ckpt is not None:
-        return restore_training(ckpt, resume_path, config.get('multi_step_lr'), device)
+        return restore_training(ckpt, resume_path, config, device)
     model_spec, opt_spec = config['model'], config['optimizer']
     model = models.make(model_spec).to(device)
     optimizer = make_optimizer(model.parameters(), opt_spec)
     return (model_spec, opt_spec, model, optimizer,
-            make_scheduler(optimizer, config.get('multi_step_lr')), 1)
+            make_schedule(optimizer, config), 1)
 
 
 def run_bench(n_iters, model, loader, optimizer, device, data_norm, amp_dtype, env, epoch,

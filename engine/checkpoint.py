@@ -23,7 +23,7 @@ import models
 from utils.config import thaw
 from utils.errors import UserError
 from utils.files import atomic_path
-from utils.optim import make_optimizer, make_scheduler, optimizer_entry
+from utils.optim import WarmupCosineLR, make_optimizer, make_schedule, optimizer_entry
 
 FORMAT_HINT = "expected {'model': {'name', 'args', 'sd'}, 'optimizer': ..., 'epoch': ...}"
 
@@ -157,12 +157,13 @@ def training_checkpoint(model_spec, model, opt_spec, optimizer, epoch, scheduler
     return ckpt
 
 
-def restore_training(ckpt, path, multi_step_lr, device):
+def restore_training(ckpt, path, schedule, device):
     """Model, optimizer and lr schedule of a run resumed from checkpoint ``ckpt`` (read
     from ``path``), with its model and optimizer specs, as the original code resumes.
 
     Returns ``(model_spec, optimizer_spec, model, optimizer, scheduler, epoch_start)``;
-    ``multi_step_lr`` is the config's schedule (published checkpoints store none).
+    ``schedule`` is the training config, of which the schedule keys are read
+    (``utils.optim.make_schedule``; published checkpoints store no schedule).
     """
     model_spec, opt_spec = ckpt['model'], ckpt['optimizer']
     raw = (ckpt.get('resume') or {}).get('raw_model')  # written with EMA: 'model' is the average
@@ -170,7 +171,7 @@ def restore_training(ckpt, path, multi_step_lr, device):
     optimizer = make_optimizer(model.parameters(), opt_spec, sd=opt_spec.get('sd'),
                                where=f'{path}: optimizer')
     epoch_start = int(ckpt['epoch']) + 1
-    scheduler = make_scheduler(optimizer, multi_step_lr)
+    scheduler = make_schedule(optimizer, schedule)
     if scheduler is not None:
         restore_scheduler(scheduler, (ckpt.get('resume') or {}).get('scheduler'), epoch_start)
     return model_spec, opt_spec, model, optimizer, scheduler, epoch_start
@@ -178,11 +179,18 @@ def restore_training(ckpt, path, multi_step_lr, device):
 
 def restore_scheduler(scheduler, state, epoch_start):
     """Scheduler state from our checkpoint, or (published checkpoints, which lack it)
-    the state after ``epoch_start - 1`` epochs; the optimizer's loaded lr is kept."""
+    the state after ``epoch_start - 1`` epochs; the optimizer's loaded lr is kept, except
+    for ``warmup_step_lr`` (``WarmupCosineLR``, a function of the epoch): building it set
+    the lr of epoch 0, so it is set to that of ``last_epoch``."""
     if state is not None:
         scheduler.load_state_dict(state)
-        return
-    scheduler.last_epoch = epoch_start - 1
+    else:
+        scheduler.last_epoch = epoch_start - 1
+    if isinstance(scheduler, WarmupCosineLR):
+        lrs = scheduler.get_lr()
+        for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+            group['lr'] = lr
+        scheduler._last_lr = lrs
 
 
 def rng_state(device):

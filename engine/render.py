@@ -27,7 +27,28 @@ What may be tiled is asked from the model, which knows its architecture:
 - ``model.QUERY_REACH``: how many latent cells beyond its own a query reads. Windows
   carry that much context plus one cell (for coordinates exactly on a cell boundary).
   Without it the whole latent grid is decoded as one window.
+
+Models whose queries are global (``model.GLOBAL_QUERIES``, SRNO: attention over every
+query of the image, ``models/srno.py``) cannot be decoded a chunk or a window at a time
+on their own: the answer at a pixel depends on all the queries of the image. They are
+decoded in two steps, the primitive for anything that renders parts of an output:
+
+    state = output_query_state(model, prepared, (H, W), chunk, scale_max)
+        # once per (image, model, output size): passes over chunks of the whole H x W grid
+    for top, left, rgb in region_blocks(model, prepared, state, (H, W), rows, cols,
+                                        data_norm, chunk, scale_max):
+        ...  # any region of the output, decoded exactly as render() decodes it
+
+The state is small (SRNO's: each attention layer's ``k^T v`` over all queries, their
+number, and for the fast path a folded 256 x 256 matrix per layer: about 0.5 MiB per
+image) and can be cached and reused for any region of that output (a viewer's tiles). ``render_blocks`` does exactly this for the whole image (``prepared`` from the
+whole latent grid, encoded in tiles when large); ``predict`` builds the state from the
+listed queries when it chunks them. Every output equals the one-pass forward over all
+the queries (up to float rounding) for any chunk size, in memory bounded by one chunk
+plus the encoding.
 """
+import functools
+
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -59,6 +80,12 @@ def tiling_radius(model, size, tile):
     if not hasattr(model, 'encoder_radius'):
         return None
     return render_plan.tiling_radius(size, tile, model.encoder_radius())
+
+
+def global_queries(model):
+    """Whether a query's value depends on every query of its image (``GLOBAL_QUERIES``,
+    SRNO): then the model is decoded with a query state (module docstring)."""
+    return getattr(unwrap(model), 'GLOBAL_QUERIES', False)
 
 
 def window_margin(model):
@@ -118,12 +145,15 @@ def predict(model, inp, coord, cell, eval_bsize=None, tile=None, amp_dtype=None)
         n = coord.shape[1]
         if not eval_bsize or eval_bsize >= n:
             return model.query(prepared, coord, cell)
-        preds = []
-        for start in range(0, n, eval_bsize):
-            end = min(start + eval_bsize, n)
-            preds.append(model.query(prepared, coord[:, start:end],
-                                     None if cell is None else cell[:, start:end]))
-        return torch.cat(preds, dim=1)
+
+        def chunks():
+            for start in range(0, n, eval_bsize):
+                end = min(start + eval_bsize, n)
+                yield coord[:, start:end], None if cell is None else cell[:, start:end]
+        query = model.query
+        if global_queries(model):   # every chunk decoded with the state of all the queries
+            query = functools.partial(query, state=model.query_state(prepared, chunks))
+        return torch.cat([query(prepared, *chunk) for chunk in chunks()], dim=1)
 
 
 class OutputGrid:
@@ -204,6 +234,9 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
         scale_max: LTE's cell clipping (``utils.coords.clip_cell``), ``None`` for none.
     """
     model = unwrap(model)
+    if global_queries(model):
+        yield from _render_global(model, lr, size, data_norm, chunk, tile, amp_dtype, scale_max)
+        return
     out_h, out_w = int(size[0]), int(size[1])
     h, w = lr.shape[-2:]
     radius = tiling_radius(model, (h, w), tile)
@@ -255,6 +288,80 @@ def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, marg
         pred = model.query(prepared, coord, cell.expand_as(coord))   # (1, n, 3)
         rgb = data_norm.denorm(pred[0]).view(row_stop - row_start, col_stop - col_start, -1)
         yield out_rows[0] + row_start, out_cols[0] + col_start, rgb
+
+
+# --- models whose queries are global (SRNO) ------------------------------------------
+
+def output_cell(size, lat_size, scale_max=None, device=None, dtype=torch.float32):
+    """``(1, 1, 2)`` the cell of every pixel of an output of ``size = (H, W)`` from a latent
+    grid of ``lat_size``: ``(2/H, 2/W)``, clipped with ``scale_max``
+    (``utils.render_plan.window_cell`` of the whole grid)."""
+    # the window arithmetic of the whole latent grid; filled on the device from Python
+    # numbers (no copy from the host)
+    cell = [torch.full((), c, device=device, dtype=dtype)
+            for c in render_plan.window_cell(size, lat_size, lat_size, scale_max)]
+    return torch.stack(cell).view(1, 1, 2)
+
+
+def output_query_state(model, prepared, size, chunk=DEFAULT_CHUNK, scale_max=None):
+    """The query state of every pixel of an ``H x W`` output (``size``): what a model with
+    global queries needs before decoding any of them (see the module docstring).
+
+    Args:
+        model: a model with ``GLOBAL_QUERIES`` (``query_state``), in eval mode.
+        prepared: ``model.prepare(encode(model, inp))`` of ONE image (whole latent grid).
+        size: ``(H, W)``; chunk: queries per pass step; scale_max: cell clipping.
+    Returns:
+        the model's state object (``models.srno.SRNOState``), computed without gradients
+        (run it under the caller's autocast for bf16).
+    """
+    lat_size = prepared.size
+    device, dtype = prepared.inp.device, prepared.inp.dtype
+    grid = OutputGrid(size, device=device, dtype=dtype)
+    cell = output_cell(size, lat_size, scale_max, device, dtype)
+
+    def chunks():
+        for start, end in spans(len(grid), chunk):
+            coord = grid.coord(start, end).unsqueeze(0)
+            yield coord, cell.expand_as(coord)
+    with torch.no_grad():
+        return model.query_state(prepared, chunks)
+
+
+def region_blocks(model, prepared, state, size, rows, cols, data_norm, chunk=DEFAULT_CHUNK,
+                  scale_max=None):
+    """Output rows ``rows = (r0, r1)`` x columns ``cols = (c0, c1)`` of an ``H x W`` output
+    (``size``) of a model with global queries, decoded with ``state`` from
+    ``output_query_state`` (same ``prepared``, ``size`` and ``scale_max``).
+
+    A generator of ``(top, left, rgb)`` like ``render_blocks``: ``rgb`` ``(n_rows, n_cols,
+    3)`` de-normalised (not clamped), blocks of at most ``chunk`` pixels covering the
+    region; the values are ``render``'s for those pixels. Computed without gradients (run
+    it under the caller's autocast for bf16, as ``output_query_state``).
+    """
+    device, dtype = prepared.inp.device, prepared.inp.dtype
+    grid = OutputGrid(size, device=device, dtype=dtype)
+    cell = output_cell(size, prepared.size, scale_max, device, dtype)
+    with torch.no_grad():
+        for (top, bottom), (left, right) in render_plan.chunk_spans(rows[1] - rows[0],
+                                                                    cols[1] - cols[0], chunk):
+            top, bottom, left, right = top + rows[0], bottom + rows[0], left + cols[0], right + cols[0]
+            coord = torch.stack(torch.meshgrid(grid.rows[top:bottom], grid.cols[left:right],
+                                               indexing='ij'), -1).view(1, -1, 2)
+            pred = model.query(prepared, coord, cell.expand_as(coord), state=state)
+            yield top, left, data_norm.denorm(pred[0]).view(bottom - top, right - left, -1)
+
+
+def _render_global(model, lr, size, data_norm, chunk, tile, amp_dtype, scale_max):
+    """``render_blocks`` of a model with global queries: the latent grid encoded (in tiles
+    where the encoder allows) and prepared whole, the state of the whole output, then
+    every region (module docstring)."""
+    size = (int(size[0]), int(size[1]))
+    with torch.no_grad(), autocast(lr.device, amp_dtype):
+        prepared = model.prepare(encode(model, data_norm.inp(lr.unsqueeze(0)), tile))
+        state = output_query_state(model, prepared, size, chunk, scale_max)
+        yield from region_blocks(model, prepared, state, size, (0, size[0]), (0, size[1]),
+                                 data_norm, chunk, scale_max)
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,

@@ -1,12 +1,13 @@
 """Registry specs of the published architectures, by the names of their checkpoints:
-LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...) and LTE's
-(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...);
-CiaoSR's as LMF's plain-PyTorch port builds them (``edsr-baseline-ciaosr``, ...).
+LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...), LTE's
+(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...)
+and SRNO's (EDSR-baseline-SRNO, RDN-SRNO); CiaoSR's as LMF's plain-PyTorch port builds
+them (``edsr-baseline-ciaosr``, ...).
 
 ``models.make(PUBLISHED_SPECS['rdn-liif'])`` builds exactly the layout of the published
 checkpoint (parameter names, shapes and counts are tested against
-``official_state_dicts.json``, ``lte_state_dicts.json`` and ``family_state_dicts.json``); benchmarks and tests take
-their models from here.
+``official_state_dicts.json``, ``lte_state_dicts.json`` and ``family_state_dicts.json``);
+benchmarks and tests take their models from here.
 """
 MLP_256x4 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 4}}
 MLP_256x3 = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [256] * 3}}
@@ -27,6 +28,11 @@ def _metasr(encoder):
 def _lte(encoder):
     return {'name': 'lte', 'args': {'encoder_spec': _encoder(encoder), 'imnet_spec': MLP_256x3,
                                     'hidden_dim': 256}}
+
+
+def _srno(encoder):
+    return {'name': 'sronet', 'args': {'encoder_spec': _encoder(encoder), 'width': 256,
+                                       'blocks': 16}}
 
 
 def _ciaosr(encoder):
@@ -56,6 +62,9 @@ PUBLISHED_SPECS = {
         'out_dim': 3}},
     'swinir-liif': _liif('swinir'),
     'swinir-metasr': _metasr('swinir'),
+    # SRNO's (2y7c3/Super-Resolution-Neural-Operator)
+    'edsr-baseline-srno': _srno('edsr-baseline'),
+    'rdn-srno': _srno('rdn'),
     # CiaoSR's, as LMF's port (HeZongyao/LMF) builds them
     'edsr-baseline-ciaosr': _ciaosr('edsr-baseline'),
     'rdn-ciaosr': _ciaosr('rdn'),

@@ -1,7 +1,8 @@
-"""Speed and memory of the plain and fast query paths (LIIF, LTE, CiaoSR), printed as a markdown table.
+"""Speed and memory of the plain and fast query paths (LIIF, LTE, SRNO, CiaoSR), printed as a markdown table.
 
     python scripts/benchmark.py                        # EDSR-baseline-LIIF and RDN-LIIF; CPU, and CUDA when present
     python scripts/benchmark.py --models edsr-baseline-lte swinir-lte --quick   # LTE's fast query
+    python scripts/benchmark.py --models edsr-baseline-srno --quick             # SRNO's
     python scripts/benchmark.py --quick                # small sizes (a minute or two): it works, rough ratios
     python scripts/benchmark.py --models edsr-baseline-liif --devices cpu --tasks render-x4 train
     python scripts/benchmark.py --set5 load/benchmark/Set5/HR --weights edsr-baseline-liif=edsr-baseline-liif.pth
@@ -17,7 +18,8 @@ Tasks (random weights unless --weights: speed and memory do not depend on them):
   2000x2000; its peak memory is the figure of interest), the same way; not run unless
   named in ``--tasks``.
 - ``query-x4`` / ``query-x30``: the decoder alone on the same outputs (the feature map is
-  computed before timing and before the memory baseline): prepare + all chunks. Output
+  computed before timing and before the memory baseline): prepare + all chunks (for SRNO
+  the passes of its query state first, ``engine.render.output_query_state``). Output
   pixels per second.
 - ``train``: seconds per iteration at the paper recipe (batch 16 of 48x48 LR patches,
   sample_q 2304, Adam lr 1e-4) with ``engine.train.train_step`` (forward, L1 loss,
@@ -72,7 +74,8 @@ from datasets.sampling import make_item  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.data_norm import PUBLISHED, DataNorm  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
-from engine.render import OutputGrid, autocast, render  # noqa: E402
+from engine.render import (OutputGrid, autocast, global_queries, output_query_state,  # noqa: E402
+                           render)
 from engine.throughput import apply_throughput_options  # noqa: E402
 from engine.train import train_step  # noqa: E402
 from models.published import PUBLISHED_SPECS  # noqa: E402
@@ -81,10 +84,11 @@ from utils.device import bf16_supported  # noqa: E402
 from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
-# The published architectures this benchmark can build (LIIF's and LTE's).
+# The published architectures this benchmark can build (LIIF's, LTE's, SRNO's, CiaoSR's).
 MODEL_SPECS = {name: PUBLISHED_SPECS[name] for name in ('edsr-baseline-liif', 'rdn-liif',
                                                         'rcan-liif', 'edsr-baseline-lte',
-                                                        'swinir-lte', 'edsr-baseline-ciaosr')}
+                                                        'swinir-lte', 'edsr-baseline-srno',
+                                                        'edsr-baseline-ciaosr')}
 # task -> (LR side, scale) for renders and decoder-only runs
 RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30), 'x12': (64, 12), 'x4-500': (500, 4)}
 QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30), 'x12': (16, 12), 'x4-500': (56, 4)}
@@ -271,17 +275,22 @@ def time_query(model, feat, size, chunk, repeats, autocast_dtype):
     of an output of ``size`` from the feature map ``feat``."""
     device = feat.device
     grid = OutputGrid(size, device=device)
+    state = {}
+
+    def query(prepared, coord):
+        return model.query(prepared, coord, make_cell(coord, size), **state)
     with torch.no_grad(), autocast(device, autocast_dtype):
         warm = grid.coord(0, min(chunk, len(grid))).unsqueeze(0)
-        model.query(model.prepare(feat), warm, make_cell(warm, size))   # warm-up
+        query(model.prepare(feat), warm)   # warm-up
         seconds = []
         for _ in range(repeats):
             synchronize(device)
             start = time.perf_counter()
             prepared = model.prepare(feat)
+            if global_queries(model):    # SRNO: the state of every output pixel first
+                state['state'] = output_query_state(model, prepared, size, chunk)
             for first in range(0, len(grid), chunk):
-                coord = grid.coord(first, min(first + chunk, len(grid))).unsqueeze(0)
-                model.query(prepared, coord, make_cell(coord, size))
+                query(prepared, grid.coord(first, min(first + chunk, len(grid))).unsqueeze(0))
             synchronize(device)
             seconds.append(time.perf_counter() - start)
     return len(grid) / min(seconds)

@@ -184,6 +184,28 @@ def run_script(args, cwd, launcher=(), timeout=300):
                           timeout=timeout)
 
 
+def max_weight_diff(path_a, path_b):
+    """Largest absolute difference between the model weights of two checkpoint files."""
+    a, b = (torch.load(p, weights_only=True)['model']['sd'] for p in (path_a, path_b))
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def assert_torchrun_equals_one_process(tmp_path, cfg):
+    """One epoch of ``cfg`` under torchrun with 2 gloo processes (the global batch split
+    over them) gives the weights of one process's epoch, up to the order of sums (1e-5)."""
+    run_inprocess(write_config(tmp_path / 'one.yaml', cfg), tmp_path / 'save')
+    torchrun = ('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
+    result = run_script(['--config', write_config(tmp_path / 'ddp.yaml', cfg), '--no-progress'],
+                        tmp_path, torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tmp_path / 'save' / '_ddp' / 'log.txt').read_text()
+    assert log.startswith('world_size=2, device=cpu') and log.count('epoch 1/1, train') == 1
+    diff = max_weight_diff(tmp_path / 'save' / '_ddp' / 'epoch-last.pth',
+                           tmp_path / 'save' / '_one' / 'epoch-last.pth')
+    assert diff <= 1e-5, (diff, result.stdout[-2000:])
+
+
 def train_cli(argv):
     """train_liif.py's command line, in this process (for ``helpers.run_main``)."""
     return train_liif.main(train_liif.parse_args(list(map(str, argv))))
@@ -196,6 +218,20 @@ def run_inprocess(cfg_path, save_root, *extra):
 
 
 # --- query coordinates of the fast-path tests (LIIF, LTE) ------------------------------
+
+def both(model, encoding, coord, cell):
+    """(plain, fast) outputs of one model (``encoding``: its ``encode`` result)."""
+    model.query_impl = 'plain'
+    plain = model.query(encoding, coord, cell)
+    model.query_impl = 'fast'
+    return plain, model.query(encoding, coord, cell)
+
+
+def encoding_of(h, w, batch=2, channels=8):
+    """A random encoding (features + input image channels) of an h x w latent grid, as
+    LTE's and SRNO's ``encode`` return."""
+    return torch.randn(batch, channels + 3, h, w)
+
 
 def pixel_grid(size, batch=2):
     coord = make_coord(size).unsqueeze(0).expand(batch, -1, -1)

@@ -59,6 +59,23 @@ def test_worker_reports_what_it_timed(task, expected, impl, monkeypatch):
     assert result['peak_mib'] >= 0
 
 
+@pytest.mark.parametrize('task,expected', [('render-x4', 32 * 32 / 0.5), ('query-x30', 90 * 90 / 0.5),
+                                           ('train', 0.5)])
+def test_srno_rows(task, expected, monkeypatch):
+    """EDSR-baseline-SRNO's rows: the query task decodes with the state of the whole
+    output (the work a render does), inside the timed region."""
+    import engine.render
+    built = []
+    original = engine.render.output_query_state
+    monkeypatch.setattr(benchmark, 'output_query_state',
+                        lambda *a, **k: built.append(a[2]) or original(*a, **k))
+    monkeypatch.setattr(benchmark, 'time', FakeClock(0.5))
+    result = benchmark.worker({**TINY, 'model': 'edsr-baseline-srno', 'task': task,
+                               'impl': 'fast'})
+    assert result['value'] == pytest.approx(expected, rel=1e-12)
+    assert built == ([(90, 90)] if task == 'query-x30' else [])
+
+
 @pytest.mark.parametrize('task,expected', [
     ('render-x12', 24 * 24 / 0.5),     # 2 x 2 LR at x12: 576 output pixels in 0.5 s
     ('render-x4-500', 20 * 20 / 0.5),  # the 500 x 500 row's task, here 5 x 5 at x4

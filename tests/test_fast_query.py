@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import models
-from helpers import (COORD_CASES, TINY_ENCODER, bf16_steps, border_coords, gradients_of_both_paths,
-                     pixel_grid, relative_error,
-                     tie_queries, train_a_few_steps)
+from helpers import (COORD_CASES, TINY_ENCODER, bf16_steps, border_coords, both,
+                     gradients_of_both_paths, pixel_grid, relative_error, tie_queries,
+                     train_a_few_steps)
 from models.liif import LIIF
 from models.liif_fast import LIIFPrepared
 from utils.coords import make_cell, make_coord
@@ -35,14 +35,6 @@ def make_liif(encoder='edsr-baseline', hidden_list=(32, 32), imnet=True, **switc
     if imnet:
         args['imnet_spec'] = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': list(hidden_list)}}
     return models.make({'name': 'liif', 'args': args})
-
-
-def both(model, feat, coord, cell):
-    """(plain, fast) outputs of one model."""
-    model.query_impl = 'plain'
-    plain = model.query(feat, coord, cell)
-    model.query_impl = 'fast'
-    return plain, model.query(feat, coord, cell)
 
 
 @pytest.mark.parametrize('switches', SWITCHES, ids=SWITCH_IDS)

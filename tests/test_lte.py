@@ -12,8 +12,8 @@ import torch.nn.functional as F
 import models
 from engine.data_norm import PUBLISHED, DataNorm
 from engine.render import predict, render_blocks
-from helpers import (TINY_ENCODER, bf16_steps, gradients_of_both_paths, losses_of_both_paths,
-                     pixel_grid, query_cases, relative_error, tie_queries)
+from helpers import (TINY_ENCODER, bf16_steps, both, encoding_of, gradients_of_both_paths,
+                     losses_of_both_paths, pixel_grid, query_cases, relative_error, tie_queries)
 from models.lte import LocalTextureEstimator, LTEPrepared
 from utils.coords import grid_to_queries, make_cell, make_coord
 from utils.errors import UserError
@@ -30,19 +30,6 @@ NAMES = sorted(SPECS)
 
 def make(name, **args):
     return models.make(SPECS[name], args=args)
-
-
-def both(model, encoding, coord, cell):
-    """(plain, fast) outputs of one model."""
-    model.query_impl = 'plain'
-    plain = model.query(encoding, coord, cell)
-    model.query_impl = 'fast'
-    return plain, model.query(encoding, coord, cell)
-
-
-def encoding_of(h, w, batch=2, channels=8):
-    """A random encoding (features + input image channels) of an h x w latent grid."""
-    return torch.randn(batch, channels + 3, h, w)
 
 
 @pytest.mark.parametrize('name', NAMES)

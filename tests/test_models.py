@@ -22,12 +22,14 @@ PUBLISHED_COUNTS = {'edsr-baseline-liif': 1567323, 'rdn-liif': 22320835,
 LTE_COUNTS = {'edsr-baseline-lte': 1714267, 'rdn-lte': 22467779, 'swinir-lte': 12096871,
               'edsr-baseline-lte-fast': 1714267, 'swinir-liif': 11949927,
               'swinir-metasr': 12048164}
+SRNO_COUNTS = {'edsr-baseline-srno': 2015323, 'rdn-srno': 22768835}
 # CiaoSR as LMF's port builds it (family_state_dicts.json)
 CIAOSR_COUNTS = {'edsr-baseline-ciaosr': 2649054, 'rdn-ciaosr': 23402566,
                  'swinir-ciaosr': 13031658}
 SPEC_FILES = {**{key: SPEC_DIR / 'official_state_dicts.json' for key in PUBLISHED_COUNTS},
               **{key: SPEC_DIR / 'lte_state_dicts.json' for key in LTE_COUNTS},
-              **{key: SPEC_DIR / 'family_state_dicts.json' for key in CIAOSR_COUNTS}}
+              **{key: SPEC_DIR / 'family_state_dicts.json' for key in {**SRNO_COUNTS,
+                                                                        **CIAOSR_COUNTS}}}
 ENCODERS = ('edsr-baseline', 'edsr', 'rdn', 'rcan')
 TINY_SWINIR = {'name': 'swinir', 'args': {'img_size': 16, 'embed_dim': 12, 'depths': [2, 2],
                                           'num_heads': [2, 3], 'window_size': 4}}
@@ -51,6 +53,9 @@ EXAMPLES = {
             for encoder in (TINY_ENCODER, TINY_SWINIR)],
     'lte-fast': [({'encoder_spec': TINY_ENCODER, 'num_layer': 1, 'hidden_dim': 8}, 'implicit'),
                  ({'encoder_spec': TINY_ENCODER, 'num_layer': 1, 'hidden_dim': 8}, 'grid')],
+    'sronet': [({'encoder_spec': TINY_ENCODER, 'width': 16, 'blocks': 4}, kind)
+               for kind in ('implicit', 'grid')],
+    'galerkin': [({'midc': 12, 'heads': 3}, 'attention')],
     'ciaosr': [({'encoder': TINY_ENCODER, 'imnet_q': TINY_MLP, 'imnet_k': TINY_MLP,
                  'imnet_v': TINY_MLP, **switches}, 'implicit')
                for switches in ({}, {'local_size': 3, 'multi_scale': [2, 3]},
@@ -73,6 +78,10 @@ def test_forward_shapes(name, args, kind):
         if kind == 'vector':
             assert model(torch.randn(2, 7, 5)).shape == (2, 7, 3)
             return
+        if kind == 'attention':    # SRNO's layer on a (B, C, H, W) map
+            x = torch.randn(2, args['midc'], 6, 5)
+            assert model(x).shape == x.shape and torch.isfinite(model(x)).all()
+            return
         lr = torch.randn(2, 3, 6, 5)
         if kind == 'features':
             out = model(lr)
@@ -93,14 +102,15 @@ def test_forward_shapes(name, args, kind):
 
 
 def test_published_specs_are_the_published_models():
-    assert sorted(PUBLISHED_SPECS) == sorted({**PUBLISHED_COUNTS, **LTE_COUNTS, **CIAOSR_COUNTS})
+    assert sorted(PUBLISHED_SPECS) == sorted({**PUBLISHED_COUNTS, **LTE_COUNTS, **SRNO_COUNTS,
+                                              **CIAOSR_COUNTS})
 
 
 @pytest.mark.parametrize('key', sorted(PUBLISHED_SPECS))
 def test_published_specs_have_exact_layout(key):
     with torch.device('meta'):  # full size, shapes only: no memory, no init time
         model = models.make(PUBLISHED_SPECS[key])
-    counts = {**PUBLISHED_COUNTS, **LTE_COUNTS, **CIAOSR_COUNTS}
+    counts = {**PUBLISHED_COUNTS, **LTE_COUNTS, **SRNO_COUNTS, **CIAOSR_COUNTS}
     assert sum(p.numel() for p in model.parameters()) == counts[key]
     spec_file = SPEC_FILES[key]
     if not spec_file.is_file():

@@ -16,17 +16,12 @@ import train_liif
 from engine.checkpoint import load_checkpoint, load_model
 from engine.data_norm import DataNorm
 from engine.evaluate import evaluate
-from helpers import (REPO, TINY_ENCODER, assert_one_line_error, run_inprocess, run_main,
+from helpers import (REPO, TINY_ENCODER, assert_one_line_error, assert_torchrun_equals_one_process,
+                     max_weight_diff, run_inprocess, run_main,
                      run_script, tiny_config, train_cli, write_config)
 from utils.config import freeze, thaw
 
 CONFIGS = sorted((REPO / 'configs').glob('train-*/**/*.yaml'))
-
-
-def max_weight_diff(path_a, path_b):
-    a, b = (torch.load(p, weights_only=True)['model']['sd'] for p in (path_a, path_b))
-    assert a.keys() == b.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
 def tensorboard_scalars(folder):
@@ -324,6 +319,8 @@ PARAMS = {
     'train_edsr-baseline-lte': 1714267, 'train_rdn-lte': 22467779,
     'train_swinir-lte': 12096871, 'train_edsr-baseline-lte-fast': 1714267,
     'train_swinir-liif': 11949927, 'train_swinir-metasr': 12048164,
+    # SRNO's (the published counts of family_state_dicts.json)
+    'train_edsr-sronet': 2015323, 'train_rdn-sronet': 22768835,
     # CiaoSR's (the published counts of family_state_dicts.json)
     'train_edsr-baseline-ciaosr': 2649054, 'train_rdn-ciaosr': 23402566,
     # x3: one conv(64 -> 576) + shuffle 3 instead of x2's conv(64 -> 256); x4: two x2 stages
@@ -412,17 +409,8 @@ def test_lte_config_starts_then_resumes_from_its_resume_key(tmp_path, load_dir, 
 def test_lte_torchrun_two_processes_equal_one(tmp_path, load_dir, name):
     """LTE and LTE+ under DDP (2 gloo processes, the global batch split over them):
     the weights of one process's epoch, up to the order of floating-point sums."""
-    cfg = lte_config(load_dir, name, epoch_max=1, num_workers=0)
-    run_inprocess(write_config(tmp_path / 'one.yaml', cfg), tmp_path / 'save')
-    torchrun = ('-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
-    result = run_script(['--config', write_config(tmp_path / 'ddp.yaml', cfg), '--no-progress'],
-                        tmp_path, torchrun)
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = (tmp_path / 'save' / '_ddp' / 'log.txt').read_text()
-    assert log.startswith('world_size=2, device=cpu') and log.count('epoch 1/1, train') == 1
-    diff = max_weight_diff(tmp_path / 'save' / '_ddp' / 'epoch-last.pth',
-                           tmp_path / 'save' / '_one' / 'epoch-last.pth')
-    assert diff <= 1e-5, (diff, result.stdout[-2000:])
+    assert_torchrun_equals_one_process(tmp_path, lte_config(load_dir, name, epoch_max=1,
+                                                            num_workers=0))
 
 
 def test_a_missing_resume_flag_is_still_an_error(tmp_path, load_dir, capsys, monkeypatch):
