@@ -197,16 +197,47 @@ def imresize(img, scale=None, size=None, boundary='symmetric', antialiasing=True
     if not integer and not np.issubdtype(img.dtype, np.floating):
         raise UserError(f'imresize: expected an integer or float image, got {img.dtype}')
     out_size, scales = output_size_and_scale(img.shape[:2], scale, size)
+    return _resize_passes(img, out_size, scales, boundary, antialiasing, contributions)
+
+
+def _resize_passes(img, out_size, scales, boundary, antialiasing, weights_of, region=None):
+    """``imresize``'s two passes (``img`` checked by the caller) to the output pixels
+    ``region = (rows, cols)`` (spans; default all), with ``weights_of`` for
+    ``contributions`` (cached or not)."""
+    integer = np.issubdtype(img.dtype, np.integer)
+    region = region or ((0, out_size[0]), (0, out_size[1]))
     x = img
     # Smaller scale first; a stable sort keeps rows first for equal scales (MATLAB's order).
     for axis in sorted((0, 1), key=lambda a: scales[a]):
-        weights, indices = contributions(img.shape[axis], out_size[axis], float(scales[axis]),
-                                         boundary, bool(antialiasing))
-        x = resize_along(x, axis, weights, indices)
+        weights, indices = weights_of(img.shape[axis], out_size[axis], float(scales[axis]),
+                                      boundary, bool(antialiasing))
+        start, stop = region[axis]
+        x = resize_along(x, axis, weights[start:stop], indices[start:stop])
         if integer:  # back to the integer type: exact, and the next pass gathers less
             info = np.iinfo(img.dtype)
             x = np.clip(round_half_away(x), info.min, info.max).astype(img.dtype)
     return np.ascontiguousarray(x, dtype=img.dtype)
+
+
+def imresize_region(img, size, rows, cols, boundary='symmetric'):
+    """Output rows ``rows`` and columns ``cols`` (``(start, stop)`` spans) of
+    ``imresize(img, size=size, boundary=boundary)``, computing only them.
+
+    Each output value is computed as ``imresize`` computes it: the same taps, weights and
+    order of summation along each axis (rows of the same ``contributions``), and for
+    integer images the same rounding between the two passes, whose first pass keeps every
+    input pixel of the other axis. So the result is that crop of the whole resize, bit
+    for bit (for the viewer's bicubic tiles, whose whole resize at x30 would not fit in
+    memory). ``img``: ``(H, W, ...)`` as ``imresize``; ``size``: ``(rows, cols)``."""
+    img = np.asarray(img)
+    out_size, scales = output_size_and_scale(img.shape[:2], None, size)
+    if not (0 <= rows[0] < rows[1] <= out_size[0] and 0 <= cols[0] < cols[1] <= out_size[1]):
+        raise UserError(f'imresize_region: rows {rows}, cols {cols} are not a region of the '
+                        f'{out_size[0]}x{out_size[1]} output')
+    # The weights of the whole axis, not cached: a viewer asks for many sizes, and
+    # computing them (out_length x taps numbers) is cheap next to the resize.
+    return _resize_passes(img, out_size, scales, boundary, True, contributions.__wrapped__,
+                          (tuple(rows), tuple(cols)))
 
 
 def resize_matlab(img, size, boundary='symmetric'):

@@ -15,6 +15,9 @@ Two entry points:
   each window is prepared on its own and its output pixels are queried in the
   window's coordinate frame. Peak memory is the 8-bit output image plus one encoder
   tile, one window and one chunk of queries, whatever the input and output sizes.
+- ``render_region`` (the viewer's tiles, ``engine/tiles.py``): any rectangle of that
+  output, bit for bit the whole render's pixels, decoding only the windows and query
+  blocks it needs, from encoder features and prepared windows it may keep between calls.
 
 What may be tiled is asked from the model, which knows its architecture:
 
@@ -211,83 +214,151 @@ def render_blocks(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_
     """Super-resolve ``lr`` to ``size`` region by region, in bounded memory.
 
     A generator of ``(top, left, rgb)``: ``rgb`` is an ``(n_rows, n_cols, 3)`` float
-    block of the output (de-normalised, not clamped) with at most ``chunk`` pixels
-    (or one row piece of ``chunk`` pixels); the blocks cover the output exactly once.
+    block of the output (de-normalised, not clamped) with at most ``chunk`` pixels; the
+    blocks cover the output exactly once. This is ``render_region`` of the whole output.
 
     How: the LR image is encoded in tiles of ``tile`` pixels (whole when it fits in one
     tile or the model cannot be tiled, see ``tiling_radius``); each tile is decoded in
     windows of ``window`` latent cells plus ``margin`` cells of context:
     ``model.prepare`` runs on the window, and the output pixels whose centres fall in
     the window's core are queried with coordinates and cells expressed in the window's
-    frame. LIIF depends on a query only through its distances to nearby latent codes,
-    in latent-cell units, so this equals decoding from the whole image (up to float
-    rounding) while holding one encoder tile, one window and one chunk at a time.
+    frame, a block of the output's grid of blocks at a time
+    (``utils.render_plan.query_blocks``). LIIF depends on a query only through its
+    distances to nearby latent codes, in latent-cell units, so this equals decoding from
+    the whole image (up to float rounding) while holding one encoder tile, one window and
+    one block of queries at a time.
 
     Args:
         model: LIIF-style model (``encode``, ``prepare``, ``query``) in eval mode on
             ``lr``'s device; lr: ``(3, h, w)`` in ``[0, 1]`` (not normalised);
-        size: ``(H, W)``; data_norm: ``engine.data_norm.DataNorm``; chunk: queries per
-            ``query`` call; tile: encoder tile side in LR pixels (``None``/0: whole);
-        window: decoding window side in latent cells; margin: latent cells of context
-            around a window (default ``window_margin(model)``; fewer give wrong values);
+        size: ``(H, W)``; data_norm: ``engine.data_norm.DataNorm``; chunk: at most this
+            many queries per ``query`` call; tile: encoder tile side in LR pixels
+            (``None``/0: whole); window: decoding window side in latent cells; margin:
+            latent cells of context around a window (default ``window_margin(model)``;
+            fewer give wrong values);
         amp_dtype: ``torch.bfloat16`` to run the model under autocast (``None``: float32);
         scale_max: LTE's cell clipping (``utils.coords.clip_cell``), ``None`` for none.
     """
+    yield from render_region(model, lr, size, data_norm, chunk=chunk, tile=tile, window=window,
+                             margin=margin, amp_dtype=amp_dtype, scale_max=scale_max)
+
+
+def render_region(model, lr, size, data_norm, rows=None, cols=None, chunk=DEFAULT_CHUNK,
+                  tile=DEFAULT_TILE, window=DEFAULT_WINDOW, margin=None, amp_dtype=None,
+                  scale_max=None, cache=None):
+    """The output pixels ``rows x cols`` of ``render_blocks(model, lr, size, ...)``,
+    decoding only what they need, each pixel exactly as the whole render decodes it.
+
+    A generator of ``(top, left, rgb)`` blocks (as ``render_blocks``) covering the region
+    exactly once: the crops to the region of the blocks of the whole render that meet
+    it. Only the windows that own pixels of the region are prepared, only the encoder
+    tiles under them are encoded, and only the query blocks that meet the region are
+    decoded; each through the same calls on the same inputs as in the whole render (the
+    same tile features, window, ``prepare``, block of coordinates and cells), so every
+    pixel is bit for bit the whole render's. The blocks lie on a grid of the output
+    (``utils.render_plan.query_blocks``): a region aligned to it (the viewer's 256-pixel
+    tiles for the default ``chunk``) decodes its own pixels only.
+
+    Args:
+        rows, cols: ``(start, stop)`` output rows and columns (default: the whole axis);
+        cache: optional ``cache(key, compute)`` that returns ``compute()`` or what it
+            returned before for ``key``, to keep per-image work between regions (a
+            viewer's tiles). Keys: ``('features',)`` (the whole image's features) or
+            ``('features', tile_rows, tile_cols)`` (an encoder tile's, grown by the
+            window margin), and ``('prepared', core_rows, core_cols)`` (a window's
+            ``prepare``); none depends on ``size``, so one cache serves every output
+            size of one image, model and setting of ``tile``, ``window``, ``margin``,
+            ``chunk``, ``scale_max`` and ``amp_dtype``. A model with global queries
+            (SRNO) keeps ``('prepared',)`` (the whole grid's) and, per output size,
+            ``('query_state', H, W)``. Without a cache everything is computed for this
+            region alone.
+        the others: see ``render_blocks``.
+    """
     model = unwrap(model)
+    out_size = int(size[0]), int(size[1])
+    region = (tuple(rows) if rows is not None else (0, out_size[0]),
+              tuple(cols) if cols is not None else (0, out_size[1]))
+    if cache is None:
+        cache = lambda key, compute: compute()  # noqa: E731
     if global_queries(model):
-        yield from _render_global(model, lr, size, data_norm, chunk, tile, amp_dtype, scale_max)
+        yield from _global_region(model, lr, out_size, data_norm, region, chunk, tile,
+                                  amp_dtype, scale_max, cache)
         return
-    out_h, out_w = int(size[0]), int(size[1])
-    h, w = lr.shape[-2:]
-    radius = tiling_radius(model, (h, w), tile)
+    lat_size = tuple(lr.shape[-2:])
+    radius = tiling_radius(model, lat_size, tile)
     margin = window_margin(model) if margin is None else margin
     # margin None: decoded from the whole latent grid, one window
-    window, margin = render_plan.window_layout((h, w), window, margin)
+    window, margin = render_plan.window_layout(lat_size, window, margin)
     device, dtype = lr.device, lr.dtype
     with torch.no_grad(), autocast(device, amp_dtype):
         inp = data_norm.inp(lr.unsqueeze(0))
-        whole = model.encode(inp) if radius is None else None
-        for tile_rows, tile_cols in render_plan.encoder_tiles((h, w), tile, radius):
-            # Features of the encoder tile grown by the window margin.
-            feat_rows, feat_cols = grow(tile_rows, margin, h), grow(tile_cols, margin, w)
-            if whole is None:
-                feat = encode_region(model, inp, feat_rows, feat_cols, radius)
-            else:
-                feat = whole[:, :, feat_rows[0]:feat_rows[1], feat_cols[0]:feat_cols[1]]
-            for win in render_plan.tile_windows(tile_rows, tile_cols, (h, w), (out_h, out_w),
-                                                window, margin):
-                yield from _decode_window(model, feat, feat_rows, feat_cols, win.core_rows,
-                                          win.core_cols, margin, (h, w), (out_h, out_w),
-                                          data_norm, chunk, device, dtype, scale_max)
+        for tile_rows, tile_cols in render_plan.encoder_tiles(lat_size, tile, radius):
+            windows = [win for win in render_plan.tile_windows(tile_rows, tile_cols, lat_size,
+                                                               out_size, window, margin)
+                       if render_plan.meets(win.out_rows, region[0])
+                       and render_plan.meets(win.out_cols, region[1])]
+            if not windows:
+                continue
+            # Features of the encoder tile grown by the window margin, computed (once)
+            # when a window that is not cached yet needs them.
+            feat_rows = grow(tile_rows, margin, lat_size[0])
+            feat_cols = grow(tile_cols, margin, lat_size[1])
+            features = functools.lru_cache(maxsize=1)(functools.partial(
+                _tile_features, model, inp, radius, feat_rows, feat_cols, cache,
+                (tile_rows, tile_cols)))
+            for win in windows:
+                prepared = cache(('prepared', win.core_rows, win.core_cols),
+                                 functools.partial(_prepare_window, model, win, features,
+                                                   feat_rows, feat_cols))
+                yield from _decode_window(model, prepared, win, lat_size, out_size, data_norm,
+                                          chunk, device, dtype, scale_max, region)
 
 
-def _decode_window(model, feat, feat_rows, feat_cols, core_rows, core_cols, margin, lat_size,
-                   size, data_norm, chunk, device, dtype, scale_max=None):
-    """Blocks of the output pixels whose centres lie in latent cells ``core_rows x
-    core_cols`` (see ``render_blocks``); ``feat`` holds latent rows ``feat_rows`` and
-    columns ``feat_cols``; the window around the core has ``margin`` cells of context."""
+def _tile_features(model, inp, radius, feat_rows, feat_cols, cache, tile_spans):
+    """Features of latent rows ``feat_rows`` and columns ``feat_cols``: a crop of the whole
+    image's features (``radius`` None), or the encoder tile ``tile_spans`` grown to them."""
+    if radius is None:
+        whole = cache(('features',), lambda: model.encode(inp))
+        return whole[:, :, feat_rows[0]:feat_rows[1], feat_cols[0]:feat_cols[1]]
+    return cache(('features', *tile_spans),
+                 lambda: encode_region(model, inp, feat_rows, feat_cols, radius))
+
+
+def _prepare_window(model, win, features, feat_rows, feat_cols):
+    """``model.prepare`` of the latent window ``win`` (a ``render_plan.Window``), cut from
+    ``features()`` (rows ``feat_rows``, columns ``feat_cols``). The window is copied out
+    (contiguous), so that a kept result does not hold the whole tile's features."""
+    feat = features()
+    window = feat[:, :, win.rows[0] - feat_rows[0]:win.rows[1] - feat_rows[0],
+                  win.cols[0] - feat_cols[0]:win.cols[1] - feat_cols[0]]
+    return model.prepare(window.contiguous())
+
+
+def _decode_window(model, prepared, win, lat_size, size, data_norm, chunk, device, dtype,
+                   scale_max, region):
+    """Blocks of the output pixels whose centres lie in the core of ``win`` (a
+    ``render_plan.Window``) and in ``region``, decoded from ``prepared`` (the window's
+    ``model.prepare``) block by block of the output's grid, each cropped to ``region``."""
     (h, w), (out_h, out_w) = lat_size, size
-    win = render_plan.plan_window(core_rows, core_cols, lat_size, size, margin)
-    if win is None:
-        return
-    (win_rows, win_cols), (out_rows, out_cols) = (win.rows, win.cols), (win.out_rows, win.out_cols)
-    window = feat[:, :, win_rows[0] - feat_rows[0]:win_rows[1] - feat_rows[0],
-                  win_cols[0] - feat_cols[0]:win_cols[1] - feat_cols[0]]
-    prepared = model.prepare(window)
-    rows = window_axis(*out_rows, out_h, h, *win_rows, device, dtype)
-    cols = window_axis(*out_cols, out_w, w, *win_cols, device, dtype)
+    out_rows, out_cols = win.out_rows, win.out_cols
+    rows = window_axis(*out_rows, out_h, h, *win.rows, device, dtype)
+    cols = window_axis(*out_cols, out_w, w, *win.cols, device, dtype)
     # The cell in window units (filled on the device from Python numbers: no copy from
     # the host).
     cell = torch.stack([rows.new_full((), c) for c in
                         render_plan.window_cell(size, lat_size, win.size, scale_max)])
-    for (row_start, row_stop), (col_start, col_stop) in render_plan.chunk_spans(
-            len(rows), len(cols), chunk):
-        grid = torch.stack(torch.meshgrid(rows[row_start:row_stop], cols[col_start:col_stop],
+    for (row_start, row_stop), (col_start, col_stop) in render_plan.query_blocks(
+            out_rows, out_cols, chunk, region):
+        grid = torch.stack(torch.meshgrid(rows[row_start - out_rows[0]:row_stop - out_rows[0]],
+                                          cols[col_start - out_cols[0]:col_stop - out_cols[0]],
                                           indexing='ij'), -1)
         coord = grid.view(1, -1, 2)                                  # (1, n, 2)
         pred = model.query(prepared, coord, cell.expand_as(coord))   # (1, n, 3)
         rgb = data_norm.denorm(pred[0]).view(row_stop - row_start, col_stop - col_start, -1)
-        yield out_rows[0] + row_start, out_cols[0] + col_start, rgb
+        # The block cropped to the region (a no-op for the whole render).
+        top, left = max(row_start, region[0][0]), max(col_start, region[1][0])
+        bottom, right = min(row_stop, region[0][1]), min(col_stop, region[1][1])
+        yield top, left, rgb[top - row_start:bottom - row_start, left - col_start:right - col_start]
 
 
 # --- models whose queries are global (SRNO) ------------------------------------------
@@ -342,26 +413,34 @@ def region_blocks(model, prepared, state, size, rows, cols, data_norm, chunk=DEF
     device, dtype = prepared.inp.device, prepared.inp.dtype
     grid = OutputGrid(size, device=device, dtype=dtype)
     cell = output_cell(size, prepared.size, scale_max, device, dtype)
+    # The blocks of the output's grid that meet the region (as render_region's windows:
+    # a pixel is decoded with the same other queries for any region), cropped to it.
+    rows, cols = tuple(rows), tuple(cols)
     with torch.no_grad():
-        for (top, bottom), (left, right) in render_plan.chunk_spans(rows[1] - rows[0],
-                                                                    cols[1] - cols[0], chunk):
-            top, bottom, left, right = top + rows[0], bottom + rows[0], left + cols[0], right + cols[0]
+        for (top, bottom), (left, right) in render_plan.query_blocks(
+                (0, size[0]), (0, size[1]), chunk, (rows, cols)):
             coord = torch.stack(torch.meshgrid(grid.rows[top:bottom], grid.cols[left:right],
                                                indexing='ij'), -1).view(1, -1, 2)
             pred = model.query(prepared, coord, cell.expand_as(coord), state=state)
-            yield top, left, data_norm.denorm(pred[0]).view(bottom - top, right - left, -1)
+            rgb = data_norm.denorm(pred[0]).view(bottom - top, right - left, -1)
+            r0, r1 = max(top, rows[0]), min(bottom, rows[1])
+            c0, c1 = max(left, cols[0]), min(right, cols[1])
+            yield r0, c0, rgb[r0 - top:r1 - top, c0 - left:c1 - left]
 
 
-def _render_global(model, lr, size, data_norm, chunk, tile, amp_dtype, scale_max):
-    """``render_blocks`` of a model with global queries: the latent grid encoded (in tiles
-    where the encoder allows) and prepared whole, the state of the whole output, then
-    every region (module docstring)."""
-    size = (int(size[0]), int(size[1]))
+def _global_region(model, lr, size, data_norm, region, chunk, tile, amp_dtype, scale_max,
+                   cache):
+    """``render_region`` of a model with global queries: the latent grid encoded (in tiles
+    where the encoder allows) and prepared whole (cache key ``('prepared',)``), the state
+    of the whole output (``('query_state', H, W)``), then the region's blocks (module
+    docstring)."""
     with torch.no_grad(), autocast(lr.device, amp_dtype):
-        prepared = model.prepare(encode(model, data_norm.inp(lr.unsqueeze(0)), tile))
-        state = output_query_state(model, prepared, size, chunk, scale_max)
-        yield from region_blocks(model, prepared, state, size, (0, size[0]), (0, size[1]),
-                                 data_norm, chunk, scale_max)
+        prepared = cache(('prepared',), lambda: model.prepare(
+            encode(model, data_norm.inp(lr.unsqueeze(0)), tile)))
+        state = cache(('query_state', *size), lambda: output_query_state(
+            model, prepared, size, chunk, scale_max))
+        yield from region_blocks(model, prepared, state, size, *region, data_norm, chunk,
+                                 scale_max)
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,

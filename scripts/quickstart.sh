@@ -14,7 +14,9 @@
 #    bicubic baseline with the same protocol (test.py --baseline bicubic);
 # 5. upscales one held-out photo x4 with demo.py and writes comparison.png (bicubic |
 #    LIIF | ground truth, zoomed crop) and training_curve.png into the run folder;
-# 6. ends with: quickstart: LIIF <p> dB vs bicubic <q> dB on <what> at x4
+# 6. reports: quickstart: LIIF <p> dB vs bicubic <q> dB on <what> at x4
+# 7. writes the held-out photos for the viewer into the run folder and ends by printing
+#    the command that opens the model in the browser (viewer.py; docs/viewer.md).
 #
 # Environment: PYTHON (default python3), QUICKSTART_DEVICE (default: CUDA if present,
 # else CPU), QUICKSTART_RUN (run folder name, default quickstart-<date-time>).
@@ -57,3 +59,6 @@ lr=$("$PYTHON" scripts/quickstart_report.py demo-input --data load/quickstart --
 
 echo "== report"
 "$PYTHON" scripts/quickstart_report.py report --data load/quickstart --run "$out" --started "$start"
+
+echo "== viewer"
+"$PYTHON" scripts/quickstart_report.py viewer --data load/quickstart --run "$out"

@@ -2,6 +2,7 @@
 
     python scripts/quickstart_report.py demo-input --data load/quickstart --run save/quickstart-X
     python scripts/quickstart_report.py report --data load/quickstart --run save/quickstart-X
+    python scripts/quickstart_report.py viewer --data load/quickstart --run save/quickstart-X
 
 ``demo-input`` writes the LR input of the demo: the first held-out photo, cropped to a
 multiple of 4 and downsampled x4 with Pillow bicubic (the data pipeline's rule), as
@@ -13,6 +14,11 @@ and ``log.txt`` (train_liif.py). It writes ``comparison.png`` (bicubic | LIIF | 
 truth, a zoomed crop of the demo photo) and ``training_curve.png``, prints a table, and
 ends with ``quickstart: LIIF <p> dB vs bicubic <q> dB on <what> at x4``. It fails
 (exit status 2) if LIIF does not beat bicubic at x4.
+
+``viewer`` writes the held-out photos for the viewer (viewer.py): each downsampled x4 as
+above into ``<run>/viewer/lr/`` and its ground truth (the part the LR image covers) into
+``<run>/viewer/hr/``, under the photo's name; it ends by printing the command that opens
+the run's model on them in the browser.
 """
 import argparse
 import json
@@ -164,9 +170,24 @@ def report(data, run, started=None):
         raise UserError(f'LIIF ({p4:.2f} dB) did not beat bicubic ({q4:.2f} dB) at x4')
 
 
+def viewer_inputs(data, run):
+    """The held-out photos as LR / ground-truth pairs for viewer.py, and its command."""
+    run = Path(run)
+    for sub in ('lr', 'hr'):
+        (run / 'viewer' / sub).mkdir(parents=True, exist_ok=True)
+    for photo in held_out(data):
+        lr, hr = make_lr(read_image(photo), DEMO_SCALE)
+        write_image(lr, run / 'viewer' / 'lr' / photo.name)
+        write_image(hr, run / 'viewer' / 'hr' / photo.name)
+    print('compare LIIF, bicubic and the ground truth in your browser (zoom to x30 and beyond):')
+    print('  pip install -r requirements-viewer.txt')
+    print(f'  python viewer.py --model {run / "epoch-last.pth"} --images {run / "viewer" / "lr"} '
+          f'--hr {run / "viewer" / "hr"}')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('step', choices=['demo-input', 'report'])
+    parser.add_argument('step', choices=['demo-input', 'report', 'viewer'])
     parser.add_argument('--data', default='load/quickstart', help='quickstart data folder')
     parser.add_argument('--run', required=True, help='the quickstart run folder')
     parser.add_argument('--started', type=float, help='start time (Unix seconds) to report')
@@ -174,6 +195,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.step == 'demo-input':
         make_demo_input(args.data, args.run)
+    elif args.step == 'viewer':
+        viewer_inputs(args.data, args.run)
     else:
         report(args.data, args.run, args.started)
 

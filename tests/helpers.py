@@ -360,3 +360,29 @@ def train_a_few_steps(model, impl, lr, coord, cell, target, steps=3):
         optimizer.step()
         losses.append(loss.item())
     return losses, run.state_dict()
+
+
+# --- the viewer ------------------------------------------------------------------------
+
+def start_viewer(*args):
+    """``viewer.py ARGS --port 0`` in a subprocess: ``(process, port)`` once it listens
+    (it prints its address when it does)."""
+    process = subprocess.Popen([sys.executable, str(REPO / 'viewer.py'), *map(str, args),
+                                '--port', '0'], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    found = re.search(r'http://127\.0\.0\.1:(\d+)/', line)
+    if not found:
+        process.kill()
+        raise AssertionError(f'viewer.py did not start: {line!r} {process.stderr.read()[-2000:]}')
+    return process, int(found[1])
+
+
+def stop(process):
+    """Terminate a subprocess and wait for it (kill it if it does not stop)."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)

@@ -1,5 +1,6 @@
 """The package layout: imports run one way, ``utils <- datasets, models <- engine <-
-scripts`` (train_liif.py, test.py, demo.py, scripts/), checked on every module's source.
+apps <- scripts`` (train_liif.py, test.py, demo.py, viewer.py, scripts/), checked on every
+module's source.
 
 A package may import the ones to its left and itself, never one to its right; no module
 imports a script (scripts share code through the packages, not through each other).
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ('utils', 'datasets', 'models', 'engine')
-SCRIPTS = {'train_liif', 'test', 'demo', 'scripts'}
+PACKAGES = ('utils', 'datasets', 'models', 'engine', 'apps')
+SCRIPTS = {'train_liif', 'test', 'demo', 'viewer', 'scripts'}
 # package -> the project packages it may import
 ALLOWED = {'utils': {'utils'}, 'datasets': {'utils', 'datasets'},
-           'models': {'utils', 'models'}, 'engine': {'utils', 'datasets', 'models', 'engine'}}
+           'models': {'utils', 'models'}, 'engine': {'utils', 'datasets', 'models', 'engine'},
+           'apps': {'utils', 'datasets', 'models', 'engine', 'apps'}}
 MODELS_MAY_USE = {'datasets.image_io', 'datasets.resize'}
 PROJECT = set(PACKAGES) | SCRIPTS
 
@@ -49,19 +51,20 @@ def backward_imports(path, package):
     return wrong
 
 
-SOURCES = sorted(p for pkg in (*PACKAGES, 'scripts') for p in (REPO / pkg).glob('*.py')) + \
-    [REPO / f'{name}.py' for name in ('train_liif', 'test', 'demo')]
+SOURCES = sorted(p for pkg in (*PACKAGES, 'scripts') for p in (REPO / pkg).rglob('*.py')) + \
+    [REPO / f'{name}.py' for name in ('train_liif', 'test', 'demo', 'viewer')]
 
 
 @pytest.mark.parametrize('path', SOURCES, ids=[str(p.relative_to(REPO)) for p in SOURCES])
 def test_imports_run_one_way(path):
-    package = path.parent.name if path.parent != REPO else None
+    package = path.relative_to(REPO).parts[0] if path.parent != REPO else None
     assert backward_imports(path, package) == []
 
 
 def test_the_checker_catches_a_backward_import(tmp_path):
     cases = {'utils': 'import engine.render\n', 'datasets': 'from models import make\n',
-             'models': 'import datasets\n', 'engine': 'from scripts.benchmark import X\n'}
+             'models': 'import datasets\n', 'engine': 'from apps.viewer import server\n',
+             'apps': 'import viewer\n'}
     for package, source in cases.items():
         path = tmp_path / f'{package}.py'
         path.write_text(f'import os\n\n\ndef f():\n    {source}')   # inside a function too
@@ -74,3 +77,16 @@ def test_the_checker_catches_a_backward_import(tmp_path):
 def test_every_package_is_checked():
     found = {p.name for p in REPO.iterdir() if (p / '__init__.py').is_file()}
     assert found <= set(PACKAGES) | {'tests', 'scripts'}, found
+
+
+# Optional parts keep their dependencies to themselves: only the app that needs them
+# imports them (anywhere in a file), so the core installs and runs without them.
+OPTIONAL = {'starlette': 'apps/viewer', 'uvicorn': 'apps/viewer'}
+
+
+@pytest.mark.parametrize('path', SOURCES, ids=[str(p.relative_to(REPO)) for p in SOURCES])
+def test_optional_dependencies_stay_in_their_app(path):
+    where = str(path.relative_to(REPO))
+    for name in imported_modules(path):
+        home = OPTIONAL.get(name.split('.')[0])
+        assert home is None or where.startswith(home + '/'), f'{where} imports {name}'

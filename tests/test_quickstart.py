@@ -70,3 +70,17 @@ def test_report_writes_figures_and_ends_with_the_summary_line(tmp_path, capsys):
     (run / 'bicubic-x4.json').write_text(json.dumps({'psnr': 27.5, 'ssim': 0.8}))
     code, out, err = run_main(report_script.main, ['report', '--data', str(data), '--run', str(run)], capsys)
     assert code == 2 and 'did not beat bicubic' in err
+
+
+def test_viewer_step_writes_pairs_and_ends_with_the_viewer_command(tmp_path, capsys):
+    data, run = tmp_path / 'data', tmp_path / 'run'
+    (data / 'test').mkdir(parents=True)
+    Image.fromarray(make_test_image(42, 53)).save(data / 'test' / 'cat.png')
+    report_script.main(['viewer', '--data', str(data), '--run', str(run)])
+    assert Image.open(run / 'viewer' / 'lr' / 'cat.png').size == (13, 10)
+    assert Image.open(run / 'viewer' / 'hr' / 'cat.png').size == (52, 40)   # what the LR covers
+    last = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert last[:2] == ['python', 'viewer.py']
+    args = load_script('viewer.py').parse_args(last[2:])
+    assert (args.model, args.images, args.hr) == (
+        [str(run / 'epoch-last.pth')], str(run / 'viewer' / 'lr'), str(run / 'viewer' / 'hr'))

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from datasets.image_io import read_image, to_uint8_array
-from datasets.resize import (contributions, cubic, imresize, make_lr, resize_bicubic,
-                             resize_image, resize_matlab, round_half_away)
+from datasets.resize import (contributions, cubic, imresize, imresize_region, make_lr,
+                             resize_bicubic, resize_image, resize_matlab, round_half_away)
 from helpers import REPO, load_script, make_test_image
 from utils.errors import UserError
 
@@ -231,3 +231,18 @@ def test_make_lr_bicubic_compare_reports_zero_differences(tmp_path, capsys):
                         '--scales', '4', '--compare', str(ORACLE)])
     out = capsys.readouterr().out
     assert code == 1 and 'X4: 1 image(s) compared, 0 differing' not in out
+
+
+@pytest.mark.parametrize('size', [(64, 80), (37, 53), (300, 20), (9, 11), (23, 29)])
+def test_imresize_region_is_the_crop_of_the_whole_resize(size):
+    # up, non-integer up, anisotropic (columns first: smaller scale), down, identity-ish
+    img = make_test_image(16, 20, seed=3)
+    whole = imresize(img, size=size)
+    h, w = size
+    for rows, cols in [((0, h), (0, w)), ((0, 1), (0, 1)), ((h // 3, h - 1), (w // 4, w // 2 + 1)),
+                       ((h - 5, h), (w - 3, w))]:
+        crop = imresize_region(img, size, rows, cols)
+        assert crop.dtype == np.uint8
+        assert np.array_equal(crop, whole[rows[0]:rows[1], cols[0]:cols[1]]), (rows, cols)
+    with pytest.raises(UserError, match='not a region of the'):
+        imresize_region(img, size, (0, h + 1), (0, w))

@@ -13,11 +13,16 @@ How a render is laid out (``engine/render.py`` says why it is exact):
   output pixels whose centres lie in a window's core (``output_start``) are queried in the
   frame of the core grown by ``margin`` cells of context (``grow``), with coordinates
   ``window_axis`` and cell ``window_cell``;
-- a window's output pixels are queried in chunks of at most ``chunk`` (``chunk_spans``).
+- a window's output pixels are queried in blocks of at most ``chunk`` (``query_blocks``):
+  the output's grid of ``block_shape(chunk)`` blocks, cut by the window. The grid belongs
+  to the output, not to the window, so a pixel is decoded with the same other queries
+  whether the whole output or any region of it is rendered (``render_region``, a
+  viewer's tiles; a matrix product's rows can round differently with other rows).
 
 Spans are ``(start, stop)`` pairs of Python integers, ``stop`` excluded; ``[0]`` of a
 pair of spans or sizes is the row axis, ``[1]`` the column axis.
 """
+import math
 from typing import NamedTuple
 
 DEFAULT_CHUNK = 30000   # queries per chunk, the original eval_bsize
@@ -123,6 +128,43 @@ def chunk_spans(n_rows, n_cols, chunk):
     col_step = n_cols if rows_per_chunk > 1 or n_cols <= chunk else chunk
     return [(rows, cols) for rows in spans(n_rows, rows_per_chunk)
             for cols in spans(n_cols, col_step)]
+
+
+def block_shape(chunk):
+    """``(rows, cols)`` of the query blocks of at most ``chunk`` pixels: powers of two,
+    ``cols`` = ``rows`` or ``2 rows`` (128 x 128 for the default 30000), so that
+    power-of-two tiles of 256 pixels (the viewer's) are made of whole blocks."""
+    if chunk < 1:
+        raise ValueError(f'chunk must be positive, got {chunk}')
+    side = 1 << (math.isqrt(chunk).bit_length() - 1)       # largest power of two <= sqrt
+    return side, 2 * side if 2 * side * side <= chunk else side
+
+
+def aligned_spans(span, step):
+    """``span = (start, stop)`` cut at the multiples of ``step``: ``[(start, m1), (m1,
+    m2), ..., (mk, stop)]`` (empty for an empty span)."""
+    start, stop = span
+    edges = [start, *range((start // step + 1) * step, stop, step), stop]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if a < b]
+
+
+def meets(span, other):
+    """Whether the spans ``span`` and ``other`` share a pixel."""
+    return span[0] < other[1] and other[0] < span[1]
+
+
+def query_blocks(out_rows, out_cols, chunk, region=None):
+    """The query blocks of a window's output pixels ``out_rows x out_cols`` (spans of the
+    whole output): the output's grid of ``block_shape(chunk)`` blocks cut by the window,
+    ``[(rows, cols)]`` row-major, at most ``chunk`` pixels each. With ``region = (rows,
+    cols)`` only the blocks that meet it (a region aligned to the grid is decoded alone)."""
+    block_rows, block_cols = block_shape(chunk)
+    row_spans = aligned_spans(out_rows, block_rows)
+    col_spans = aligned_spans(out_cols, block_cols)
+    if region is not None:
+        row_spans = [r for r in row_spans if meets(r, region[0])]
+        col_spans = [c for c in col_spans if meets(c, region[1])]
+    return [(rows, cols) for rows in row_spans for cols in col_spans]
 
 
 def pixel_centres(index, size):
