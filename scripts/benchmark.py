@@ -7,6 +7,7 @@
     python scripts/benchmark.py --models edsr-baseline-liif --devices cpu --tasks render-x4 train
     python scripts/benchmark.py --set5 load/benchmark/Set5/HR --weights edsr-baseline-liif=edsr-baseline-liif.pth
     python scripts/benchmark.py --json bench.json      # also write every figure as JSON
+    python scripts/benchmark.py --models edsr-baseline-liif edsr-baseline-lte --tasks render-x4 render-x30 --onnx
     python scripts/benchmark.py --models edsr-baseline-ciaosr --tasks render-x4 render-x12 train render-x4-500
 
 Tasks (random weights unless --weights: speed and memory do not depend on them):
@@ -44,7 +45,9 @@ trained checkpoint: with random weights the change only shows bf16's rounding.
 
 ``--compile`` / ``--channels-last``: columns with the fast path under ``torch.compile``
 (the timed runs come after the compiling warm-up) or with a channels-last encoder
-(``engine.throughput``).
+(``engine.throughput``). ``--onnx``: a column for the render tasks on the CPU, the model
+exported to ONNX (``engine.onnx_export``, not timed) and rendered by onnxruntime's CPU
+provider with ``utils.onnx_render`` (scripts/onnx_upscale.py's renderer, docs/deploy.md).
 """
 import argparse
 import ctypes
@@ -120,6 +123,10 @@ def parse_args(argv=None):
     for flag, what in (('--compile', 'under torch.compile'),
                        ('--channels-last', 'with a channels-last encoder')):
         parser.add_argument(flag, action='store_true', help=f'a column: the fast path {what}')
+    parser.add_argument('--onnx', action='store_true',
+                        help='a column: the render tasks on the CPU with the model exported to '
+                             'ONNX and rendered by onnxruntime (CPU provider, '
+                             'scripts/onnx_upscale.py\'s renderer; needs requirements-deploy.txt)')
     parser.add_argument('--set5', default=None,
                         help='folder of the Set5 HR images for the bf16 PSNR change')
     parser.add_argument('--weights', nargs='*', default=[], metavar='MODEL=CKPT',
@@ -229,6 +236,33 @@ def time_render(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
     return size[0] * size[1] / min(seconds)
 
 
+def onnx_export_of(model, spec, threads):
+    """``model`` (built from ``spec``) exported to ONNX (``engine.onnx_export``) and loaded
+    into onnxruntime's CPU provider (``utils.onnx_render.ExportedModel``)."""
+    import tempfile
+
+    from engine.onnx_export import export
+    from utils.onnx_render import ExportedModel
+    with tempfile.TemporaryDirectory() as folder:
+        export(model, spec, folder, DataNorm(PUBLISHED).spec)
+        return ExportedModel(folder, threads=threads or 0)     # the files are read here
+
+
+def time_onnx_render(exported, lr_side, scale, chunk, repeats):
+    """``time_render`` for an ONNX export rendered by onnxruntime on the CPU with
+    ``utils.onnx_render.render``, the path of scripts/onnx_upscale.py."""
+    from utils.onnx_render import render as onnx_render
+    lr = random_lr(lr_side, torch.device('cpu')).numpy()
+    size = (lr_side * scale, lr_side * scale)
+    onnx_render(exported, lr, size, chunk=chunk)                                 # warm-up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        onnx_render(exported, lr, size, chunk=chunk)
+        seconds.append(time.perf_counter() - start)
+    return size[0] * size[1] / min(seconds)
+
+
 def encode_lr(model, device, lr_side, autocast_dtype):
     """The feature map of the LR image the ``query`` tasks decode."""
     lr = DataNorm(PUBLISHED).inp(random_lr(lr_side, device).unsqueeze(0))
@@ -334,10 +368,14 @@ def worker(job):
         lr_side, factor = job['sizes'][scale]
     if kind == 'query':  # the encoder is neither timed nor counted in the peak memory
         feat = encode_lr(model, device, lr_side, amp)
+    if variant == 'onnx':  # nor is the export
+        exported = onnx_export_of(model, MODEL_SPECS[job['model']], job['threads'])
     with PeakMemory(device) as peak:
         if kind == 'train':
             value = time_train(model, device, job['batch'], job['patch'], job['sample_q'],
                                job['train_iters'], job['warmup'], amp)
+        elif kind == 'render' and variant == 'onnx':
+            value = time_onnx_render(exported, lr_side, factor, job['chunk'], job['repeats'])
         elif kind == 'render':
             value = time_render(model, device, lr_side, factor, job['chunk'], job['repeats'], amp)
         else:
@@ -352,7 +390,7 @@ def default_devices():
     return ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
-VARIANTS = ('bf16', 'compile', 'channels_last')   # extra columns, each on the fast path
+VARIANTS = ('bf16', 'compile', 'channels_last', 'onnx')   # extra columns, each on the fast path
 
 
 def make_jobs(args):
@@ -366,13 +404,17 @@ def make_jobs(args):
     jobs = []
     for device in devices:
         bf16 = args.bf16 == 'on' or (args.bf16 == 'auto' and bf16_supported(device))
-        variants = [v for v, on in zip(VARIANTS, (bf16, args.compile, args.channels_last)) if on]
+        onnx = args.onnx and device == 'cpu'
+        variants = [v for v, on in zip(VARIANTS, (bf16, args.compile, args.channels_last, onnx))
+                    if on]
         for model in args.models:
             for task in args.tasks:
                 for impl in IMPLS:
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
                                  'impl': impl, 'variant': None})
                 for variant in variants:
+                    if variant == 'onnx' and not task.startswith('render'):
+                        continue
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
                                  'impl': 'fast', 'variant': variant})
             if bf16 and args.set5:
