@@ -16,12 +16,9 @@ Both datasets expose ``files`` (image paths, without repeats) and ``sizes`` (the
 before training starts.
 """
 import json
-import os
 import re
-import warnings
 from pathlib import Path
 
-from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -29,6 +26,7 @@ from datasets.cache import load_entry, prepare_bin_cache
 from datasets.checks import check_all, check_int, item_index
 from datasets.datasets import register
 from utils.errors import UserError
+from utils.image_files import folder_images
 from datasets.image_io import array_to_tensor, image_size, read_array, read_image, write_image
 
 CACHE_MODES = ('none', 'bin', 'in_memory')
@@ -51,16 +49,7 @@ def list_images(root_path, split_file=None, split_key=None, first_k=None):
     else:
         if split_key is not None:
             raise UserError(f'image folder {root}: split_key {split_key!r} given without split_file')
-        names, skipped = [], []
-        extensions = Image.registered_extensions()
-        for name in sorted(os.listdir(root)):
-            if name.startswith('.') or not (root / name).is_file():
-                continue
-            (names if Path(name).suffix.lower() in extensions else skipped).append(name)
-        if skipped:
-            warnings.warn(f'image folder {root}: skipping {len(skipped)} file(s) that are not '
-                          f'images: {", ".join(skipped[:5])}{" ..." if len(skipped) > 5 else ""}')
-        what = str(root)
+        names, what = folder_images(root), str(root)
     first_k = check_int(first_k, 'first_k', 1, f'image folder {root}', allow_none=True)
     if first_k is not None:
         names = names[:first_k]

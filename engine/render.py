@@ -61,6 +61,7 @@ from engine.checkpoint import unwrap
 from utils import render_plan
 from utils.coords import make_coord
 from utils.device import accurate_float
+from utils.image_files import attach_alpha
 # The tile, window and chunk arithmetic lives in utils/render_plan.py (torch-free, shared
 # with scripts/onnx_upscale.py); these names stay importable from here.
 from utils.render_plan import (DEFAULT_CHUNK, DEFAULT_TILE, DEFAULT_WINDOW,  # noqa: F401
@@ -498,6 +499,5 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
             image.paste(Image.fromarray(block), (left, top))
             bar.update(block.shape[0] * block.shape[1])
     if alpha is not None:
-        small = Image.fromarray(to_uint8_array(alpha)[..., 0])  # (h, w) uint8: mode L
-        image.putalpha(small.resize((width, height), Image.BICUBIC))  # in place for RGBA
+        attach_alpha(image, to_uint8_array(alpha)[..., 0])     # (h, w) uint8 levels
     return image

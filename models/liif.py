@@ -135,7 +135,27 @@ def shift_query(coord, vx, vy, eps, centres, offset=None):
     return shifted, rel_coord
 
 
-def shifted_code_lookup(coord, h, w, shifts, eps, fused, offsets=None):
+class LatentAxis:
+    """One axis of a latent grid of ``size`` cells, as the index lookups use it: its cell
+    centres and the numbers derived from ``size`` that are added to coordinates. They
+    are computed as Python computes them (in double) and rounded once to the
+    coordinates' dtype where they meet a tensor, as ``query_plain``'s own arithmetic
+    does. (``engine.onnx_graphs`` derives an axis whose size is known only when an
+    exported graph runs.)"""
+
+    def __init__(self, size):
+        self.size = size
+
+    def centres(self, like):
+        """``(size,)`` cell centres (``make_coord``) on ``like``'s device, in its dtype."""
+        return make_coord((self.size,), device=like.device, dtype=like.dtype)[:, 0]
+
+    def ratio(self, v):
+        """``v / size``: ``v`` half cells in coordinate units."""
+        return v / self.size
+
+
+def shifted_code_lookup(coord, h, w, shifts, eps, fused, offsets=None, axes=None):
     """``query_plain``'s choice of latent code for every query and ensemble shift, by
     index arithmetic instead of ``grid_sample`` (the same cells, ties included).
 
@@ -147,13 +167,16 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused, offsets=None):
         offsets: optional ``({vx: row amount}, {vy: column amount})``, what ``shift_query``
             adds for each shift value (numbers or ``(B, 1)`` tensors), instead of
             ``v / h + eps`` and ``v / w + eps``.
+        axes: ``(rows, cols)`` ``LatentAxis`` of the grid; default ``LatentAxis(h)``,
+            ``LatentAxis(w)``.
     Returns:
         ``index`` ``(B, Q, S)`` int64, the row of the picked code in a ``(B*h*w, D)``
         table (``flat_code_index``), and ``rel_coord`` ``(B, Q, S, 2)``, the unshifted
         query minus the picked cell's centre, in latent cells. Grouped by query, so that
         a block of queries holds all its shifts.
     """
-    rows, cols = axis_lookups(coord[..., 0], coord[..., 1], h, w, shifts, eps, fused, offsets)
+    rows, cols = axis_lookups(coord[..., 0], coord[..., 1], h, w, shifts, eps, fused, offsets,
+                              axes)
     index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
                             torch.stack([cols[vy][0] for _, vy in shifts], dim=-1), h, w)
     rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
@@ -161,26 +184,27 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused, offsets=None):
     return index, rel_coord
 
 
-def axis_lookups(row_coord, col_coord, h, w, shifts, eps, fused, offsets=None):
+def axis_lookups(row_coord, col_coord, h, w, shifts, eps, fused, offsets=None, axes=None):
     """The per-axis parts of ``shifted_code_lookup``: rows depend only on ``vx`` and columns
     only on ``vy``, so 2 + 2 lookups serve the 4 shifts.
 
     Args:
         row_coord, col_coord: the queries' row and column coordinates, any shapes (e.g.
             ``coord[..., 0]`` and ``coord[..., 1]``, or the two axes of a grid of queries);
-        h, w, shifts, eps, fused, offsets: as for ``shifted_code_lookup``.
+        h, w, shifts, eps, fused, offsets, axes: as for ``shifted_code_lookup``.
     Returns:
         ``rows``: ``{vx: (row index int64, rel_row)}`` shaped like ``row_coord``, and
         ``cols``: ``{vy: (column index, rel_col)}`` like ``col_coord``; ``rel_*`` is the
         unshifted query minus the picked cell's centre along that axis, in latent cells.
     """
-    row_centres = make_coord((h,), device=row_coord.device, dtype=row_coord.dtype)[:, 0]
-    col_centres = make_coord((w,), device=col_coord.device, dtype=col_coord.dtype)[:, 0]
+    row_axis, col_axis = axes or (LatentAxis(h), LatentAxis(w))
+    row_centres, col_centres = row_axis.centres(row_coord), col_axis.centres(col_coord)
     if offsets is None:
-        offsets = ({vx: vx / h + eps for vx, _ in shifts}, {vy: vy / w + eps for _, vy in shifts})
-    rows = {vx: _axis_lookup(row_coord, offsets[0][vx], h, row_centres, fused)
+        offsets = ({vx: row_axis.ratio(vx) + eps for vx, _ in shifts},
+                   {vy: col_axis.ratio(vy) + eps for _, vy in shifts})
+    rows = {vx: _axis_lookup(row_coord, offsets[0][vx], row_axis.size, row_centres, fused)
             for vx, _ in shifts}
-    cols = {vy: _axis_lookup(col_coord, offsets[1][vy], w, col_centres, fused)
+    cols = {vy: _axis_lookup(col_coord, offsets[1][vy], col_axis.size, col_centres, fused)
             for _, vy in shifts}
     return rows, cols
 
@@ -323,27 +347,9 @@ class LIIF(QueryPaths, nn.Module):
         fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
         if self.imnet is None:
             return self._nearest_code(prepared, coord, fused)
-        if self.cell_decode and cell is None:
-            raise ValueError('this LIIF model decodes cells (cell_decode=True): pass cell')
-
-        shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
-        index, rel_coord = shifted_code_lookup(coord, h, w, shifts, eps, fused)  # (B, Q, S[, 2])
-
-        # The first layer's inputs besides the latent code: rel_coord, rel_cell (the
-        # same for every shift of a query) and 1 for the bias.
-        rel = [rel_coord]
-        if self.cell_decode:
-            rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)     # (B, Q, 2)
-            rel.append(rel_cell.unsqueeze(-2).expand(-1, -1, len(shifts), -1))
-        rel.append(rel_coord.new_ones(rel_coord.shape[:-1] + (1,)))
-        rel = torch.cat(rel, dim=-1)                                                 # (B, Q, S, R+1)
+        index, rel, weights = self.fast_inputs(coord, cell, h, w, fused)
         first, rest = self.imnet.layers[0], self.imnet.layers[1:]
         _, w_rel = split_first_layer(first, first.in_features - (rel.shape[-1] - 1))
-        if self.local_ensemble:
-            weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)      # (B, Q, 4)
-        else:
-            weights = rel_coord.new_ones(rel_coord.shape[:-1])                       # (B, Q, 1)
-        index, rel, weights = index.flatten(0, 1), rel.flatten(0, 1), weights.flatten(0, 1)
 
         # Decode all shifts of a block of queries in one pass. Without autograd, blocks
         # bound the working set (cache- and allocator-friendly on CPU) and reuse one
@@ -370,6 +376,35 @@ class LIIF(QueryPaths, nn.Module):
             outs.append((preds * weights[block].unsqueeze(-1)).sum(dim=1))          # (m, out)
         out = torch.cat(outs)
         return out.view(b, coord.shape[1], out.shape[-1])
+
+    def fast_inputs(self, coord, cell, h, w, fused, axes=None):
+        """What ``query_fast`` decodes for each query and shift, before the codes.
+
+        Args:
+            coord, cell: as for ``query``, on an ``h x w`` latent grid; fused, axes: see
+                ``shifted_code_lookup``.
+        Returns:
+            ``index`` ``(B*Q, S)`` int64 rows of ``LIIFPrepared.codes``; ``rel`` ``(B*Q,
+            S, R+1)`` the first layer's inputs besides the latent code: ``rel_coord``,
+            ``rel_cell`` (the same for every shift of a query) and 1 for the bias; and
+            ``weights`` ``(B*Q, S)``, the local ensemble's (ones without it).
+        """
+        if self.cell_decode and cell is None:
+            raise ValueError('this LIIF model decodes cells (cell_decode=True): pass cell')
+        shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
+        index, rel_coord = shifted_code_lookup(coord, h, w, shifts, eps, fused,
+                                               axes=axes)                    # (B, Q, S[, 2])
+        rel = [rel_coord]
+        if self.cell_decode:
+            rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)     # (B, Q, 2)
+            rel.append(rel_cell.unsqueeze(-2).expand(-1, -1, len(shifts), -1))
+        rel.append(rel_coord.new_ones(rel_coord.shape[:-1] + (1,)))
+        rel = torch.cat(rel, dim=-1)                                                 # (B, Q, S, R+1)
+        if self.local_ensemble:
+            weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)      # (B, Q, 4)
+        else:
+            weights = rel_coord.new_ones(rel_coord.shape[:-1])                       # (B, Q, 1)
+        return index.flatten(0, 1), rel.flatten(0, 1), weights.flatten(0, 1)
 
     @staticmethod
     def _nearest_code(prepared, coord, fused):

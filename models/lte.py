@@ -226,19 +226,51 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
 
         return ensemble(preds, rel_coords) + bilinear_residual(prepared.inp, coord)
 
+    def fast_inputs(self, coord, cell, h, w, fused, axes=None):
+        """What ``query_fast`` decodes for each query and shift, before the table rows:
+        ``index`` ``(B*Q, 4)`` int64 rows of the table, ``rel_coord`` ``(B*Q, 4, 2)``,
+        the ensemble ``weights`` ``(B*Q, 4)`` and ``phase`` ``(B*Q, hidden/2)``, for
+        queries ``coord``/``cell`` ``(B, Q, 2)`` on an ``h x w`` latent grid (``fused``,
+        ``axes``: see ``models.liif.shifted_code_lookup``)."""
+        index, rel_coord = shifted_code_lookup(coord, h, w, ENSEMBLE_SHIFTS, SHIFT_EPS,
+                                               fused, axes=axes)            # (B, Q, 4[, 2])
+        weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)  # (B, Q, 4)
+        rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)  # no host copy
+        phase = self.phase(rel_cell)                                         # (B, Q, hidden/2)
+        return (index.flatten(0, 1), rel_coord.flatten(0, 1), weights.flatten(0, 1),
+                phase.flatten(0, 1))
+
+    def decode_table_rows(self, table, index, rel_coord, phase, plan, workspace=None):
+        """Decoder outputs ``(m, 4, out)`` of ``m`` queries from the table rows ``index``
+        ``(m, 4)`` picks (``fast_inputs``' values for the block; ``phase`` ``(m,
+        hidden/2)``); ``plan`` from ``rows_plan``. With a ``DecodeWorkspace`` (no
+        autograd) the gather and the products write into its buffers."""
+        m, s = index.shape
+        hidden = table.shape[1] // 2
+        flat = index.reshape(-1)
+        if workspace is None:
+            rows = table.index_select(0, flat)
+        else:
+            rows = torch.index_select(table, 0, flat,
+                                      out=workspace.take(0, m * s, table.shape[1], table))
+        rows = rows.view(m, s, table.shape[1])
+        coef = rows[..., :hidden]
+        f_row, f_col = rows[..., hidden:].chunk(2, dim=-1)
+        basis = fourier_basis(f_row, f_col, rel_coord, phase.unsqueeze(1))
+        if workspace is None:
+            x = coef * basis
+        else:       # the decoder's first layer then writes over the gathered rows
+            out = workspace.take(1, m * s, hidden, table).view(m, s, hidden)
+            x = torch.mul(coef, basis.to(table.dtype), out=out)
+        pred = self.decode_rows(x.view(m * s, hidden), plan, workspace)
+        return pred.view(m, s, pred.shape[-1])
+
     def query_fast(self, prepared, coord, cell):
         """``query_plain``'s function with less work (see the module docstring)."""
         b, q = coord.shape[:2]
         h, w = prepared.size
-        hidden = prepared.table.shape[1] // 2
         fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
-        index, rel_coord = shifted_code_lookup(coord, h, w, ENSEMBLE_SHIFTS, SHIFT_EPS,
-                                               fused)                       # (B, Q, 4[, 2])
-        weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)  # (B, Q, 4)
-        rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)  # no host copy
-        phase = self.phase(rel_cell)                                         # (B, Q, hidden/2)
-        index, rel_coord = index.flatten(0, 1), rel_coord.flatten(0, 1)
-        weights, phase = weights.flatten(0, 1), phase.flatten(0, 1)
+        index, rel_coord, weights, phase = self.fast_inputs(coord, cell, h, w, fused)
 
         # With autograd one pass (a block's gather backward would zero-fill a gradient
         # as large as the table); without, blocks bound the working set and write into
@@ -257,24 +289,8 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
         outs = []
         for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
             block = slice(start, start + block_size)
-            m, s = index[block].shape
-            flat = index[block].reshape(-1)
-            if workspace is None:
-                rows = table.index_select(0, flat)
-            else:
-                rows = torch.index_select(table, 0, flat,
-                                          out=workspace.take(0, m * s, table.shape[1], table))
-            rows = rows.view(m, s, table.shape[1])
-            coef = rows[..., :hidden]
-            f_row, f_col = rows[..., hidden:].chunk(2, dim=-1)
-            basis = fourier_basis(f_row, f_col, rel_coord[block], phase[block].unsqueeze(1))
-            if workspace is None:
-                x = coef * basis
-            else:       # the decoder's first layer then writes over the gathered rows
-                out = workspace.take(1, m * s, hidden, table).view(m, s, hidden)
-                x = torch.mul(coef, basis.to(table.dtype), out=out)
-            pred = self.decode_rows(x.view(m * s, hidden), plan, workspace)
-            pred = pred.view(m, s, pred.shape[-1])
+            pred = self.decode_table_rows(table, index[block], rel_coord[block], phase[block],
+                                          plan, workspace)                   # (m, 4, out)
             outs.append((pred * weights[block].unsqueeze(-1)).sum(dim=1))    # (m, out)
         out = torch.cat(outs)
         out = out.view(b, q, out.shape[-1])

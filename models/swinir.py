@@ -195,19 +195,29 @@ class SwinTransformerBlock(nn.Module):
         x = self.norm1(x).view(b, h, w, c)
         if self.shift:
             x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
-            if tuple(size) == self.resolution:
+            if at_resolution(size, self.resolution):
                 mask = self.attn_mask
         else:
             mask = None
         windows = window_partition(x, self.window).view(b, -1, self.window ** 2, c)
+        n = windows.shape[1]
+        # (exported, the number of windows is symbolic: one chunk)
+        chunks = [(0, n)] if torch.compiler.is_exporting() else _chunks(n, ATTENTION_CHUNK)
         out = torch.cat([self.attn(windows[:, s:e].reshape(-1, self.window ** 2, c),
                                    None if mask is None else mask[s:e]).view(b, e - s, -1, c)
-                         for s, e in _chunks(windows.shape[1], ATTENTION_CHUNK)], dim=1)
+                         for s, e in chunks], dim=1)
         x = window_reverse(out.view(-1, self.window, self.window, c), self.window, h, w)
         if self.shift:
             x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
         x = shortcut + self.drop_path(x.reshape(b, h * w, c))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def at_resolution(size, resolution):
+    """Whether token maps of ``size`` have the training ``resolution`` (whose shift mask
+    is a buffer). Never while exporting to ONNX: the size is symbolic and the graph makes
+    the mask at run time (the buffer holds the same values)."""
+    return not torch.compiler.is_exporting() and tuple(size) == tuple(resolution)
 
 
 def _chunks(n, step):
@@ -312,9 +322,12 @@ class SwinIR(nn.Module):
         self.apply(_init_weights)
 
     def pad_to_window(self, x):
-        """Reflect-pad ``(B, C, h, w)`` on the bottom and right to multiples of the window."""
+        """Reflect-pad ``(B, C, h, w)`` on the bottom and right to multiples of the window.
+        (Exported to ONNX, the size is symbolic: no check, and always a pad, maybe of 0.)"""
         h, w = x.shape[-2:]
         pad_h, pad_w = (-h) % self.window_size, (-w) % self.window_size
+        if torch.compiler.is_exporting():
+            return F.pad(x, (0, pad_w, 0, pad_h), 'reflect')
         if pad_h >= h or pad_w >= w:
             raise UserError(f'swinir needs inputs of at least {self.window_size // 2 + 1} pixels '
                             f'per side (or a multiple of {self.window_size}), got {h}x{w}')
@@ -324,7 +337,7 @@ class SwinIR(nn.Module):
         """The run-time shift mask for token maps of ``size``, or ``None`` when no block
         needs one (the training size uses each block's buffer)."""
         block = self.layers[0].residual_group.blocks[-1] if self.layers else None
-        if block is None or not block.shift or tuple(size) == block.resolution:
+        if block is None or not block.shift or at_resolution(size, block.resolution):
             return None
         return shifted_window_mask(size, block.window, block.shift).to(device)
 

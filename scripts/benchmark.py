@@ -8,6 +8,7 @@
     python scripts/benchmark.py --models edsr-baseline-liif --devices cpu --tasks render-x4 train
     python scripts/benchmark.py --set5 load/benchmark/Set5/HR --weights edsr-baseline-liif=edsr-baseline-liif.pth
     python scripts/benchmark.py --json bench.json      # also write every figure as JSON
+    python scripts/benchmark.py --models edsr-baseline-liif edsr-baseline-lte --tasks render-x4 render-x30 --onnx
     python scripts/benchmark.py --models edsr-baseline-ciaosr --tasks render-x4 render-x12 train render-x4-500
 
 Tasks (random weights unless --weights: speed and memory do not depend on them):
@@ -46,7 +47,9 @@ trained checkpoint: with random weights the change only shows bf16's rounding.
 
 ``--compile`` / ``--channels-last``: columns with the fast path under ``torch.compile``
 (the timed runs come after the compiling warm-up) or with a channels-last encoder
-(``engine.throughput``).
+(``engine.throughput``). ``--onnx``: a column for the render tasks on the CPU, the model
+exported to ONNX (``engine.onnx_export``, not timed) and rendered by onnxruntime's CPU
+provider with ``utils.onnx_render`` (scripts/onnx_upscale.py's renderer, docs/deploy.md).
 
 MACs/px (render and query rows): multiply-adds per output pixel of the fast path, counted
 from the shapes of the products that run (``torch.utils.flop_counter``: matrix products and
@@ -145,6 +148,10 @@ def parse_args(argv=None):
     for flag, what in (('--compile', 'under torch.compile'),
                        ('--channels-last', 'with a channels-last encoder')):
         parser.add_argument(flag, action='store_true', help=f'a column: the fast path {what}')
+    parser.add_argument('--onnx', action='store_true',
+                        help='a column: the render tasks on the CPU with the model exported to '
+                             'ONNX and rendered by onnxruntime (CPU provider, '
+                             'scripts/onnx_upscale.py\'s renderer; needs requirements-deploy.txt)')
     parser.add_argument('--set5', default=None,
                         help='folder of the Set5 HR images for the bf16 PSNR change')
     parser.add_argument('--weights', nargs='*', default=[], metavar='MODEL=CKPT',
@@ -253,6 +260,33 @@ def time_render(model, device, lr_side, scale, chunk, repeats, autocast_dtype):
         synchronize(device)
         start = time.perf_counter()
         render(model, lr, size, data_norm, chunk=chunk, amp_dtype=autocast_dtype)  # ends on the host
+        seconds.append(time.perf_counter() - start)
+    return size[0] * size[1] / min(seconds)
+
+
+def onnx_export_of(model, spec, threads):
+    """``model`` (built from ``spec``) exported to ONNX (``engine.onnx_export``) and loaded
+    into onnxruntime's CPU provider (``utils.onnx_render.ExportedModel``)."""
+    import tempfile
+
+    from engine.onnx_export import export
+    from utils.onnx_render import ExportedModel
+    with tempfile.TemporaryDirectory() as folder:
+        export(model, spec, folder, DataNorm(PUBLISHED).spec)
+        return ExportedModel(folder, threads=threads or 0)     # the files are read here
+
+
+def time_onnx_render(exported, lr_side, scale, chunk, repeats):
+    """``time_render`` for an ONNX export rendered by onnxruntime on the CPU with
+    ``utils.onnx_render.render``, the path of scripts/onnx_upscale.py."""
+    from utils.onnx_render import render as onnx_render
+    lr = random_lr(lr_side, torch.device('cpu')).numpy()
+    size = (lr_side * scale, lr_side * scale)
+    onnx_render(exported, lr, size, chunk=chunk)                                 # warm-up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        onnx_render(exported, lr, size, chunk=chunk)
         seconds.append(time.perf_counter() - start)
     return size[0] * size[1] / min(seconds)
 
@@ -407,10 +441,14 @@ def worker(job):
         lr_side, factor = job['sizes'][scale]
     if kind == 'query':  # the encoder is neither timed nor counted in the peak memory
         feat = encode_lr(model, device, lr_side, amp)
+    if variant == 'onnx':  # nor is the export
+        exported = onnx_export_of(model, MODEL_SPECS[job['model']], job['threads'])
     with PeakMemory(device) as peak:
         if kind == 'train':
             value = time_train(model, device, job['batch'], job['patch'], job['sample_q'],
                                job['train_iters'], job['warmup'], amp)
+        elif kind == 'render' and variant == 'onnx':
+            value = time_onnx_render(exported, lr_side, factor, job['chunk'], job['repeats'])
         elif kind == 'render':
             value = time_render(model, device, lr_side, factor, job['chunk'], job['repeats'], amp)
         else:
@@ -425,7 +463,7 @@ def default_devices():
     return ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
-VARIANTS = ('bf16', 'compile', 'channels_last')   # extra columns, each on the fast path
+VARIANTS = ('bf16', 'compile', 'channels_last', 'onnx')   # extra columns, each on the fast path
 
 
 def make_jobs(args):
@@ -439,7 +477,9 @@ def make_jobs(args):
     jobs = []
     for device in devices:
         bf16 = args.bf16 == 'on' or (args.bf16 == 'auto' and bf16_supported(device))
-        variants = [v for v, on in zip(VARIANTS, (bf16, args.compile, args.channels_last)) if on]
+        onnx = args.onnx and device == 'cpu'
+        variants = [v for v, on in zip(VARIANTS, (bf16, args.compile, args.channels_last, onnx))
+                    if on]
         impls = ('fast',) if args.lmf else IMPLS
         for model in args.models:
             for task in args.tasks:
@@ -447,6 +487,8 @@ def make_jobs(args):
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
                                  'impl': impl, 'variant': None})
                 for variant in variants:
+                    if variant == 'onnx' and not task.startswith('render'):
+                        continue
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
                                  'impl': 'fast', 'variant': variant})
             scales = sorted({sizes[t.partition('-')[2]][1] for t in args.tasks if t != 'train'})

@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-PYTHON=$PYTHON bash scripts/install_requirements.sh requirements-dev.txt requirements-viewer.txt
+# requirements-deploy.txt: the ONNX export tests run in CI too
+PYTHON=$PYTHON bash scripts/install_requirements.sh requirements-dev.txt requirements-viewer.txt \
+  requirements-deploy.txt
 # The viewer's browser test drives Debian's chromium (never a downloaded browser): install
 # it when missing where we may (root with apt-get, as in CI); elsewhere that test is skipped.
 if ! command -v chromium >/dev/null 2>&1; then

@@ -1,5 +1,6 @@
 """utils.render_plan: the torch-free tile/window/chunk arithmetic, against hand-computed
-values, and the same numbers from numpy as from PyTorch (engine/render.py)."""
+values, and the same numbers from numpy as from PyTorch (engine/render.py); the torch-free
+image conversions of utils.image_files equal datasets.image_io's."""
 import subprocess
 import sys
 from pathlib import Path
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.image_io import array_to_tensor, to_8bit_levels
 from engine.render import window_axis as torch_window_axis
 from utils import render_plan as plan
 from utils.coords import clip_cell, make_coord
+from utils.image_files import array_to_float, float_to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,9 +134,22 @@ def test_window_cell_hand_computed_and_equal_to_clip_cell():
         assert torch.equal(torch.tensor(cell), clip_cell(unclipped, (9, 7), scale_max))
 
 
-def test_the_module_needs_no_torch():
+def test_float_to_uint8_is_to_8bit_levels():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.uniform(-0.2, 1.2, 5000),
+                             (np.arange(256) + 0.5) / 255,           # halfway between levels
+                             [0, 1, -0.0, 1e-9, 1 - 1e-9]]).astype(np.float32).reshape(1, 1, -1)
+    expected = to_8bit_levels(torch.from_numpy(values)).numpy()
+    assert np.array_equal(float_to_uint8(values), expected.astype(np.uint8))
+    for arr in (np.arange(256, dtype=np.uint8), np.arange(0, 65536, 7, dtype=np.uint16)):
+        arr = arr.reshape(1, -1, 1)
+        assert np.array_equal(array_to_float(arr),
+                              array_to_tensor(arr).permute(1, 2, 0).numpy())
+
+
+def test_the_shared_modules_need_no_torch():
     code = ('import sys; sys.modules["torch"] = None\n'
-            'import utils.render_plan\n'
+            'import utils.render_plan, utils.image_files, utils.upscale_cli, utils.onnx_render\n'
             'print("ok")')
     done = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)

@@ -1,0 +1,250 @@
+"""The two graphs of an exported model, as PyTorch modules that ``engine.onnx_export``
+hands to the ONNX exporter (and that the tests run as they are).
+
+An arbitrary-scale model is two functions: the **encoder graph** takes the normalised
+LR image ``lr (1, 3, h, w)`` and returns the model's per-image *state*: one or more maps
+``(1, h, w, C_i)``, channels last, one row per latent cell (the fast query's tables:
+its per-image work, ``prepare``, is done here); the **query graph** takes those maps (or
+a window of them: any crop, in whose frame the coordinates are given), coordinates
+``coord (1, Q, 2)`` and cells ``cell (1, Q, 2)`` (row, col; ``utils/coords.py``) and
+returns ``(1, Q, 3)`` (normalised, as ``model.query``). Each family says how in an
+``ExportAdapter`` (``ADAPTERS``, by registry name):
+
+- ``state_names``: the state maps, in order;
+- ``state_radius``: LR pixels per side that one latent cell of the state sees beyond the
+  encoder's receptive radius (a 3x3 convolution folded in from ``prepare`` adds 1), so
+  that the state can be computed in tiles exactly (``engine/render.py``);
+- ``encoder()`` / ``query()``: the two modules.
+
+The query graphs are the fast paths' index arithmetic and gathers (``shifted_code_lookup``,
+``nearest_index``, ``decode_block``...), never ``grid_sample``, whose nearest-mode rounding
+differs between runtimes: they pick the latent codes ``query_plain`` picks, ties included,
+for the rounding of ``grid_sample`` on the CPU that exports (``fused``, recorded in
+model.json). Numbers derived from the grid's size (``1 / h``...) are computed in float64
+and rounded once, as the PyTorch model computes them from Python integers: the exporter
+would compute them in float32 (``SymbolicAxis``).
+
+A new family adds an adapter here (and a line in ``ADAPTERS``); a model that cannot be
+exported has its reason in ``NOT_EXPORTABLE``.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.liif import CLAMP_EPS, SHIFT_EPS, LatentAxis, nearest_code
+from models.liif_fast import decode_block, decoder_plan, fast_query_supported, split_first_layer
+from utils.coords import nearest_index
+from utils.errors import UserError
+from utils.render_plan import pixel_centres
+
+
+class SymbolicAxis(LatentAxis):
+    """A ``LatentAxis`` whose ``size`` is a dimension of an input, known when the exported
+    graph runs. The exporter computes Python arithmetic on such sizes in float32; the
+    model rounds ``v / size`` and the cell centres from double, so here they are computed
+    in float64 tensors and rounded once where they meet the float32 coordinates (casts
+    in the graph). Exact integer products (``size / 2``, ``x * size``) need nothing."""
+
+    def __init__(self, size):
+        super().__init__(size)
+        self.size64 = torch.full((), size, dtype=torch.float64)
+
+    def centres(self, like):
+        index = torch.arange(self.size, device=like.device, dtype=like.dtype)
+        return pixel_centres(index, self.size64)
+
+    def ratio(self, v):
+        # tensor / tensor: an ONNX Div (``v / tensor`` would be reciprocal times v)
+        return self.size64.new_full((), v) / self.size64
+
+
+def as_map(rows, h, w):
+    """``(h*w, C)`` rows of one image, ``(i, j)`` row-major -> the map ``(1, h, w, C)``."""
+    return rows.view(1, h, w, rows.shape[-1])
+
+
+def as_rows(state):
+    """``(1, h, w, C)`` map -> ``(h*w, C)`` rows (``flat_code_index``'s order)."""
+    return state.reshape(-1, state.shape[-1])
+
+
+class ExportAdapter:
+    """How a model family is exported (see the module docstring). ``fused``: the
+    ``grid_sample`` rounding the query reproduces (``utils.coords.nearest_index``)."""
+
+    state_names = ('state',)
+    state_radius = 0
+
+    def __init__(self, model, fused):
+        self.model, self.fused = model, fused
+        if hasattr(model, 'query_impl'):
+            model.query_impl = 'fast'       # the graphs are the fast path's
+
+    def encoder(self):
+        return _Graph(self.encode)
+
+    def query(self):
+        return _Graph(self.answer)
+
+    def encode(self, lr):
+        """The encoder graph: ``lr (1, 3, h, w)``, normalised -> the state maps ``(1, h,
+        w, C_i)`` (a tuple in ``state_names`` order when there are several)."""
+        raise NotImplementedError
+
+    def answer(self, *inputs):
+        """The query graph: the state maps (or a window of them), ``coord`` and ``cell``
+        ``(1, Q, 2)`` in that window's frame -> ``(1, Q, out_dim)``, as ``model.query``."""
+        raise NotImplementedError
+
+
+class _Graph(nn.Module):
+    """A module whose forward is one adapter method (what ``torch.onnx.export`` takes)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.owner = fn.__self__.model      # registers the weights as the module's own
+
+    def forward(self, *inputs):
+        return self.fn(*inputs)
+
+
+class LIIFExport(ExportAdapter):
+    """LIIF, every switch: state ``codes (1, h, w, D)``, the fast path's projected latent
+    codes (the first decoder layer applied to each unfolded code, a 3x3 convolution with
+    ``feat_unfold``), or the raw latent codes without a decoder."""
+
+    state_names = ('codes',)
+
+    def __init__(self, model, fused):
+        super().__init__(model, fused)
+        if not fast_query_supported(model.imnet):
+            raise UserError(f'liif with decoder {type(model.imnet).__name__}: the exported '
+                            "query is the fast path's, which needs the registry's mlp decoder")
+        self.state_radius = 1 if model.feat_unfold and model.imnet is not None else 0
+
+    def encode(self, lr):
+        feat = self.model.encode(lr)
+        prepared = self.model.prepare(feat)
+        return as_map(prepared.codes, *feat.shape[-2:])
+
+    def answer(self, codes, coord, cell):
+        b, h, w, d = codes.shape
+        rows = as_rows(codes)
+        if self.model.imnet is None:
+            return nearest_code(rows, coord, (h, w), self.fused)
+        index, rel, weights = self.model.fast_inputs(coord, cell, h, w, self.fused,
+                                                     (SymbolicAxis(h), SymbolicAxis(w)))
+        first, rest = self.model.imnet.layers[0], self.model.imnet.layers[1:]
+        _, w_rel = split_first_layer(first, first.in_features - (rel.shape[-1] - 1))
+        preds = decode_block(rows, index, rel, w_rel, decoder_plan(rest))   # (Q, S, out)
+        return (preds * weights.unsqueeze(-1)).sum(dim=1).view(b, coord.shape[1], -1)
+
+
+class LTEExport(ExportAdapter):
+    """LTE and LTE+: state ``table (1, h, w, 2 hidden)`` (amplitudes, then row and column
+    frequencies: the fast path's table) and ``inp (1, h, w, 3)``, the normalised input of
+    the global residual, which the query samples bilinearly by index arithmetic
+    (``bilinear_border``)."""
+
+    state_names = ('table', 'inp')
+    state_radius = 1                        # the coef and freq 3x3 convolutions
+
+    def encode(self, lr):
+        prepared = self.model.prepare(self.model.encode(lr))
+        h, w = prepared.size
+        return as_map(prepared.table, h, w), prepared.inp.permute(0, 2, 3, 1)
+
+    def answer(self, table, inp, coord, cell):
+        b, h, w, d = table.shape
+        index, rel_coord, weights, phase = self.model.fast_inputs(
+            coord, cell, h, w, self.fused, (SymbolicAxis(h), SymbolicAxis(w)))
+        preds = self.model.decode_table_rows(as_rows(table), index, rel_coord, phase,
+                                             self.model.rows_plan())          # (Q, 4, out)
+        out = (preds * weights.unsqueeze(-1)).sum(dim=1).view(b, coord.shape[1], -1)
+        return out + bilinear_border(inp, coord)
+
+
+class MetaSRExport(ExportAdapter):
+    """Meta-SR: state ``feat (1, h, w, C)``, the latent codes; the query gathers the 3x3
+    neighbourhood of the code under each output pixel's corner (zero outside the grid, as
+    ``unfold_3x3``) by index arithmetic where ``MetaSR.query`` samples an unfolded map."""
+
+    state_names = ('feat',)
+
+    def encode(self, lr):
+        return self.model.encode(lr).permute(0, 2, 3, 1)
+
+    def answer(self, feat, coord, cell):
+        b, h, w, c = feat.shape
+        q = coord.shape[1]
+        pixel_corner = coord - cell / 2                 # MetaSR.query's arithmetic
+        lookup = (pixel_corner + SHIFT_EPS).clamp(-1 + CLAMP_EPS, 1 - CLAMP_EPS)
+        rows = nearest_index(lookup[..., 0], h, self.fused)            # (B, Q)
+        cols = nearest_index(lookup[..., 1], w, self.fused)
+        # The zero-padded grid as rows; neighbour (dy, dx) of code (i, j) is its code
+        # (i + dy, j + dx), window position k = 3 dy + dx of unfold_3x3.
+        table = as_rows(F.pad(feat, (0, 0, 1, 1, 1, 1)))
+        neighbours = [table[(rows + dy) * (w + 2) + cols + dx] for dy in range(3) for dx in range(3)]
+        latent = torch.stack(neighbours, dim=-1).reshape(b * q, 1, c * 9)   # channel c*9 + k
+        row_axis, col_axis = SymbolicAxis(h), SymbolicAxis(w)
+        latent_corner = torch.stack([row_axis.centres(coord)[rows] - row_axis.ratio(1),
+                                     col_axis.centres(coord)[cols] - col_axis.ratio(1)], dim=-1)
+        rel_coord = pixel_corner - latent_corner      # in [0, 1) latent cells after scaling
+        rel_coord = torch.stack([rel_coord[..., 0] * (h / 2), rel_coord[..., 1] * (w / 2)], dim=-1)
+        inv_scale = cell[..., :1] * (h / 2)
+        weights = self.model.imnet(torch.cat([rel_coord, inv_scale], dim=-1))
+        out = torch.bmm(latent, weights.view(b * q, c * 9, 3))
+        return out.view(b, q, 3)
+
+
+def bilinear_border(image, coord):
+    """``image (1, h, w, C)`` sampled bilinearly at ``coord (1, Q, 2)`` (row, col) with
+    border padding, ``align_corners=False``, by index arithmetic: LTE's global residual
+    (``models.lte.bilinear_residual``, equal within float rounding). Returns ``(1, Q, C)``."""
+    _, h, w, c = image.shape
+    row0, row1, row_frac = _bilinear_axis(coord[..., 0], h)
+    col0, col1, col_frac = _bilinear_axis(coord[..., 1], w)
+    table = as_rows(image)
+
+    def pixel(rows, cols):
+        return table[rows * w + cols]                                 # (1, Q, C)
+    row_frac, col_frac = row_frac.unsqueeze(-1), col_frac.unsqueeze(-1)
+    return (pixel(row0, col0) * ((1 - row_frac) * (1 - col_frac))
+            + pixel(row0, col1) * ((1 - row_frac) * col_frac)
+            + pixel(row1, col0) * (row_frac * (1 - col_frac))
+            + pixel(row1, col1) * (row_frac * col_frac))
+
+
+def _bilinear_axis(coord_axis, size):
+    """One axis of ``bilinear_border``: ``grid_sample``'s pixel coordinate ``(x + 1) *
+    size / 2 - 1/2`` clipped to ``[0, size - 1]`` -> the two pixels around it (int64) and
+    the weight of the second."""
+    u = ((coord_axis + 1) * (size / 2) - 0.5).clamp(0, size - 1)
+    first = u.floor()
+    frac = u - first
+    first = first.long()
+    return first, (first + 1).clamp(max=size - 1), frac
+
+
+ADAPTERS = {'liif': LIIFExport, 'lte': LTEExport, 'lte-fast': LTEExport,
+            'metasr': MetaSRExport}
+NOT_EXPORTABLE = {
+    'bicubic': "the bicubic baseline is Pillow's resize, not a network: resize with Pillow",
+}
+
+
+def export_adapter(name, model, fused):
+    """The ``ExportAdapter`` of ``model`` (registry ``name``), or a ``UserError`` that
+    says in one line why it cannot be exported."""
+    if name in NOT_EXPORTABLE:
+        raise UserError(f'model {name!r} cannot be exported to ONNX: {NOT_EXPORTABLE[name]}')
+    if not hasattr(model, 'query'):
+        raise UserError(f'model {name!r} cannot be exported to ONNX: it is not an '
+                        'arbitrary-scale model (no encode/query): export it as any '
+                        'image-to-image network')
+    if name not in ADAPTERS:
+        raise UserError(f'model {name!r} cannot be exported to ONNX yet: it has no export '
+                        f'adapter (exportable: {", ".join(sorted(ADAPTERS))}; see '
+                        'engine/onnx_graphs.py)')
+    return ADAPTERS[name](model, fused)

@@ -1,0 +1,194 @@
+"""Running an exported model (``scripts/export_onnx.py``'s folder) with onnxruntime, and
+rendering images with it: numpy, Pillow and onnxruntime only, no PyTorch.
+
+    model = ExportedModel('export/edsr-baseline-liif')      # model.json, encoder.onnx, query.onnx
+    image = render(model, lr, (H, W))                       # lr: (3, h, w) float32 in [0, 1]
+
+The renderer is ``engine/render.py``'s, step for step, on the same arithmetic
+(``utils/render_plan.py``): the LR image is encoded in tiles grown by the state's
+receptive radius (model.json ``encoder_radius``; whole when ``null``), each tile decoded
+in windows of latent cells with ``window_margin`` cells of context, whose output pixels
+are queried in chunks with the window's own coordinates and cells. So its output equals
+``demo.py``'s for the same checkpoint up to float rounding (one 8-bit level at most,
+tested). model.json's fields are described in docs/deploy.md.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from utils import render_plan
+from utils.errors import UserError
+from utils.image_files import attach_alpha, float_to_uint8
+from utils.render_plan import DEFAULT_TILE, DEFAULT_WINDOW, grow
+
+FORMAT = 'liif-onnx'        # model.json's "format"
+FORMAT_VERSION = 1
+# Queries per query call. onnxruntime holds a whole call's intermediate values (every
+# ensemble shift of every query, per layer) where the PyTorch fast path decodes in
+# blocks of 1024. Measured, onnx_upscale.py with EDSR-baseline-LIIF, 128 -> 512 pixels:
+# 297 MB peak for the whole process at 8192, 663 MB at demo.py's 30000.
+ONNX_CHUNK = 8192
+
+
+def onnxruntime_module():
+    """``onnxruntime``, or a ``UserError`` saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError('onnxruntime is not installed: pip install -r requirements-deploy.txt') from None
+    return onnxruntime
+
+
+def read_model_json(folder):
+    """The checked ``model.json`` of an export folder (``UserError`` naming what is wrong)."""
+    path = Path(folder) / 'model.json'
+    if not path.is_file():
+        raise UserError(f'{folder}: not an export folder (no model.json; make one with '
+                        'scripts/export_onnx.py)')
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f'{path}: unreadable ({e})') from None
+    if not isinstance(info, dict) or info.get('format') != FORMAT:
+        raise UserError(f'{path}: not a model.json of scripts/export_onnx.py (format {FORMAT!r})')
+    if info.get('format_version') != FORMAT_VERSION:
+        raise UserError(f'{path}: format_version {info.get("format_version")!r}, this code '
+                        f'reads {FORMAT_VERSION}: export the checkpoint again')
+    return info
+
+
+class ExportedModel:
+    """An export folder loaded into two onnxruntime sessions (CPU provider by default).
+
+    Attributes:
+        info: model.json; state_names: the encoder's outputs, the query's first inputs;
+        encoder_radius, window_margin: the render hints (``None``: not tiled / one window).
+    """
+
+    def __init__(self, folder, providers=('CPUExecutionProvider',), threads=0):
+        ort = onnxruntime_module()
+        self.folder = Path(folder)
+        self.info = read_model_json(folder)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads          # 0: onnxruntime's default
+        self.encoder_session, self.query_session = (
+            ort.InferenceSession(str(self.folder / self.info[part]['file']), options,
+                                 providers=list(providers)) for part in ('encoder', 'query'))
+        self.state_names = [o['name'] for o in self.info['encoder']['outputs']]
+        self.query_inputs = [i['name'] for i in self.info['query']['inputs']]
+        self.encoder_radius = self.info['encoder_radius']
+        self.window_margin = self.info['window_margin']
+        norm = self.info['data_norm']
+        self.norm = {part: tuple(np.asarray(norm[part][key], dtype=np.float32)
+                                 for key in ('sub', 'div')) for part in ('inp', 'gt')}
+
+    def normalise(self, lr):
+        """``(1, 3, h, w)`` image in ``[0, 1]`` -> the encoder's input (``DataNorm.inp``)."""
+        sub, div = (v.reshape(1, -1, 1, 1) for v in self.norm['inp'])
+        return (lr - sub) / div
+
+    def denormalise(self, pred):
+        """``(..., 3)`` query output -> values in image range, not clamped (``DataNorm.denorm``)."""
+        sub, div = self.norm['gt']
+        return pred * div + sub
+
+    def encode(self, inp):
+        """``(1, 3, h, w)`` float32 normalised input -> the state maps ``[(1, h, w, C_i)]``."""
+        return self._run(self.encoder_session, {'lr': np.ascontiguousarray(inp, dtype=np.float32)},
+                         f'encoder.onnx on a {inp.shape[2]}x{inp.shape[3]} input')
+
+    def query(self, states, coord, cell):
+        """State maps (of a window), ``coord``/``cell`` ``(1, Q, 2)`` -> ``(1, Q, 3)``."""
+        feeds = {name: np.ascontiguousarray(state) for name, state in zip(self.state_names, states)}
+        feeds['coord'], feeds['cell'] = coord.astype(np.float32), cell.astype(np.float32)
+        return self._run(self.query_session, {k: feeds[k] for k in self.query_inputs},
+                         f'query.onnx on {coord.shape[1]} queries')[0]
+
+    def _run(self, session, feeds, what):
+        """``session.run``; onnxruntime's failures (e.g. an input too small for the
+        encoder) as a one-line ``UserError``."""
+        try:
+            return session.run(None, feeds)
+        except Exception as e:      # onnxruntime's error classes live in its pybind module
+            if type(e).__module__.split('.')[0] != 'onnxruntime':
+                raise
+            reason = ' '.join(str(e).split())
+            raise UserError(f'{self.folder}: {what} failed in onnxruntime: {reason}') from None
+
+
+def _arange(first, last, precise):
+    return np.arange(first, last, dtype=np.float64 if precise else np.float32)
+
+
+def _crop(states, rows, cols, offset=(0, 0)):
+    """The latent cells ``rows x cols`` of state maps that start at cell ``offset``."""
+    return [s[:, rows[0] - offset[0]:rows[1] - offset[0], cols[0] - offset[1]:cols[1] - offset[1]]
+            for s in states]
+
+
+def encode_region(model, inp, rows, cols, radius):
+    """State maps of the region ``rows x cols`` of ``inp``, encoded with ``radius`` more
+    pixels per side (clipped at the border) so that they equal the whole image's
+    (``engine.render.encode_region``)."""
+    h, w = inp.shape[-2:]
+    grown_rows, grown_cols = grow(rows, radius, h), grow(cols, radius, w)
+    states = model.encode(inp[:, :, grown_rows[0]:grown_rows[1], grown_cols[0]:grown_cols[1]])
+    return _crop(states, rows, cols, (grown_rows[0], grown_cols[0]))
+
+
+def render_blocks(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE,
+                  window=DEFAULT_WINDOW, scale_max=None):
+    """``engine.render.render_blocks`` with an ``ExportedModel``: a generator of ``(top,
+    left, rgb)`` blocks, ``rgb`` ``(rows, cols, 3)`` float32 (de-normalised, not clamped),
+    covering the output of ``size = (H, W)`` once. ``lr``: ``(3, h, w)`` float32 in ``[0,
+    1]``; ``tile`` ``None``/0: encode whole; ``scale_max``: LTE's cell clipping."""
+    out_size = (int(size[0]), int(size[1]))
+    h, w = lr.shape[-2:]
+    radius = render_plan.tiling_radius((h, w), tile, model.encoder_radius)
+    window, margin = render_plan.window_layout((h, w), window, model.window_margin)
+    inp = model.normalise(lr[None].astype(np.float32))
+    whole = model.encode(inp) if radius is None else None
+    for tile_rows, tile_cols in render_plan.encoder_tiles((h, w), tile, radius):
+        feat_rows, feat_cols = grow(tile_rows, margin, h), grow(tile_cols, margin, w)
+        if whole is None:
+            states = encode_region(model, inp, feat_rows, feat_cols, radius)
+        else:
+            states = _crop(whole, feat_rows, feat_cols)
+        for win in render_plan.tile_windows(tile_rows, tile_cols, (h, w), out_size, window, margin):
+            yield from _decode_window(model, states, (feat_rows[0], feat_cols[0]), win, (h, w),
+                                      out_size, chunk, scale_max)
+
+
+def _decode_window(model, states, offset, win, lat_size, out_size, chunk, scale_max):
+    """The blocks of one ``render_plan.Window`` (``engine.render._decode_window``)."""
+    window_states = [np.ascontiguousarray(s) for s in _crop(states, win.rows, win.cols, offset)]
+    rows = render_plan.window_axis(*win.out_rows, out_size[0], lat_size[0], *win.rows,
+                                   _arange).astype(np.float32)
+    cols = render_plan.window_axis(*win.out_cols, out_size[1], lat_size[1], *win.cols,
+                                   _arange).astype(np.float32)
+    cell = np.asarray(render_plan.window_cell(out_size, lat_size, win.size, scale_max),
+                      dtype=np.float32)
+    for (row_start, row_stop), (col_start, col_stop) in render_plan.chunk_spans(
+            len(rows), len(cols), chunk):
+        grid = np.stack(np.meshgrid(rows[row_start:row_stop], cols[col_start:col_stop],
+                                    indexing='ij'), -1)
+        coord = grid.reshape(1, -1, 2)
+        pred = model.query(window_states, coord, np.broadcast_to(cell, coord.shape))
+        rgb = model.denormalise(pred[0]).reshape(row_stop - row_start, col_stop - col_start, -1)
+        yield win.out_rows[0] + row_start, win.out_cols[0] + col_start, rgb
+
+
+def render(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE, alpha=None,
+           window=DEFAULT_WINDOW, scale_max=None):
+    """Super-resolve ``lr`` (``(3, h, w)`` float32 in ``[0, 1]``) into a Pillow image of
+    ``size = (H, W)`` (``engine.render.render``): 8-bit, RGB, or RGBA with ``alpha``
+    (``(h, w)`` uint8 levels of the input's alpha, resized with Pillow bicubic)."""
+    height, width = size
+    image = Image.new('RGB' if alpha is None else 'RGBA', (width, height))
+    for top, left, rgb in render_blocks(model, lr, size, chunk, tile, window, scale_max):
+        image.paste(Image.fromarray(float_to_uint8(rgb)), (left, top))
+    if alpha is not None:
+        attach_alpha(image, alpha)
+    return image
