@@ -43,6 +43,7 @@ from engine.checkpoint import load_model
 from engine.data_norm import PUBLISHED, DataNorm, choose
 from engine.render import render_region
 from utils.errors import UserError
+from utils.upscale_cli import scaled_size
 
 BICUBIC = 'bicubic'                # the baseline's model name
 TILE_PARAMS = ('image', 'model', 'scale', 'x', 'y', 'w', 'h')
@@ -64,7 +65,7 @@ class RequestError(UserError):
 def output_size(lr_size, scale):
     """``(H, W)`` of an LR image of ``lr_size = (h, w)`` upscaled by ``scale``: ``round(h *
     scale)`` by ``round(w * scale)``, as ``demo.py --scale`` sizes its output."""
-    return round(lr_size[0] * scale), round(lr_size[1] * scale)
+    return scaled_size(lr_size, (scale, scale))
 
 
 def tensor_bytes(value):

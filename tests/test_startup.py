@@ -21,7 +21,8 @@ from utils.coords import make_cell, make_coord
 REPO = Path(__file__).resolve().parents[1]
 # Every command-line entry point, with the modules its start-up imports (what runs before
 # the first line of main): the script itself, run with --help.
-ENTRY_POINTS = ['train_liif.py', 'test.py', 'demo.py', 'scripts/eval_all.py']
+ENTRY_POINTS = ['train_liif.py', 'test.py', 'demo.py', 'viewer.py', 'scripts/eval_all.py',
+                'scripts/export_onnx.py', 'scripts/onnx_upscale.py']
 HEAVY = ('torch._dynamo', 'torch._inductor')
 
 
@@ -43,7 +44,8 @@ def loaded_after(script):
 @pytest.mark.parametrize('script', ENTRY_POINTS)
 def test_entry_points_do_not_import_the_compiler(script):
     loaded = loaded_after(script)
-    assert 'torch' in loaded and 'models' in loaded        # the check ran the real imports
+    if script != 'scripts/onnx_upscale.py':     # the PyTorch-free one
+        assert 'torch' in loaded and 'models' in loaded    # the check ran the real imports
     heavy = sorted(m for m in loaded if m.startswith(HEAVY))
     assert not heavy, f'{script} imports {heavy[:5]}'
 
@@ -84,3 +86,12 @@ def test_compile_option_enables_the_support(monkeypatch):
     assert calls == []
     apply_throughput_options(model, compile=True)      # compiles lazily: nothing runs yet
     assert calls == [1]
+
+
+def test_the_onnx_upscaler_imports_no_torch():
+    """``scripts/onnx_upscale.py`` runs where PyTorch is not installed: its start-up
+    imports neither torch nor the packages that need it."""
+    loaded = loaded_after('scripts/onnx_upscale.py')
+    assert 'numpy' in loaded and 'utils.render_plan' in loaded
+    assert not sorted(m for m in loaded if m == 'torch' or m.startswith(('torch.', 'models',
+                                                                         'engine')))

@@ -16,6 +16,7 @@ from engine.checkpoint import model_entry, save_checkpoint
 from engine.tiles import (BICUBIC, ByteLRU, RequestError, TileService, hr_partner,
                           output_size, tensor_bytes, train_scale_max)
 from helpers import TINY_ENCODER, load_script, make_test_image, run_main, save_tiny_checkpoint
+from utils import upscale_cli
 
 demo = load_script('demo.py')
 
@@ -83,7 +84,7 @@ def test_bicubic_tiles_are_matlabs_resize_cropped(service, folders):
 def test_output_size_is_demos():
     for lr, scale in [((14, 19), 4), ((5, 7), 0.5), ((9, 3), 2.5), ((100, 37), 3.14159),
                       ((7, 7), 1 / 3)]:
-        assert output_size(lr, scale) == demo.output_size(lr, scale=(scale, scale))
+        assert output_size(lr, scale) == upscale_cli.output_size(lr, scale=(scale, scale))
     assert output_size((5, 5), 0.5) == (2, 2)                # Python rounds halves to even
 
 

@@ -65,11 +65,17 @@ def parse_pair(text, flag, kind):
     return tuple(values)
 
 
+def scaled_size(lr_size, scale):
+    """``(round(h * SH), round(w * SW))`` for ``lr_size = (h, w)`` and ``scale = (SH, SW)``:
+    the size ``--scale`` gives (Python's round: halves to even). May be 0."""
+    return round(lr_size[0] * scale[0]), round(lr_size[1] * scale[1])
+
+
 def output_size(lr_size, resolution=None, scale=None, name='input'):
     """``(H, W)`` of the output for an LR image of ``lr_size = (h, w)``."""
     if resolution is not None:
         return resolution
-    size = (round(lr_size[0] * scale[0]), round(lr_size[1] * scale[1]))
+    size = scaled_size(lr_size, scale)
     if min(size) < 1:
         raise UserError(f'--scale {scale[0]:g},{scale[1]:g} makes a {size[0]}x{size[1]} output '
                         f'from {name} ({lr_size[0]}x{lr_size[1]})')
