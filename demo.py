@@ -5,6 +5,7 @@
     python demo.py --input photo.jpg --model rdn-liif.pth --scale 2,3 --output wide.png --device cpu
     python demo.py --input lr_folder --model rdn-liif.pth --scale 4 --output sr_folder
     python demo.py --input photo.png --model swinir-lte.pth --scale 8 --scale_max 4 --output photo_x8.png
+    python demo.py --input photo.png --model edsr-b_lm-liif.pth --scale 12 --scale_max 4 --cmsr True --cmsr_path configs/cmsr/result/edsr-b_lm-liif_mse2e-5.yaml --output photo_x12.png
 
 ``--resolution`` is ``HEIGHT,WIDTH`` of the output (as in the original demo);
 ``--scale S`` or ``--scale SH,SW`` multiplies the input size instead (any positive
@@ -34,6 +35,11 @@ encoder pads to a multiple of its window and crops its features back; LTE's own 
 renders a slightly shifted image for sizes that are not multiples of 8); their window
 attention cannot be encoded in tiles exactly, so such inputs are encoded whole (memory
 grows with the input; decoding still runs in windows and chunks).
+
+``--cmsr True --cmsr_path TABLE`` (LMF models, ``docs/lmf.md``): outputs beyond the
+training scale (x4) are rendered with LMF's controllable multi-scale rendering, the whole
+image at once (its coarse levels span the image: memory grows with the output); the
+fraction of queries it saved is printed.
 """
 import argparse
 import sys
@@ -41,6 +47,7 @@ import sys
 import models
 from datasets.image_io import read_image_with_alpha
 from engine.checkpoint import load_model
+from engine.cmsr import add_cmsr_flags, cmsr_from_args
 from engine.data_norm import PUBLISHED, DataNorm, choose
 from engine.render import render
 from engine.throughput import add_inference_flags, prepare_inference
@@ -58,12 +65,15 @@ def parse_args(argv=None):
     parser.add_argument('--query', choices=['fast', 'plain'], default=None,
                         help='query path of LIIF / LTE models: fast, or plain (the '
                              'specification); default fast')
+    add_cmsr_flags(parser)
     add_inference_flags(parser)
     add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(args):
+    cmsr = []    # the CMSR of the run, once the model is loaded
+
     def load():
         device = select_device(args.device, args.gpu)
         note_first_gpu(args.gpu, device)
@@ -74,18 +84,25 @@ def main(args):
         amp_dtype = prepare_inference(model, device, args.amp, args.allow_tf32,
                                       args.channels_last, args.compile)
         data_norm = DataNorm(choose(checkpoint=ckpt.get('data_norm'), default=PUBLISHED))
+        cmsr.append(cmsr_from_args(args, model))
         return model, device, amp_dtype, data_norm
 
     def upscale(src, dst, size, loaded):
         model, device, amp_dtype, data_norm = loaded
         lr, alpha = read_image_with_alpha(src)
-        image = render(model, lr.to(device), size, data_norm, chunk=args.bsize,
+        lr = lr.to(device)
+        blocks = None if cmsr[0] is None else cmsr[0].render_blocks(
+            model, lr, size, data_norm, chunk=args.bsize, tile=args.tile or None,
+            amp_dtype=amp_dtype, scale_max=args.scale_max)
+        image = render(model, lr, size, data_norm, chunk=args.bsize,
                        tile=args.tile or None, alpha=alpha,
                        progress=size[0] * size[1] > args.bsize, amp_dtype=amp_dtype,
-                       scale_max=args.scale_max)
+                       scale_max=args.scale_max, blocks=blocks)
         save_image(image, dst)
         print(f'{src} ({lr.shape[1]}x{lr.shape[2]}) -> {dst} ({size[0]}x{size[1]})')
     run_jobs(args, load, upscale)
+    if cmsr and cmsr[0] is not None:
+        print(cmsr[0].summary())
 
 
 if __name__ == '__main__':

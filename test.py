@@ -8,6 +8,8 @@
     python test.py --config configs/test/test-set5-4.yaml --model rdn-liif.pth --eval-type benchmark-4-8bit
     python test.py --config configs/test/test-set5-4.yaml --model swinir-lte.pth --window 8 --scale_max 4
     python test.py --config configs/test/test-fast-set5-4.yaml --model edsr-baseline-lte-fast.pth --fast
+    python test.py --config configs/test-lmf/test-div2k-x4.yaml --model edsr-b_lm-liif.pth --scale_max 4
+    python test.py --config configs/test/test-div2k-12.yaml --model edsr-b_lm-liif.pth --scale_max 4 --cmsr True --cmsr_path configs/cmsr/result/edsr-b_lm-liif_mse2e-5.yaml
     python test.py --config configs/test-srno/test_srno.yaml --model edsr-baseline_epoch-1000.pth --mcell True
 
 The last line printed is ``result: <psnr>`` (4 decimals), as in the original code;
@@ -30,6 +32,10 @@ SRNO's option: ``--mcell`` (or its ``--mcell True``) clips cells as ``--scale_ma
 (``--scale_max M`` still sets M); ``--mcell False`` leaves them, where SRNO's test.py takes
 any value, ``False`` included, as true. SRNO is evaluated exactly with or without
 ``eval_bsize`` (``engine/render.py``: the attention's state over all queries first).
+
+LMF's options (``docs/lmf.md``): ``--cmsr True --cmsr_path TABLE [--cmsr_mse M]`` renders
+LM models beyond the training scale with CMSR and logs the fraction of queries it saved.
+Boolean flags are parsed (``--cmsr False`` is off; in LMF's scripts any value is on).
 """
 import argparse
 import csv
@@ -42,25 +48,18 @@ from pathlib import Path
 import models
 from models.bicubic import BASELINES, baseline_spec
 from engine.checkpoint import load_model
+from engine.cmsr import add_cmsr_flags, cmsr_from_args
 from engine.evaluate import evaluate_config, load_test_config
 from engine.metrics import EVAL_TYPE_FORMS, parse_eval_type
 from engine.render import DEFAULT_TILE
 from engine.throughput import add_inference_flags, prepare_inference
+from utils.config import flag_value
 from utils.device import note_first_gpu, select_device
 from utils.errors import UserError, add_debug_flag, run_cli
 from utils.files import write_text_atomic
 
 ROW_FIELDS = ['index', 'name', 'psnr', 'ssim', 'lr_h', 'lr_w', 'hr_h', 'hr_w', 'scale']
 MCELL_SCALE_MAX = 4   # SRNO's test.py --mcell: cells clipped at its --scale_max default
-FLAG_VALUES = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
-
-
-def flag_value(text):
-    """``--fast`` alone, or LTE's ``--fast True`` (true/false, 1/0, yes/no)."""
-    value = FLAG_VALUES.get(str(text).lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
-    return value
 
 
 def parse_args(argv=None):
@@ -95,6 +94,7 @@ def parse_args(argv=None):
     parser.add_argument('--mcell', nargs='?', const=True, default=False, type=flag_value,
                         help="SRNO's cell clipping: as --scale_max 4 unless --scale_max is "
                              'given; SRNO\'s "--mcell True" is accepted, "--mcell False" is off')
+    add_cmsr_flags(parser)
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
                         help='data loader worker processes (default: min(4, CPUs))')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
@@ -155,17 +155,20 @@ def main(args):
     if not models.set_query_impl(model, args.query):
         print(f'note: --query ignored, {args.baseline or repr(ckpt["model"]["name"])} '
               'has one query path', file=sys.stderr)
+    cmsr = cmsr_from_args(args, model)
     amp_dtype = prepare_inference(model, device, args.amp, args.allow_tf32, args.channels_last,
                                   args.compile)
     stats = evaluate_config(model, cfg, device, checkpoint_data_norm=ckpt.get('data_norm'),
                             workers=args.workers, progress=not args.no_progress,
                             tile=args.tile or None, amp_dtype=amp_dtype, window=args.window or None,
-                            scale_max=scale_max, whole_images=args.fast)
+                            scale_max=scale_max, whole_images=args.fast, cmsr=cmsr)
     if out is not None:
         write_results(stats, out, {'config': str(args.config),
                                    'model': str(args.model or args.baseline),
                                    'eval_type': cfg.get('eval_type')})
         print(f'per-image results: {out}')
+    if cmsr is not None:
+        print(cmsr.summary())
     if stats['ssim'] is not None:
         print(f'ssim: {stats["ssim"]:.4f}')
     print(f'result: {stats["psnr"]:.4f}')

@@ -66,7 +66,7 @@ def _is_full_grid(coord, size):
 
 
 def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, tile=None,
-                   full=None, amp_dtype=None, window=None, scale_max=None):
+                   full=None, amp_dtype=None, window=None, scale_max=None, cmsr=None):
     """Metrics of one batch.
 
     Args:
@@ -85,6 +85,8 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
             query and an integer scale); ``None``/0: no padding.
         scale_max: LTE's ``--scale_max M``: cells ``cell * max(scale / M, 1)``
             (``utils.coords.clip_cell``); ``None``: as they are.
+        cmsr: an ``engine.cmsr.CMSR`` to render LMF models beyond the training scale
+            with (needs every HR pixel as a query), or ``None``.
     Returns:
         dict with ``psnr`` (one MSE over the batch, the protocol applied), ``n`` (batch
         size) and ``rows``: per image ``psnr``, ``ssim`` (``None`` unless the queries are
@@ -101,12 +103,16 @@ def evaluate_batch(model, batch, data_norm, eval_type=None, eval_bsize=None, til
     if protocol is not None and not full:
         raise UserError(f'eval_type {eval_type} needs every HR pixel of each image as a query, '
                         'in order: remove sample_q / inp_size from the test wrapper')
+    if cmsr is not None and not full:
+        raise UserError('--cmsr needs every HR pixel of each image as a query, in order: '
+                        'remove sample_q / inp_size from the test wrapper')
+    predictor = predict if cmsr is None else cmsr.predict
     if window:
         pred = predict_padded(model, inp, size if full else None, window, data_norm,
-                              eval_bsize, tile, scale_max, amp_dtype)
+                              eval_bsize, tile, scale_max, amp_dtype, predictor)
     else:
-        pred = predict(model, data_norm.inp(inp), coord, clip_cell(cell, (h, w), scale_max),
-                       eval_bsize, tile, amp_dtype)
+        pred = predictor(model, data_norm.inp(inp), coord, clip_cell(cell, (h, w), scale_max),
+                         eval_bsize, tile, amp_dtype)
     pred = data_norm.denorm(pred.float()).clamp_(0, 1)              # (B, Q, 3)
     if round_8bit:
         pred = metrics.round_to_8bit(pred)                          # as a saved PNG
@@ -149,7 +155,7 @@ def pad_symmetric(x, pad_h, pad_w):
 
 
 def predict_padded(model, inp, size, window, data_norm, eval_bsize=None, tile=None,
-                   scale_max=None, amp_dtype=None):
+                   scale_max=None, amp_dtype=None, predictor=predict):
     """LTE's ``test.py --window``: predict an HR image of ``size`` from ``inp`` padded.
 
     The LR images ``inp (B, 3, h, w)`` (in ``[0, 1]``) are padded at the bottom and right
@@ -157,7 +163,8 @@ def predict_padded(model, inp, size, window, data_norm, eval_bsize=None, tile=No
     image at the same integer scale ``s = H / h`` is predicted (coordinates and cells of
     that larger image, cells clipped with ``scale_max``), and its top-left ``H x W``
     pixels are kept: the same pixel centres as the unpadded image's. Returns
-    ``(B, H*W, out)`` in row-major order, raw (normalised) output.
+    ``(B, H*W, out)`` in row-major order, raw (normalised) output. ``predictor``: what
+    predicts (``engine.render.predict``'s arguments; CMSR's).
     """
     b, _, h, w = inp.shape
     scale = size[0] // h if size is not None else 0
@@ -170,7 +177,7 @@ def predict_padded(model, inp, size, window, data_norm, eval_bsize=None, tile=No
     coord = make_coord(padded_size, device=inp.device, dtype=inp.dtype).unsqueeze(0)
     coord = coord.expand(b, -1, -1)
     cell = clip_cell(make_cell(coord, padded_size), padded.shape[-2:], scale_max)
-    pred = predict(model, data_norm.inp(padded), coord, cell, eval_bsize, tile, amp_dtype)
+    pred = predictor(model, data_norm.inp(padded), coord, cell, eval_bsize, tile, amp_dtype)
     pred = pred.view(b, *padded_size, -1)[:, :size[0], :size[1]]
     return pred.reshape(b, size[0] * size[1], -1)
 
@@ -201,7 +208,7 @@ class EvalLoader:
 
 def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize=None,
              device=None, env=SINGLE, num_workers=0, progress=True, tile=None, amp_dtype=None,
-             window=None, scale_max=None):
+             window=None, scale_max=None, cmsr=None):
     """PSNR and SSIM of ``model`` over ``dataset``, the same figures for any number of
     processes (see the module docstring).
 
@@ -212,7 +219,8 @@ def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize
             ``EvalLoader`` of one (then ``batch_size``, ``env`` and ``num_workers`` are
             its own).
         data_norm: ``engine.data_norm.DataNorm``; batch_size: items per batch.
-        eval_type, eval_bsize, tile, amp_dtype, window, scale_max: see ``evaluate_batch``.
+        eval_type, eval_bsize, tile, amp_dtype, window, scale_max, cmsr: see
+            ``evaluate_batch``.
         device: where to evaluate (default: the model's parameters' device, else CPU).
         env: ``utils.distributed.DistEnv`` of this process.
         num_workers: DataLoader worker processes.
@@ -242,7 +250,7 @@ def evaluate(model, dataset, data_norm, batch_size=1, eval_type=None, eval_bsize
                 full = _is_full_grid(coord, hr_size(batch['inp'].shape[-2:], coord.shape[1]))
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 result = evaluate_batch(net, batch, data_norm, eval_type, eval_bsize, tile, full,
-                                        amp_dtype, window, scale_max)
+                                        amp_dtype, window, scale_max, cmsr)
                 results.append((index, result['psnr'], result['n'], result['rows']))
                 bar.set_description(f'val {average_psnr([r[1:3] for r in results]):.4f}')
     finally:
@@ -297,14 +305,14 @@ def load_test_config(path):
 
 def evaluate_config(model, cfg, device, checkpoint_data_norm=None, workers=0, progress=True,
                     tile=None, env=SINGLE, amp_dtype=None, window=None, scale_max=None,
-                    whole_images=False):
+                    whole_images=False, cmsr=None):
     """``evaluate`` on a loaded test config: its dataset, batch size, eval_type and
     eval_bsize (``whole_images``: all queries of a batch in one pass instead, LTE's
     ``--fast``). ``data_norm``: the config's, else ``checkpoint_data_norm`` (the one a
     checkpoint stores), else none -- as the original ``test.py``. ``window``,
-    ``scale_max``: LTE's evaluation options (``evaluate_batch``)."""
+    ``scale_max``: LTE's evaluation options, ``cmsr``: LMF's (``evaluate_batch``)."""
     data_norm = DataNorm(choose(cfg.get('data_norm'), checkpoint_data_norm, default=IDENTITY))
     dataset = datasets.make_sr_dataset(cfg['test_dataset'])
     return evaluate(model, dataset, data_norm, cfg['test_dataset'].get('batch_size', 1),
                     cfg.get('eval_type'), None if whole_images else cfg.get('eval_bsize'),
-                    device, env, workers, progress, tile, amp_dtype, window, scale_max)
+                    device, env, workers, progress, tile, amp_dtype, window, scale_max, cmsr)

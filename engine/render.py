@@ -6,7 +6,7 @@ Two entry points:
   points of one image::
 
       feat = encode(model, inp, tile)        # once; tile by tile for large inputs
-      prepared = model.prepare(feat)         # once: per-image work of the query
+      prepared = prepare(model, feat, cell)  # once: per-image work of the query
       for each chunk of queries:
           model.query(prepared, coord, cell)
 
@@ -127,6 +127,25 @@ def encode(model, inp, tile=None):
     return feat
 
 
+def prepare(model, feat, cell):
+    """``model.prepare(feat)``, given the images' cells ``(B, Q, 2)`` or ``(B, 2)`` too when
+    the model's per-image work depends on them (``PREPARE_USES_CELL``: LMF's modulations,
+    ``models/lmf.py``)."""
+    if getattr(model, 'PREPARE_USES_CELL', False):
+        return model.prepare(feat, cell)
+    return model.prepare(feat)
+
+
+def query_grid(model, prepared, rows, cols, cell):
+    """Predictions ``(1, R*C, out)`` at the grid ``rows (R,) x cols (C,)`` of one image, all
+    with ``cell (2,)``, row-major: ``model.query_grid`` where the model has one (LMF's
+    decodes a grid faster than the list of its points), else ``model.query`` on the list."""
+    if hasattr(model, 'query_grid'):
+        return model.query_grid(prepared, rows, cols, cell)
+    coord = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).view(1, -1, 2)
+    return model.query(prepared, coord, cell.expand_as(coord))
+
+
 def predict(model, inp, coord, cell, eval_bsize=None, tile=None, amp_dtype=None):
     """Predictions of ``model`` at ``coord``: encode once, prepare once, query in chunks.
 
@@ -144,7 +163,7 @@ def predict(model, inp, coord, cell, eval_bsize=None, tile=None, amp_dtype=None)
     """
     model = unwrap(model)
     with torch.no_grad(), autocast(inp.device, amp_dtype):
-        prepared = model.prepare(encode(model, inp, tile))
+        prepared = prepare(model, encode(model, inp, tile), cell)
         n = coord.shape[1]
         if not eval_bsize or eval_bsize >= n:
             return model.query(prepared, coord, cell)
@@ -266,7 +285,8 @@ def render_region(model, lr, size, data_norm, rows=None, cols=None, chunk=DEFAUL
             viewer's tiles). Keys: ``('features',)`` (the whole image's features) or
             ``('features', tile_rows, tile_cols)`` (an encoder tile's, grown by the
             window margin), and ``('prepared', core_rows, core_cols)`` (a window's
-            ``prepare``); none depends on ``size``, so one cache serves every output
+            ``prepare``; ``(..., H, W)`` for models whose ``prepare`` takes the cell,
+            LMF's); the others do not depend on ``size``, so one cache serves every output
             size of one image, model and setting of ``tile``, ``window``, ``margin``,
             ``chunk``, ``scale_max`` and ``amp_dtype``. A model with global queries
             (SRNO) keeps ``('prepared',)`` (the whole grid's) and, per output size,
@@ -307,9 +327,14 @@ def render_region(model, lr, size, data_norm, rows=None, cols=None, chunk=DEFAUL
                 _tile_features, model, inp, radius, feat_rows, feat_cols, cache,
                 (tile_rows, tile_cols)))
             for win in windows:
-                prepared = cache(('prepared', win.core_rows, win.core_cols),
-                                 functools.partial(_prepare_window, model, win, features,
-                                                   feat_rows, feat_cols))
+                # A model whose per-image work depends on the cell (LMF's) prepares a
+                # window per output size.
+                key = ('prepared', win.core_rows, win.core_cols)
+                if getattr(model, 'PREPARE_USES_CELL', False):
+                    key += out_size
+                prepared = cache(key, functools.partial(
+                    _prepare_window, model, win, features, feat_rows, feat_cols,
+                    window_cell(win, lat_size, out_size, scale_max, device, dtype)))
                 yield from _decode_window(model, prepared, win, lat_size, out_size, data_norm,
                                           chunk, device, dtype, scale_max, region)
 
@@ -324,14 +349,23 @@ def _tile_features(model, inp, radius, feat_rows, feat_cols, cache, tile_spans):
                  lambda: encode_region(model, inp, feat_rows, feat_cols, radius))
 
 
-def _prepare_window(model, win, features, feat_rows, feat_cols):
+def _prepare_window(model, win, features, feat_rows, feat_cols, cell):
     """``model.prepare`` of the latent window ``win`` (a ``render_plan.Window``), cut from
-    ``features()`` (rows ``feat_rows``, columns ``feat_cols``). The window is copied out
-    (contiguous), so that a kept result does not hold the whole tile's features."""
+    ``features()`` (rows ``feat_rows``, columns ``feat_cols``), with the window's ``cell``
+    for models that take it (``prepare``). The window is copied out (contiguous), so that
+    a kept result does not hold the whole tile's features."""
     feat = features()
     window = feat[:, :, win.rows[0] - feat_rows[0]:win.rows[1] - feat_rows[0],
                   win.cols[0] - feat_cols[0]:win.cols[1] - feat_cols[0]]
-    return model.prepare(window.contiguous())
+    return prepare(model, window.contiguous(), cell.unsqueeze(0))
+
+
+def window_cell(win, lat_size, size, scale_max, device, dtype):
+    """``(2,)`` the cell of an output of ``size`` in the frame of the window ``win``
+    (``utils.render_plan.window_cell``), filled on the device from Python numbers (no
+    copy from the host)."""
+    return torch.stack([torch.full((), c, device=device, dtype=dtype) for c in
+                        render_plan.window_cell(size, lat_size, win.size, scale_max)])
 
 
 def _decode_window(model, prepared, win, lat_size, size, data_norm, chunk, device, dtype,
@@ -343,17 +377,11 @@ def _decode_window(model, prepared, win, lat_size, size, data_norm, chunk, devic
     out_rows, out_cols = win.out_rows, win.out_cols
     rows = window_axis(*out_rows, out_h, h, *win.rows, device, dtype)
     cols = window_axis(*out_cols, out_w, w, *win.cols, device, dtype)
-    # The cell in window units (filled on the device from Python numbers: no copy from
-    # the host).
-    cell = torch.stack([rows.new_full((), c) for c in
-                        render_plan.window_cell(size, lat_size, win.size, scale_max)])
+    cell = window_cell(win, lat_size, size, scale_max, device, dtype)
     for (row_start, row_stop), (col_start, col_stop) in render_plan.query_blocks(
             out_rows, out_cols, chunk, region):
-        grid = torch.stack(torch.meshgrid(rows[row_start - out_rows[0]:row_stop - out_rows[0]],
-                                          cols[col_start - out_cols[0]:col_stop - out_cols[0]],
-                                          indexing='ij'), -1)
-        coord = grid.view(1, -1, 2)                                  # (1, n, 2)
-        pred = model.query(prepared, coord, cell.expand_as(coord))   # (1, n, 3)
+        pred = query_grid(model, prepared, rows[row_start - out_rows[0]:row_stop - out_rows[0]],
+                          cols[col_start - out_cols[0]:col_stop - out_cols[0]], cell)  # (1, n, 3)
         rgb = data_norm.denorm(pred[0]).view(row_stop - row_start, col_stop - col_start, -1)
         # The block cropped to the region (a no-op for the whole render).
         top, left = max(row_start, region[0][0]), max(col_start, region[1][0])
@@ -444,7 +472,7 @@ def _global_region(model, lr, size, data_norm, region, chunk, tile, amp_dtype, s
 
 
 def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, alpha=None,
-           progress=False, window=DEFAULT_WINDOW, amp_dtype=None, scale_max=None):
+           progress=False, window=DEFAULT_WINDOW, amp_dtype=None, scale_max=None, blocks=None):
     """Super-resolve ``lr`` (``(3, h, w)`` in ``[0, 1]``) into a Pillow image of ``size``.
 
     Args:
@@ -453,6 +481,8 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
         alpha: optional ``(1, h, w)`` alpha in ``[0, 1]``: resized with Pillow bicubic
             and attached (the result is RGBA, else RGB).
         progress: show a tqdm bar over output pixels.
+        blocks: the ``(top, left, rgb)`` blocks to assemble instead of ``render_blocks``'
+            (e.g. ``engine.cmsr.CMSR.render_blocks``').
     Returns:
         ``PIL.Image`` of ``W x H`` pixels. The image itself is the only buffer of the
         output size (8 bits per channel; Pillow stores 4 bytes per pixel).
@@ -461,8 +491,10 @@ def render(model, lr, size, data_norm, chunk=DEFAULT_CHUNK, tile=DEFAULT_TILE, a
     image = Image.new('RGB' if alpha is None else 'RGBA', (width, height))
     with tqdm(total=height * width, disable=not progress, unit='px', unit_scale=True,
               desc='render', leave=False) as bar:
-        for top, left, rgb in render_blocks(model, lr, size, data_norm, chunk, tile, window,
-                                            amp_dtype=amp_dtype, scale_max=scale_max):
+        if blocks is None:
+            blocks = render_blocks(model, lr, size, data_norm, chunk, tile, window,
+                                   amp_dtype=amp_dtype, scale_max=scale_max)
+        for top, left, rgb in blocks:
             block = to_uint8_array(rgb.permute(2, 0, 1))                  # (rows, cols, 3)
             image.paste(Image.fromarray(block), (left, top))
             bar.update(block.shape[0] * block.shape[1])

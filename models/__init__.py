@@ -2,7 +2,8 @@
 from models.models import make, models, register, set_query_impl  # noqa: F401
 
 from models import edsr, rdn, rcan, swinir  # noqa: F401,E402  (encoders)
-from models import mlp  # noqa: F401,E402
+from models import mlp, lmmlp  # noqa: F401,E402
 from models import liif, metasr, lte, ltep  # noqa: F401,E402
+from models import lmliif, lmlte  # noqa: F401,E402  (LMF)
 from models import ciaosr, galerkin, srno  # noqa: F401,E402
 from models import bicubic  # noqa: F401,E402  (the "Bicubic" baseline)

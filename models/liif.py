@@ -68,8 +68,28 @@ def ensemble_weights(rel_coords):
         sum of the four areas, so the nearest latent code weighs most (this is
         bilinear interpolation when the four codes surround the query).
     """
-    areas = torch.abs(rel_coords[..., 0] * rel_coords[..., 1]) + AREA_EPS
+    return area_weights(rel_coords[..., 0], rel_coords[..., 1])
+
+
+def area_weights(rel_rows, rel_cols):
+    """``ensemble_weights`` from its two components, ``(4, ...)`` tensors that broadcast
+    against each other (e.g. the rows and the columns of a grid of queries)."""
+    areas = torch.abs(rel_rows * rel_cols) + AREA_EPS
     return areas.flip(0) / areas.sum(dim=0)
+
+
+def ensemble(preds, rel_coords):
+    """The plain queries' local ensemble: ``preds`` (one ``(B, Q, C)`` per shift, in
+    ``ENSEMBLE_SHIFTS`` order) weighted by ``ensemble_weights`` of their ``rel_coords``
+    (``(B, Q, 2)`` each) and summed, in the spec's order. A single shift (no ensemble)
+    is returned as it is."""
+    if len(preds) == 1:
+        return preds[0]
+    weights = ensemble_weights(torch.stack(rel_coords))  # (4, B, Q)
+    out = 0
+    for pred, weight in zip(preds, weights):
+        out = out + pred * weight.unsqueeze(-1)
+    return out
 
 
 def sample_nearest(grid, coord):
@@ -155,21 +175,38 @@ def shifted_code_lookup(coord, h, w, shifts, eps, fused, offsets=None, axes=None
         query minus the picked cell's centre, in latent cells. Grouped by query, so that
         a block of queries holds all its shifts.
     """
-    row_axis, col_axis = axes or (LatentAxis(h), LatentAxis(w))
-    # Rows depend only on vx and columns only on vy: 2 + 2 lookups serve the 4 shifts.
-    row_centres, col_centres = row_axis.centres(coord), col_axis.centres(coord)
-    if offsets is None:
-        offsets = ({vx: row_axis.ratio(vx) + eps for vx, _ in shifts},
-                   {vy: col_axis.ratio(vy) + eps for _, vy in shifts})
-    rows = {vx: _axis_lookup(coord[..., 0], offsets[0][vx], row_axis.size, row_centres, fused)
-            for vx, _ in shifts}
-    cols = {vy: _axis_lookup(coord[..., 1], offsets[1][vy], col_axis.size, col_centres, fused)
-            for _, vy in shifts}
+    rows, cols = axis_lookups(coord[..., 0], coord[..., 1], h, w, shifts, eps, fused, offsets,
+                              axes)
     index = flat_code_index(torch.stack([rows[vx][0] for vx, _ in shifts], dim=-1),
                             torch.stack([cols[vy][0] for _, vy in shifts], dim=-1), h, w)
     rel_coord = torch.stack([torch.stack([rows[vx][1], cols[vy][1]], dim=-1)
                              for vx, vy in shifts], dim=-2)
     return index, rel_coord
+
+
+def axis_lookups(row_coord, col_coord, h, w, shifts, eps, fused, offsets=None, axes=None):
+    """The per-axis parts of ``shifted_code_lookup``: rows depend only on ``vx`` and columns
+    only on ``vy``, so 2 + 2 lookups serve the 4 shifts.
+
+    Args:
+        row_coord, col_coord: the queries' row and column coordinates, any shapes (e.g.
+            ``coord[..., 0]`` and ``coord[..., 1]``, or the two axes of a grid of queries);
+        h, w, shifts, eps, fused, offsets, axes: as for ``shifted_code_lookup``.
+    Returns:
+        ``rows``: ``{vx: (row index int64, rel_row)}`` shaped like ``row_coord``, and
+        ``cols``: ``{vy: (column index, rel_col)}`` like ``col_coord``; ``rel_*`` is the
+        unshifted query minus the picked cell's centre along that axis, in latent cells.
+    """
+    row_axis, col_axis = axes or (LatentAxis(h), LatentAxis(w))
+    row_centres, col_centres = row_axis.centres(row_coord), col_axis.centres(col_coord)
+    if offsets is None:
+        offsets = ({vx: row_axis.ratio(vx) + eps for vx, _ in shifts},
+                   {vy: col_axis.ratio(vy) + eps for _, vy in shifts})
+    rows = {vx: _axis_lookup(row_coord, offsets[0][vx], row_axis.size, row_centres, fused)
+            for vx, _ in shifts}
+    cols = {vy: _axis_lookup(col_coord, offsets[1][vy], col_axis.size, col_centres, fused)
+            for _, vy in shifts}
+    return rows, cols
 
 
 def _axis_lookup(coord_axis, offset, size, centres, fused):
@@ -294,14 +331,7 @@ class LIIF(QueryPaths, nn.Module):
                 mlp_in.append(rel_cell)
             preds.append(self.imnet(torch.cat(mlp_in, dim=-1)))
             rel_coords.append(rel_coord)
-
-        if not self.local_ensemble:
-            return preds[0]
-        weights = ensemble_weights(torch.stack(rel_coords))  # (4, B, Q)
-        out = 0
-        for pred, weight in zip(preds, weights):
-            out = out + pred * weight.unsqueeze(-1)
-        return out
+        return ensemble(preds, rel_coords)
 
     def query_fast(self, prepared, coord, cell=None):
         """``query_plain``'s function computed with far less work (equal within float

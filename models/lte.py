@@ -42,8 +42,8 @@ from torch import nn
 import models
 from models import register
 from models.common import receptive_radius
-from models.liif import (ENSEMBLE_SHIFTS, SHIFT_EPS, ensemble_weights, sample_nearest,
-                         shift_query, shifted_code_lookup)
+from models.liif import (ENSEMBLE_SHIFTS, SHIFT_EPS, ensemble, ensemble_weights,
+                         sample_nearest, shift_query, shifted_code_lookup)
 from models.liif_fast import (DecodeWorkspace, apply_layers, decoder_plan,
                               grid_sample_rounding_is_fused, latent_code_rows)
 from models.mlp import MLP
@@ -224,11 +224,7 @@ class LocalTextureEstimator(QueryPaths, nn.Module):
             preds.append(self.decode_plain(q_coef * basis))
             rel_coords.append(rel_coord)
 
-        weights = ensemble_weights(torch.stack(rel_coords))    # (4, B, Q)
-        out = 0
-        for pred, weight in zip(preds, weights):
-            out = out + pred * weight.unsqueeze(-1)
-        return out + bilinear_residual(prepared.inp, coord)
+        return ensemble(preds, rel_coords) + bilinear_residual(prepared.inp, coord)
 
     def fast_inputs(self, coord, cell, h, w, fused, axes=None):
         """What ``query_fast`` decodes for each query and shift, before the table rows:

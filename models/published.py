@@ -1,8 +1,9 @@
 """Registry specs of the published architectures, by the names of their checkpoints:
 LIIF's (``edsr-baseline-liif.pth``, ``rdn-liif.pth``, ...), LTE's
-(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...)
-and SRNO's (EDSR-baseline-SRNO, RDN-SRNO); CiaoSR's as LMF's plain-PyTorch port builds
-them (``edsr-baseline-ciaosr``, ...).
+(``edsr-baseline-lte.pth``, ``swinir-lte.pth``, the SwinIR-LIIF/-MetaSR baselines, ...),
+SRNO's (EDSR-baseline-SRNO, RDN-SRNO) and LMF's (``edsr-baseline-lmliif`` ...
+``swinir-lmlte``, the reference's ``edsr-b_lm-liif.pth`` etc.); CiaoSR's as LMF's
+plain-PyTorch port builds them (``edsr-baseline-ciaosr``, ...).
 
 ``models.make(PUBLISHED_SPECS['rdn-liif'])`` builds exactly the layout of the published
 checkpoint (parameter names, shapes and counts are tested against
@@ -28,6 +29,29 @@ def _metasr(encoder):
 def _lte(encoder):
     return {'name': 'lte', 'args': {'encoder_spec': _encoder(encoder), 'imnet_spec': MLP_256x3,
                                     'hidden_dim': 256}}
+
+
+def _lm(name, encoder, hidden_depth, hypernet_width, **args):
+    """LMF's LM-LIIF / LM-LTE as its configs build them (``hypernet_spec.out_dim`` is the
+    config's value; the model replaces it, as the reference does)."""
+    return {'name': name, 'args': {
+        'encoder_spec': _encoder(encoder),
+        'imnet_spec': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 16,
+                                                 'hidden_depth': hidden_depth,
+                                                 'mod_scale': True, 'mod_shift': True}},
+        'hypernet_spec': {'name': 'mlp', 'args': {'out_dim': hypernet_width,
+                                                  'hidden_list': [hypernet_width]}},
+        **args}}
+
+
+def _lmliif(encoder, hidden_depth=6):
+    return _lm('lmliif', encoder, hidden_depth, 208, local_ensemble=True, feat_unfold=True,
+               cell_decode=True, mod_input=True)
+
+
+def _lmlte(encoder):
+    return _lm('lmlte', encoder, 8, 288, hidden_dim=128, local_ensemble=True, cell_decode=True,
+               mod_input=True)
 
 
 def _srno(encoder):
@@ -62,6 +86,13 @@ PUBLISHED_SPECS = {
         'out_dim': 3}},
     'swinir-liif': _liif('swinir'),
     'swinir-metasr': _metasr('swinir'),
+    # LMF's (HeZongyao/LMF: edsr-b_lm-liif.pth, edsr-b_lm-lte.pth and the rest)
+    'edsr-baseline-lmliif': _lmliif('edsr-baseline'),
+    'rdn-lmliif': _lmliif('rdn'),
+    'swinir-lmliif': _lmliif('swinir', hidden_depth=8),
+    'edsr-baseline-lmlte': _lmlte('edsr-baseline'),
+    'rdn-lmlte': _lmlte('rdn'),
+    'swinir-lmlte': _lmlte('swinir'),
     # SRNO's (2y7c3/Super-Resolution-Neural-Operator)
     'edsr-baseline-srno': _srno('edsr-baseline'),
     'rdn-srno': _srno('rdn'),

@@ -1,8 +1,9 @@
-"""Speed and memory of the plain and fast query paths (LIIF, LTE, SRNO, CiaoSR), printed as a markdown table.
+"""Speed and memory of the plain and fast query paths (LIIF, LTE, SRNO, CiaoSR, LMF), printed as a markdown table.
 
     python scripts/benchmark.py                        # EDSR-baseline-LIIF and RDN-LIIF; CPU, and CUDA when present
     python scripts/benchmark.py --models edsr-baseline-lte swinir-lte --quick   # LTE's fast query
     python scripts/benchmark.py --models edsr-baseline-srno --quick             # SRNO's
+    python scripts/benchmark.py --lmf                  # LM-LIIF / LM-LTE beside LIIF / LTE (docs/lmf.md)
     python scripts/benchmark.py --quick                # small sizes (a minute or two): it works, rough ratios
     python scripts/benchmark.py --models edsr-baseline-liif --devices cpu --tasks render-x4 train
     python scripts/benchmark.py --set5 load/benchmark/Set5/HR --weights edsr-baseline-liif=edsr-baseline-liif.pth
@@ -16,11 +17,12 @@ Tasks (random weights unless --weights: speed and memory do not depend on them):
   once, query chunks of ``--chunk`` pixels, write an image. Output pixels per second.
 - ``render-x12`` (a 64x64 LR image to 768x768) and ``render-x4-500`` (a 500x500 one to
   2000x2000; its peak memory is the figure of interest), the same way; not run unless
-  named in ``--tasks``.
-- ``query-x4`` / ``query-x30``: the decoder alone on the same outputs (the feature map is
-  computed before timing and before the memory baseline): prepare + all chunks (for SRNO
-  the passes of its query state first, ``engine.render.output_query_state``). Output
-  pixels per second.
+  named in ``--tasks`` (or ``--lmf``).
+- ``query-x4`` / ``query-x12`` / ``query-x30``: the decoder alone on the same outputs (the
+  feature map is computed before timing and before the memory baseline): prepare + all
+  chunks (for SRNO the passes of its query state first, ``engine.render.output_query_state``;
+  for models with a grid query, LMF's, chunks of whole output rows through it, as the
+  renderer decodes them). Output pixels per second; ``query-x12`` only when named.
 - ``train``: seconds per iteration at the paper recipe (batch 16 of 48x48 LR patches,
   sample_q 2304, Adam lr 1e-4) with ``engine.train.train_step`` (forward, L1 loss,
   backward, step) on synthetic batches made like ``sr-implicit-downsampled``'s (scale
@@ -48,6 +50,17 @@ trained checkpoint: with random weights the change only shows bf16's rounding.
 (``engine.throughput``). ``--onnx``: a column for the render tasks on the CPU, the model
 exported to ONNX (``engine.onnx_export``, not timed) and rendered by onnxruntime's CPU
 provider with ``utils.onnx_render`` (scripts/onnx_upscale.py's renderer, docs/deploy.md).
+
+MACs/px (render and query rows): multiply-adds per output pixel of the fast path, counted
+from the shapes of the products that run (``torch.utils.flop_counter``: matrix products and
+convolutions; elementwise operations and gathers are not counted) on an 8x8 LR image at the
+task's scale: the encoder's, the per-image work's (``prepare``) and the queries', divided by
+the output pixels; query rows count the decoder only. The queries are counted on lists
+(LMF's grid query does the same multiply-adds, layer 0's as broadcast products).
+
+``--lmf``: the models and tasks of LMF's comparison (EDSR-baseline LIIF, LM-LIIF, LTE and
+LM-LTE; renders and decoder-only runs at x4, x12 and x30, fast path only), and a second
+table with LM-LIIF's and LM-LTE's speed-ups over LIIF and LTE per task and column.
 """
 import argparse
 import ctypes
@@ -75,35 +88,47 @@ from engine.checkpoint import load_model  # noqa: E402
 from engine.data_norm import PUBLISHED, DataNorm  # noqa: E402
 from engine.metrics import psnr  # noqa: E402
 from engine.render import (OutputGrid, autocast, global_queries, output_query_state,  # noqa: E402
-                           render)
+                           prepare, query_grid, render)
 from engine.throughput import apply_throughput_options  # noqa: E402
 from engine.train import train_step  # noqa: E402
 from models.published import PUBLISHED_SPECS  # noqa: E402
-from utils.coords import make_cell  # noqa: E402
+from utils.coords import make_cell, make_coord  # noqa: E402
 from utils.device import bf16_supported  # noqa: E402
 from utils.errors import UserError, add_debug_flag, run_cli  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
-# The published architectures this benchmark can build (LIIF's, LTE's, SRNO's, CiaoSR's).
+# The published architectures this benchmark can build (LIIF's, LTE's, SRNO's, CiaoSR's,
+# LMF's).
 MODEL_SPECS = {name: PUBLISHED_SPECS[name] for name in ('edsr-baseline-liif', 'rdn-liif',
                                                         'rcan-liif', 'edsr-baseline-lte',
                                                         'swinir-lte', 'edsr-baseline-srno',
-                                                        'edsr-baseline-ciaosr')}
+                                                        'edsr-baseline-ciaosr',
+                                                        'edsr-baseline-lmliif',
+                                                        'edsr-baseline-lmlte')}
 # task -> (LR side, scale) for renders and decoder-only runs
 RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30), 'x12': (64, 12), 'x4-500': (500, 4)}
 QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30), 'x12': (16, 12), 'x4-500': (56, 4)}
 TASKS = ('render-x4', 'render-x30', 'query-x4', 'query-x30', 'train')
-EXTRA_TASKS = ('render-x12', 'render-x4-500')   # run only when named in --tasks
+EXTRA_TASKS = ('render-x12', 'render-x4-500', 'query-x12')   # run only when named in --tasks
 IMPLS = ('plain', 'fast')
+# --lmf: each LMF model beside the model it modulates, on the same encoder.
+LMF_PAIRS = {'edsr-baseline-lmliif': 'edsr-baseline-liif', 'edsr-baseline-lmlte': 'edsr-baseline-lte'}
+LMF_TASKS = ('render-x4', 'render-x12', 'render-x30', 'query-x4', 'query-x12', 'query-x30')
+MACS_LR_SIDE = 8    # LR side of the multiply-add counts
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--models', nargs='+', default=['edsr-baseline-liif', 'rdn-liif'],
-                        choices=sorted(MODEL_SPECS))
+    parser.add_argument('--models', nargs='+', default=None, choices=sorted(MODEL_SPECS),
+                        help='default: edsr-baseline-liif rdn-liif (with --lmf: its four)')
     parser.add_argument('--devices', nargs='+', default=None,
                         help='cpu, cuda, cuda:N (default: cpu, and cuda when present)')
-    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS + EXTRA_TASKS)
+    parser.add_argument('--tasks', nargs='+', default=None, choices=TASKS + EXTRA_TASKS,
+                        help=f'default: {" ".join(TASKS)}')
+    parser.add_argument('--lmf', action='store_true',
+                        help="LMF's comparison: LIIF, LM-LIIF, LTE, LM-LTE (EDSR-baseline), "
+                             'renders and decoder-only runs at x4, x12, x30, fast path only, and '
+                             'the speed-up table (--models/--tasks narrow it down)')
     parser.add_argument('--quick', action='store_true',
                         help='small sizes: renders 32->128, 16->480, 16->192 and 56->224, '
                              'training batch 2 of 24 px with sample_q 576, 2 iterations')
@@ -135,6 +160,9 @@ def parse_args(argv=None):
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    lmf_models = [m for pair in LMF_PAIRS.items() for m in pair[::-1]]
+    args.models = args.models or (lmf_models if args.lmf else ['edsr-baseline-liif', 'rdn-liif'])
+    args.tasks = args.tasks or list(LMF_TASKS if args.lmf else TASKS)
     if args.quick:
         args.batch, args.patch, args.sample_q, args.train_iters = 2, 24, 576, 2
     for name in ('chunk', 'repeats', 'batch', 'patch', 'sample_q', 'train_iters'):
@@ -270,30 +298,72 @@ def encode_lr(model, device, lr_side, autocast_dtype):
         return model.encode(lr)
 
 
-def time_query(model, feat, size, chunk, repeats, autocast_dtype):
-    """Output pixels per second of the decoder alone: prepare once, query every chunk
-    of an output of ``size`` from the feature map ``feat``."""
+def decode_all(model, feat, size, chunk, grids=True):
+    """The decoder alone on every pixel of an output of ``size``: prepare once, then every
+    chunk of queries (SRNO: after the query state of every pixel; with ``grids``, for
+    models with a grid query, LMF's: chunks of whole output rows through
+    ``engine.render.query_grid``, as the renderer decodes them)."""
     device = feat.device
-    grid = OutputGrid(size, device=device)
+    cell = torch.tensor([[2 / size[0], 2 / size[1]]], device=device)
+    prepared = prepare(model, feat, cell)
+    if grids and hasattr(model, 'query_grid'):
+        rows = make_coord(size[:1], device=device)[:, 0]
+        cols = make_coord(size[1:], device=device)[:, 0]
+        step = max(1, chunk // size[1])
+        for first in range(0, size[0], step):
+            query_grid(model, prepared, rows[first:first + step], cols, cell[0])
+        return
     state = {}
+    if global_queries(model):    # SRNO: the state of every output pixel first
+        state['state'] = output_query_state(model, prepared, size, chunk)
+    grid = OutputGrid(size, device=device)
+    for first in range(0, len(grid), chunk):
+        coord = grid.coord(first, min(first + chunk, len(grid))).unsqueeze(0)
+        model.query(prepared, coord, make_cell(coord, size), **state)
 
-    def query(prepared, coord):
-        return model.query(prepared, coord, make_cell(coord, size), **state)
+
+def time_query(model, feat, size, chunk, repeats, autocast_dtype):
+    """Output pixels per second of the decoder alone (``decode_all``) on an output of
+    ``size`` from the feature map ``feat``."""
+    device = feat.device
     with torch.no_grad(), autocast(device, autocast_dtype):
-        warm = grid.coord(0, min(chunk, len(grid))).unsqueeze(0)
-        query(model.prepare(feat), warm)   # warm-up
+        if hasattr(model, 'query_grid'):     # warm-up: a chunk of rows
+            decode_all(model, feat, (min(size[0], max(1, chunk // size[1])), size[1]), chunk)
+        else:                                # warm-up: one chunk of queries
+            warm = OutputGrid(size, device=device).coord(0, min(chunk, size[0] * size[1]))
+            warm = warm.unsqueeze(0)
+            model.query(prepare(model, feat, make_cell(warm, size)), warm, make_cell(warm, size))
         seconds = []
         for _ in range(repeats):
             synchronize(device)
             start = time.perf_counter()
-            prepared = model.prepare(feat)
-            if global_queries(model):    # SRNO: the state of every output pixel first
-                state['state'] = output_query_state(model, prepared, size, chunk)
-            for first in range(0, len(grid), chunk):
-                query(prepared, grid.coord(first, min(first + chunk, len(grid))).unsqueeze(0))
+            decode_all(model, feat, size, chunk)
             synchronize(device)
             seconds.append(time.perf_counter() - start)
-    return len(grid) / min(seconds)
+    return size[0] * size[1] / min(seconds)
+
+
+def _inplace_addmm_flops(self_shape, a_shape, b_shape, out_shape=None, **kwargs):
+    """FLOPs of ``addmm_`` (LIIF's fast path adds rel_coord's term in place), as addmm's."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+def count_macs(model, device, scale, chunk):
+    """Multiply-adds per output pixel of the fast path at ``scale`` on an
+    ``MACS_LR_SIDE``-pixel square LR image: ``(encoder + decoder, decoder)``, counted from
+    the shapes of the matrix products and convolutions that run (see the docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    lr = DataNorm(PUBLISHED).inp(random_lr(MACS_LR_SIDE, device).unsqueeze(0))
+    size = (MACS_LR_SIDE * scale,) * 2
+    mapping = {torch.ops.aten.addmm_: _inplace_addmm_flops}
+    with torch.no_grad():
+        with FlopCounterMode(display=False, custom_mapping=mapping) as encoder:
+            feat = model.encode(lr)
+        with FlopCounterMode(display=False, custom_mapping=mapping) as decoder:
+            decode_all(model, feat, size, chunk, grids=False)
+    pixels = size[0] * size[1]
+    total = encoder.get_total_flops() + decoder.get_total_flops()
+    return total / 2 / pixels, decoder.get_total_flops() / 2 / pixels
 
 
 def synthetic_batch(batch, patch, sample_q, rng):
@@ -361,6 +431,9 @@ def worker(job):
     model = models.make(MODEL_SPECS[job['model']]).to(device)
     model.query_impl = job['impl']
     kind, _, scale = job['task'].partition('-')
+    if kind == 'macs':
+        total, decoder = count_macs(model.eval(), device, job['scale'], job['chunk'])
+        return {'render': total, 'query': decoder}
     apply_throughput_options(model, channels_last=variant == 'channels_last',
                              compile=variant == 'compile', training=kind == 'train')
     if kind != 'train':
@@ -407,9 +480,10 @@ def make_jobs(args):
         onnx = args.onnx and device == 'cpu'
         variants = [v for v, on in zip(VARIANTS, (bf16, args.compile, args.channels_last, onnx))
                     if on]
+        impls = ('fast',) if args.lmf else IMPLS
         for model in args.models:
             for task in args.tasks:
-                for impl in IMPLS:
+                for impl in impls:
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
                                  'impl': impl, 'variant': None})
                 for variant in variants:
@@ -417,6 +491,11 @@ def make_jobs(args):
                         continue
                     jobs.append({**common, 'model': model, 'device': device, 'task': task,
                                  'impl': 'fast', 'variant': variant})
+            scales = sorted({sizes[t.partition('-')[2]][1] for t in args.tasks if t != 'train'})
+            if device == 'cpu':
+                for scale in scales:
+                    jobs.append({**common, 'model': model, 'device': device, 'task': 'macs',
+                                 'scale': scale, 'impl': 'fast', 'variant': None})
             if bf16 and args.set5:
                 jobs.append({**common, 'model': model, 'device': device, 'task': 'psnr',
                              'impl': 'fast', 'variant': 'bf16', 'set5': args.set5,
@@ -450,7 +529,8 @@ def run_job(job):
 
 def job_label(job):
     flavour = job.get('variant') or job['impl']
-    return f"{job['model']} {job['device']} {job['task']} {flavour}"
+    task = f"macs-x{job['scale']}" if job['task'] == 'macs' else job['task']
+    return f"{job['model']} {job['device']} {task} {flavour}"
 
 
 def format_value(task, value):
@@ -461,8 +541,13 @@ def format_value(task, value):
 
 def table(jobs, results):
     """Markdown table: one row per (model, device, task)."""
-    rows = {}
+    rows, macs = {}, {}
     for job, result in zip(jobs, results):
+        if job['task'] == 'macs':
+            if 'error' not in result:
+                for kind in ('render', 'query'):
+                    macs[(job['model'], f"{kind}-x{job['scale']}")] = result[kind]
+            continue
         key = (job['model'], job['device'], 'render-x4' if job['task'] == 'psnr' else job['task'])
         row = rows.setdefault(key, {})
         if 'error' in result:
@@ -478,8 +563,8 @@ def table(jobs, results):
     shown = [v for v in VARIANTS if any(v in row for row in rows.values())]
     lines = ['| model | device | task | plain | fast | fast vs plain | plain peak MiB | '
              'fast peak MiB | ' + ''.join(f'fast {v.replace("_", "-")} | ' for v in shown)
-             + 'bf16 ΔPSNR Set5 x4 (dB) |',
-             '|---|---|---|---|---|---|---|---|' + '---|' * len(shown) + '---|']
+             + 'bf16 ΔPSNR Set5 x4 (dB) | MACs/px |',
+             '|---|---|---|---|---|---|---|---|' + '---|' * len(shown) + '---|---|']
     errors = []
     for (model, device, task), row in rows.items():
         plain, fast = row.get('plain'), row.get('fast')
@@ -491,9 +576,48 @@ def table(jobs, results):
         lines.append(f'| {model} | {device} | {task} | {format_value(task, plain)} | '
                      f'{format_value(task, fast)} | {ratio} | {mib[0]} | {mib[1]} | '
                      + ''.join(f'{format_value(task, row.get(v))} | ' for v in shown)
-                     + f'{dpsnr} |')
+                     + f'{dpsnr} | {format_macs(macs.get((model, task)))} |')
         errors += row.get('errors', [])
     return '\n'.join(lines), errors
+
+
+def format_macs(value):
+    if value is None:
+        return '-'
+    return f'{value / 1e3:.1f}k' if value < 1e6 else f'{value / 1e6:.2f}M'
+
+
+def lmf_table(jobs, results):
+    """LMF's speed-ups: for each LM model and the model it modulates (``LMF_PAIRS``), both
+    present, the ratio of their fast-path figures per device, task and column, and of
+    their multiply-adds per pixel (base / LM: higher is better for LMF). ``None`` when
+    no pair was measured."""
+    figures = {}
+    for job, result in zip(jobs, results):
+        if 'error' in result or job['task'] in ('psnr', 'train') or job['impl'] != 'fast':
+            continue
+        if job['task'] == 'macs':
+            for kind in ('render', 'query'):
+                figures[(job['model'], 'cpu', f"{kind}-x{job['scale']}", 'macs')] = 1 / result[kind]
+            continue
+        figures[(job['model'], job['device'], job['task'], job['variant'] or 'fp32')] = result['value']
+    columns = ['fp32'] + [v for v in VARIANTS if any(k[3] == v for k in figures)] + ['macs']
+    lines = ['| LMF model | vs | device | task | ' + ' | '.join(
+                 'MACs/px' if c == 'macs' else f'{c} speed-up' for c in columns) + ' |',
+             '|---|---|---|---|' + '---|' * len(columns)]
+    for lm, base in LMF_PAIRS.items():
+        keys = sorted({k[1:3] for k in figures if k[0] == lm and k[3] != 'macs'},
+                      key=lambda k: (k[0], LMF_TASKS.index(k[1]) if k[1] in LMF_TASKS
+                                     else len(LMF_TASKS), k[1]))
+        for device, task in keys:
+            cells = []
+            for column in columns:
+                device_key = 'cpu' if column == 'macs' else device
+                a, b = figures.get((lm, device_key, task, column)), figures.get((base, device_key, task, column))
+                cells.append(f'{a / b:.1f}x' if a and b else '-')
+            if any(c != '-' for c in cells[:-1]):
+                lines.append(f'| {lm} | {base} | {device} | {task} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) if len(lines) > 2 else None
 
 
 def write_json(path, payload):
@@ -532,10 +656,17 @@ def main(args):
           'better); train: s/iteration (lower is better); peak memory above the '
           'start of the task.\n')
     print(markdown)
+    speedups = lmf_table(jobs, results)
+    if speedups is not None:
+        print("\nLMF's speed-ups over the models they modulate (the LM model's output pixels "
+              'per second over the base model\'s; MACs/px: the base model\'s over the LM '
+              "model's):\n")
+        print(speedups)
     for error in errors:
         print(f'failed: {error}')
     if args.json:
-        write_json(args.json, {'jobs': jobs, 'results': results, 'table': markdown})
+        write_json(args.json, {'jobs': jobs, 'results': results, 'table': markdown,
+                               'lmf': speedups})
 
 
 if __name__ == '__main__':

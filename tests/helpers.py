@@ -71,6 +71,28 @@ def load_script(relpath):
     return module
 
 
+def random_published_model(name):
+    """The published architecture ``name`` (``models.published``) with random weights,
+    every bias randomised too (the defaults leave some at 0); seeded by the name."""
+    from models.published import PUBLISHED_SPECS
+    torch.manual_seed(len(name))
+    model = models.make(PUBLISHED_SPECS[name])
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith('bias') and 'mean' not in key:
+                p.uniform_(-0.05, 0.05)
+    return model
+
+
+def save_in_reference_format(model, name, path):
+    """``model`` (the published architecture ``name``) as the references save checkpoints:
+    ``{'model': {name, args, sd}, 'optimizer', 'epoch'}``."""
+    from models.published import PUBLISHED_SPECS
+    torch.save({'model': model_entry(PUBLISHED_SPECS[name], model),
+                'optimizer': {'name': 'adam', 'args': {'lr': 1e-4}, 'sd': {}}, 'epoch': 1}, path)
+    return path
+
+
 def save_tiny_checkpoint(path, data_norm=None):
     """A random-weight LIIF (1 res-block EDSR, 16-unit MLP) in the published format."""
     model = models.make(TINY_SPEC)
@@ -108,6 +130,30 @@ def run_main(main, args, capsys):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def run_demo_script(demo_cli, capsys, lr_path, model, out, *flags):
+    """``demo.py`` (``load_script('demo.py')``) on one image on the CPU; the written image
+    as an int array ``(H, W, C)``."""
+    args = demo_cli.parse_args(['--input', str(lr_path), '--model', str(model), '--output',
+                                str(out), '--device', 'cpu', *map(str, flags)])
+    code, _, err = run_main(demo_cli.main, args, capsys)
+    assert code == 0, err
+    return np.asarray(Image.open(out)).astype(int)
+
+
+def assert_same_render(ours, reference_float):
+    """A demo's 8-bit image ``ours (H, W, 3)`` against a reference demo's float image
+    ``(3, H, W)`` in [0, 1]: ours writes ``round(255 x)``, the references (torchvision's
+    ToPILImage) ``floor(255 x)``; ours equals the rounding up to one level where the two
+    floats straddle a rounding boundary (at most 0.1% of the pixels), and is within one
+    level of the truncation."""
+    rounded = (reference_float.permute(1, 2, 0) * 255).round().numpy().astype(int)
+    truncated = (reference_float.permute(1, 2, 0) * 255).byte().numpy().astype(int)
+    assert ours.shape == rounded.shape
+    diff = np.abs(ours - rounded)
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
+    assert np.abs(ours - truncated).max() <= 1
 
 
 def assert_one_line_error(code, err, pattern):
@@ -332,14 +378,37 @@ def bf16_steps(model, lr, coord, cell):
         yield impl, out
 
 
-def losses_of_both_paths(model):
+def record_grid_sample(monkeypatch):
+    """Make every later ``F.grid_sample`` call append ``(input channels, mode)`` to the
+    returned list (the fast paths must not sample the latent maps)."""
+    import torch.nn.functional as F
+    sampled, original = [], F.grid_sample
+
+    def recording(inp, grid, mode='bilinear', **kwargs):
+        sampled.append((inp.shape[1], mode))
+        return original(inp, grid, mode=mode, **kwargs)
+    monkeypatch.setattr(F, 'grid_sample', recording)
+    return sampled
+
+
+def render_whole(model, lr, size, **kwargs):
+    """The whole output of ``engine.render.render_blocks`` as one ``(H, W, 3)`` tensor."""
+    from engine.data_norm import PUBLISHED, DataNorm
+    from engine.render import render_blocks
+    out = torch.zeros(*size, 3)
+    for top, left, rgb in render_blocks(model, lr, size, DataNorm(PUBLISHED), **kwargs):
+        out[top:top + rgb.shape[0], left:left + rgb.shape[1]] = rgb
+    return out
+
+
+def losses_of_both_paths(model, n_queries=200):
     """``{'plain': losses, 'fast': losses}`` of 3 Adam steps of copies of ``model`` (see
-    ``train_a_few_steps``) on one random batch: 4 inputs of 8 x 8, 200 queries of a 24 x 24
-    output each."""
+    ``train_a_few_steps``) on one random batch: 4 inputs of 8 x 8, ``n_queries`` queries of
+    a 24 x 24 output each."""
     lr = torch.randn(4, 3, 8, 8)
-    coord = make_coord((24, 24))[torch.randperm(576)[:200]].expand(4, -1, -1)
+    coord = make_coord((24, 24))[torch.randperm(576)[:n_queries]].expand(4, -1, -1)
     cell = make_cell(coord, (24, 24))
-    target = torch.rand(4, 200, 3)
+    target = torch.rand(4, n_queries, 3)
     return {impl: train_a_few_steps(model, impl, lr, coord, cell, target)[0]
             for impl in ('plain', 'fast')}
 

@@ -24,7 +24,7 @@ _spec.loader.exec_module(benchmark)
 # One thread: tiny tensors gain nothing from more, and on a busy machine every parallel
 # region can wait for a descheduled thread.
 TINY = {'threads': 1, 'chunk': 100, 'repeats': 1, 'batch': 2, 'patch': 8, 'sample_q': 16,
-        'train_iters': 1, 'warmup': 1, 'sizes': {'x4': [8, 4], 'x30': [3, 30]},
+        'train_iters': 1, 'warmup': 1, 'sizes': {'x4': [8, 4], 'x12': [3, 12], 'x30': [3, 30]},
         'model': 'edsr-baseline-liif', 'device': 'cpu', 'variant': None}
 
 
@@ -89,8 +89,11 @@ def test_ciaosr_rows_run(task, expected, monkeypatch):
     assert result['peak_mib'] >= 0
     args = benchmark.parse_args(['--quick', '--devices', 'cpu', '--bf16', 'off', '--models',
                                  'edsr-baseline-ciaosr', '--tasks', task])
-    assert [(j['task'], j['impl']) for j in benchmark.make_jobs(args)] == [(task, 'plain'),
-                                                                           (task, 'fast')]
+    jobs = benchmark.make_jobs(args)
+    assert [(j['task'], j['impl']) for j in jobs if j['task'] != 'macs'] == [(task, 'plain'),
+                                                                            (task, 'fast')]
+    assert [j['scale'] for j in jobs if j['task'] == 'macs'] == ([] if task == 'train' else
+                                                                 [int(task[8:].split('-')[0])])
 
 
 def test_synthetic_batch_is_shaped_like_the_training_data():
@@ -116,18 +119,25 @@ def test_jobs_cover_models_tasks_paths_and_bf16():
     args = benchmark.parse_args(['--quick', '--devices', 'cpu', '--bf16', 'on',
                                  '--tasks', 'render-x4', 'train'])
     jobs = benchmark.make_jobs(args)
-    assert len(jobs) == 2 * 2 * 3                # models x tasks x (plain, fast, bf16)
+    assert len(jobs) == 2 * 2 * 3 + 2            # models x tasks x (plain, fast, bf16), MACs
+    assert [(j['model'], j['scale']) for j in jobs if j['task'] == 'macs'] == [
+        ('edsr-baseline-liif', 4), ('rdn-liif', 4)]
     assert {(j['impl'], j['variant']) for j in jobs} == {('plain', None), ('fast', None),
                                                          ('fast', 'bf16')}
     assert jobs[0]['batch'] == 2 and jobs[0]['sizes'] == benchmark.QUICK_RENDER_SIZES
     default = benchmark.make_jobs(benchmark.parse_args(['--devices', 'cpu']))
     # auto: bf16 where the device has fast bf16 (this CPU: only with AVX512-BF16/AMX)
     assert any(j['variant'] == 'bf16' for j in default) == bf16_supported('cpu')
-    assert {j['task'] for j in default} == set(benchmark.TASKS)
+    assert {j['task'] for j in default} == set(benchmark.TASKS) | {'macs'}
     more = benchmark.make_jobs(benchmark.parse_args(['--devices', 'cpu', '--bf16', 'off',
                                                      '--compile', '--channels-last',
                                                      '--tasks', 'train']))
     assert [j['variant'] for j in more[:4]] == [None, None, 'compile', 'channels_last']
+    lmf = benchmark.make_jobs(benchmark.parse_args(['--devices', 'cpu', '--lmf', '--bf16', 'on']))
+    assert {j['model'] for j in lmf} == {'edsr-baseline-liif', 'edsr-baseline-lmliif',
+                                          'edsr-baseline-lte', 'edsr-baseline-lmlte'}
+    assert {j['task'] for j in lmf} == set(benchmark.LMF_TASKS) | {'macs'}
+    assert {(j['impl'], j['variant']) for j in lmf} == {('fast', None), ('fast', 'bf16')}
     assert default[0]['batch'] == 16 and default[0]['sample_q'] == 2304
 
 
@@ -149,6 +159,52 @@ def test_table_gives_ratios_memory_and_failures():
     assert '-0.050 (random weights)' in render
     assert '| 2.000 s/it | 1.250 s/it | 1.60x | 900 | 800 | 1.000 s/it |' in train
     assert errors == ['m cpu render-x4 bf16: boom']
+
+
+# Multiply-adds per output pixel from the layer shapes, by hand. EDSR-baseline: a 3 -> 64
+# and 33 64 -> 64 3x3 convolutions per LR pixel.
+EDSR_BASELINE = 9 * (3 * 64 + 33 * 64 * 64)
+# LIIF's fast path: per latent code the first layer as a 3x3 convolution (576 -> 256);
+# per query 4 shifts of rel_coord/rel_cell/bias (5 -> 256), 3 256 x 256 layers, 256 -> 3.
+LIIF_CODE, LIIF_QUERY = 9 * 64 * 256, 4 * (5 * 256 + 3 * 256 * 256 + 256 * 3)
+# LM-LIIF's: per latent code the hypernetwork (576 -> 208 as a convolution, 208 -> 208) and
+# layer 0 on the 16-wide code; per image the relative cell's part of the hypernetwork's
+# first layer (2 -> 208); per query 4 shifts of layer 0's rel_coord/rel_cell (4 -> 16) and
+# 5 16 x 16 layers, then the output layer on the ensemble (16 -> 3).
+LMLIIF_CODE, LMLIIF_IMAGE = 9 * 64 * 208 + 208 * 208 + 16 * 16, 2 * 208
+LMLIIF_QUERY = 4 * (4 * 16 + 5 * 256) + 48
+
+
+@pytest.mark.parametrize('model,code,image,query', [
+    ('edsr-baseline-liif', LIIF_CODE, 0, LIIF_QUERY),
+    ('edsr-baseline-lmliif', LMLIIF_CODE, LMLIIF_IMAGE, LMLIIF_QUERY)])
+@pytest.mark.parametrize('scale', [4, 12])
+def test_macs_are_counted_from_the_layer_shapes(model, code, image, query, scale):
+    result = benchmark.worker({**TINY, 'model': model, 'task': 'macs', 'scale': scale,
+                               'impl': 'fast'})
+    latent = benchmark.MACS_LR_SIDE ** 2
+    decoder = (code + image / latent) / scale ** 2 + query
+    assert result['query'] == pytest.approx(decoder, rel=1e-9)
+    assert result['render'] == pytest.approx(EDSR_BASELINE / scale ** 2 + decoder, rel=1e-9)
+
+
+def test_lmf_table_gives_speedups_over_the_base_models():
+    jobs, results = [], []
+    for model, speed in (('edsr-baseline-liif', 1e4), ('edsr-baseline-lmliif', 8e4)):
+        for variant, factor in ((None, 1), ('bf16', 3)):
+            jobs.append({'model': model, 'device': 'cpu', 'task': 'render-x30', 'impl': 'fast',
+                         'variant': variant})
+            results.append({'value': speed * factor, 'peak_mib': 1})
+        jobs.append({'model': model, 'device': 'cpu', 'task': 'macs', 'scale': 30,
+                     'impl': 'fast', 'variant': None})
+        results.append({'render': 1e6 if model.endswith('-liif') and 'lm' not in model else 1e4,
+                        'query': 1.0})
+    speedups = benchmark.lmf_table(jobs, results)
+    assert speedups.splitlines()[2] == ('| edsr-baseline-lmliif | edsr-baseline-liif | cpu | '
+                                        'render-x30 | 8.0x | 8.0x | 100.0x |')
+    markdown, _ = benchmark.table(jobs, results)
+    assert markdown.splitlines()[2].endswith('| 1.00M |')      # LIIF's MACs/px
+    assert benchmark.lmf_table(jobs[:3], results[:3]) is None  # no LM model: no table
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):

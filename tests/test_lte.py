@@ -7,13 +7,13 @@ parameter), the same latent cells as grid_sample picks, ties included. Equality 
 the reference code's own arithmetic is tested in ``tests/test_lte_reference.py``."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import models
 from engine.data_norm import PUBLISHED, DataNorm
-from engine.render import predict, render_blocks
+from engine.render import predict
 from helpers import (TINY_ENCODER, bf16_steps, both, encoding_of, gradients_of_both_paths,
-                     losses_of_both_paths, pixel_grid, query_cases, relative_error, tie_queries)
+                     losses_of_both_paths, pixel_grid, query_cases, record_grid_sample,
+                     relative_error, render_whole, tie_queries)
 from models.lte import LocalTextureEstimator, LTEPrepared
 from utils.coords import grid_to_queries, make_cell, make_coord
 from utils.errors import UserError
@@ -100,13 +100,7 @@ def test_fast_path_samples_only_the_input_image(monkeypatch):
     encoding = encoding_of(4, 4, batch=1)
     coord, cell = pixel_grid((8, 8), batch=1)
     model.query(encoding, coord, cell)     # measures grid_sample's rounding once
-    sampled = []
-    original = F.grid_sample
-
-    def recording(inp, grid, mode='bilinear', **kwargs):
-        sampled.append((inp.shape[1], mode))
-        return original(inp, grid, mode=mode, **kwargs)
-    monkeypatch.setattr(F, 'grid_sample', recording)
+    sampled = record_grid_sample(monkeypatch)
     model.query(encoding, coord, cell)
     assert sampled == [(3, 'bilinear')]    # the global residual only
     sampled.clear()
@@ -153,14 +147,6 @@ def test_lte_and_ltep_pair_frequencies_differently():
     assert [t.tolist() for t in ltep.split_frequencies(channels)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
-def liif_family_render(model, lr, size, **kwargs):
-    """The whole output of ``engine.render.render_blocks`` as one (H, W, 3) tensor."""
-    out = torch.zeros(*size, 3)
-    for top, left, rgb in render_blocks(model, lr, size, DataNorm(PUBLISHED), **kwargs):
-        out[top:top + rgb.shape[0], left:left + rgb.shape[1]] = rgb
-    return out
-
-
 @pytest.mark.parametrize('name', NAMES)
 @pytest.mark.parametrize('impl', ['fast', 'plain'])
 def test_windowed_and_tiled_rendering_equal_the_whole_image(name, impl):
@@ -174,10 +160,10 @@ def test_windowed_and_tiled_rendering_equal_the_whole_image(name, impl):
     whole = predict(model, DataNorm(PUBLISHED).inp(lr.unsqueeze(0)), coord,
                     make_cell(coord, size))
     whole = DataNorm(PUBLISHED).denorm(whole[0]).view(*size, 3)
-    windowed = liif_family_render(model, lr, size, tile=6, window=4, chunk=37)
+    windowed = render_whole(model, lr, size, tile=6, window=4, chunk=37)
     assert (windowed - whole).abs().max() <= 1e-5
     # a window margin one cell short of QUERY_REACH + 1 is visibly wrong
-    short = liif_family_render(model, lr, size, tile=None, window=4, margin=1)
+    short = render_whole(model, lr, size, tile=None, window=4, margin=1)
     assert (short - whole).abs().max() > 1e-3
 
 

@@ -16,7 +16,6 @@ Tolerances, and why:
 """
 import json
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -24,9 +23,10 @@ from PIL import Image
 
 import lte_reference as ref
 import models
-from engine.checkpoint import load_model, model_entry
+from engine.checkpoint import load_model
 from engine.data_norm import PUBLISHED as PUBLISHED_NORM
-from helpers import load_script, make_test_image, run_main
+from helpers import (assert_same_render, load_script, make_test_image, random_published_model,
+                     run_demo_script, run_main, save_in_reference_format)
 from models.published import PUBLISHED_SPECS
 from utils.coords import make_cell, make_coord
 
@@ -40,19 +40,8 @@ def checkpoints(tmp_path_factory):
     """Random-weight checkpoints of the published LTE architectures in the reference
     format; every bias randomised too (the defaults leave some at 0)."""
     folder = tmp_path_factory.mktemp('lte-ckpt')
-    paths = {}
-    for name in NAMES:
-        torch.manual_seed(len(name))
-        model = models.make(PUBLISHED_SPECS[name])
-        with torch.no_grad():
-            for key, p in model.named_parameters():
-                if key.endswith('bias') and 'mean' not in key:
-                    p.uniform_(-0.05, 0.05)
-        ckpt = {'model': model_entry(PUBLISHED_SPECS[name], model),
-                'optimizer': {'name': 'adam', 'args': {'lr': 1e-4}, 'sd': {}}, 'epoch': 1}
-        torch.save(ckpt, folder / f'{name}.pth')
-        paths[name] = folder / f'{name}.pth'
-    return paths
+    return {name: save_in_reference_format(random_published_model(name), name,
+                                           folder / f'{name}.pth') for name in NAMES}
 
 
 def reference_model(path, **kwargs):
@@ -215,21 +204,7 @@ def test_without_window_swinir_is_aligned_unlike_the_reference(checkpoints, imag
 # --- demo.py --------------------------------------------------------------------------------
 
 def run_demo(capsys, lr_path, model, out, *flags):
-    args = demo_cli.parse_args(['--input', str(lr_path), '--model', str(model), '--output',
-                                str(out), '--device', 'cpu', *map(str, flags)])
-    code, _, err = run_main(demo_cli.main, args, capsys)
-    assert code == 0, err
-    return np.asarray(Image.open(out)).astype(int)
-
-
-def assert_same_render(ours, reference_float):
-    """See the module docstring: rounding vs the reference's truncation."""
-    rounded = (reference_float.permute(1, 2, 0) * 255).round().numpy().astype(int)
-    truncated = (reference_float.permute(1, 2, 0) * 255).byte().numpy().astype(int)
-    assert ours.shape == rounded.shape
-    diff = np.abs(ours - rounded)
-    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
-    assert np.abs(ours - truncated).max() <= 1
+    return run_demo_script(demo_cli, capsys, lr_path, model, out, *flags)
 
 
 # (checkpoint, LR size, scale, extra flags): SwinIR at a multiple of 8 (where the

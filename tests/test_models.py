@@ -23,22 +23,28 @@ LTE_COUNTS = {'edsr-baseline-lte': 1714267, 'rdn-lte': 22467779, 'swinir-lte': 1
               'edsr-baseline-lte-fast': 1714267, 'swinir-liif': 11949927,
               'swinir-metasr': 12048164}
 SRNO_COUNTS = {'edsr-baseline-srno': 2015323, 'rdn-srno': 22768835}
-# CiaoSR as LMF's port builds it (family_state_dicts.json)
+# LMF's, and CiaoSR as LMF's port builds it (family_state_dicts.json)
+LMF_COUNTS = {'edsr-baseline-lmliif': 1386091, 'rdn-lmliif': 22139603, 'swinir-lmliif': 11782615,
+              'edsr-baseline-lmlte': 1490907, 'rdn-lmlte': 22244419, 'swinir-lmlte': 11873511}
 CIAOSR_COUNTS = {'edsr-baseline-ciaosr': 2649054, 'rdn-ciaosr': 23402566,
                  'swinir-ciaosr': 13031658}
 SPEC_FILES = {**{key: SPEC_DIR / 'official_state_dicts.json' for key in PUBLISHED_COUNTS},
               **{key: SPEC_DIR / 'lte_state_dicts.json' for key in LTE_COUNTS},
-              **{key: SPEC_DIR / 'family_state_dicts.json' for key in {**SRNO_COUNTS,
-                                                                        **CIAOSR_COUNTS}}}
+              **{key: SPEC_DIR / 'family_state_dicts.json'
+                 for key in {**SRNO_COUNTS, **LMF_COUNTS, **CIAOSR_COUNTS}}}
 ENCODERS = ('edsr-baseline', 'edsr', 'rdn', 'rcan')
 TINY_SWINIR = {'name': 'swinir', 'args': {'img_size': 16, 'embed_dim': 12, 'depths': [2, 2],
                                           'num_heads': [2, 3], 'window_size': 4}}
 TINY_MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}
+TINY_LMMLP = {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 4, 'hidden_depth': 2}}
+TINY_HYPERNET = {'name': 'mlp', 'args': {'out_dim': 0, 'hidden_list': [12]}}  # out_dim: set
 # name -> list of (args, kind); kind says how to call the model and what comes out.
 EXAMPLES = {
     **{name: [({'no_upsampling': True}, 'features')] +
        [({'scale': s}, f'upsample{s}') for s in (2, 3, 4)] for name in ENCODERS},
     'mlp': [({'in_dim': 5, 'out_dim': 3, 'hidden_list': [16, 16]}, 'vector')],
+    'lmmlp': [({'in_dim': 5, 'out_dim': 3, 'hidden_dim': 8, 'hidden_depth': 2, **mods}, 'vector')
+              for mods in ({}, {'mod_shift': False}, {'use_conv': True})],
     'liif': [({'encoder_spec': TINY_ENCODER,
                'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}},
                **switches}, 'implicit')
@@ -53,6 +59,15 @@ EXAMPLES = {
             for encoder in (TINY_ENCODER, TINY_SWINIR)],
     'lte-fast': [({'encoder_spec': TINY_ENCODER, 'num_layer': 1, 'hidden_dim': 8}, 'implicit'),
                  ({'encoder_spec': TINY_ENCODER, 'num_layer': 1, 'hidden_dim': 8}, 'grid')],
+    'lmliif': [({'encoder_spec': TINY_ENCODER, 'imnet_spec': TINY_LMMLP, 'hypernet_spec': TINY_HYPERNET,
+                 **switches}, 'implicit')
+               for switches in ({}, {'mod_input': True}, {'local_ensemble': False},
+                                {'feat_unfold': False}, {'cell_decode': False})],
+    'lmlte': [({'encoder_spec': encoder, 'imnet_spec': TINY_LMMLP, 'hypernet_spec': TINY_HYPERNET,
+                'hidden_dim': 8, **switches}, 'implicit')
+              for encoder, switches in ((TINY_ENCODER, {}), (TINY_SWINIR, {'mod_input': True}),
+                                        (TINY_ENCODER, {'local_ensemble': False}),
+                                        (TINY_ENCODER, {'cell_decode': False}))],
     'sronet': [({'encoder_spec': TINY_ENCODER, 'width': 16, 'blocks': 4}, kind)
                for kind in ('implicit', 'grid')],
     'galerkin': [({'midc': 12, 'heads': 3}, 'attention')],
@@ -103,6 +118,7 @@ def test_forward_shapes(name, args, kind):
 
 def test_published_specs_are_the_published_models():
     assert sorted(PUBLISHED_SPECS) == sorted({**PUBLISHED_COUNTS, **LTE_COUNTS, **SRNO_COUNTS,
+                                              **LMF_COUNTS,
                                               **CIAOSR_COUNTS})
 
 
@@ -110,14 +126,14 @@ def test_published_specs_are_the_published_models():
 def test_published_specs_have_exact_layout(key):
     with torch.device('meta'):  # full size, shapes only: no memory, no init time
         model = models.make(PUBLISHED_SPECS[key])
-    counts = {**PUBLISHED_COUNTS, **LTE_COUNTS, **SRNO_COUNTS, **CIAOSR_COUNTS}
+    counts = {**PUBLISHED_COUNTS, **LTE_COUNTS, **SRNO_COUNTS, **LMF_COUNTS, **CIAOSR_COUNTS}
     assert sum(p.numel() for p in model.parameters()) == counts[key]
     spec_file = SPEC_FILES[key]
     if not spec_file.is_file():
         pytest.skip(f'{spec_file} absent: parameter count checked, names not')
     published = json.loads(spec_file.read_text())[key]
     assert published['spec'] == PUBLISHED_SPECS[key]
-    # official_state_dicts.json maps names to shapes, lte_state_dicts.json lists pairs
+    # official_state_dicts.json maps names to shapes, the others list pairs
     expected = published['state_dict']
     expected = [[name, shape] for name, shape in
                 (expected.items() if isinstance(expected, dict) else expected)]

@@ -17,6 +17,10 @@ from utils import render_plan as plan
 TINY_MLP = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}
 CIAOSR = {'name': 'ciaosr', 'args': {'encoder': TINY_ENCODER, 'imnet_q': TINY_MLP,
                                      'imnet_k': TINY_MLP, 'imnet_v': TINY_MLP}}
+LMLIIF = {'name': 'lmliif', 'args': {
+    'encoder_spec': TINY_ENCODER, 'mod_input': True,
+    'imnet_spec': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 8, 'hidden_depth': 2}},
+    'hypernet_spec': {'name': 'mlp', 'args': {'out_dim': 0, 'hidden_list': [16]}}}}
 # (registry spec, query path): every implicit model of the registry, both paths where it
 # has two. The bicubic baseline is not rendered through windows (engine.tiles resizes).
 MODELS = {
@@ -33,6 +37,10 @@ MODELS = {
                                            'hidden_dim': 8}}, 'fast'),
     'ciaosr-fast': (CIAOSR, 'fast'),
     'ciaosr-plain': (CIAOSR, 'plain'),
+    # LMF's: windows prepared with the output's cell (a prepared window per output size)
+    'lmliif-fast': (LMLIIF, 'fast'),
+    'lmliif-plain': (LMLIIF, 'plain'),
+    'lmlte-fast': ({'name': 'lmlte', 'args': {**LMLIIF['args'], 'hidden_dim': 8}}, 'fast'),
     # global queries: the whole grid prepared once, a query state per output size
     'srno-fast': ({'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16,
                                               'blocks': 4}}, 'fast'),
@@ -177,6 +185,25 @@ def test_the_cache_keeps_features_and_windows_for_every_size():
     assert (len(count.encoded), len(count.prepared)) == (encoded, prepared)  # nothing recomputed
     assert torch.equal(again, first[10:30, 3:40])
     assert torch.equal(other_size, whole_float(make('lte-fast'), lr, (57, 69), **SETTINGS))
+
+
+def test_lmf_windows_are_prepared_per_output_size():
+    """LMF's modulations depend on the output's cell: the cache keeps a prepared window per
+    output size (the features are shared), and every size renders its own image."""
+    model = make('lmliif-fast')
+    lr = torch.rand(3, 11, 13)
+    store = {}
+
+    def cache(key, compute):
+        if key not in store:
+            store[key] = compute()
+        return store[key]
+    for size in ((22, 26), (33, 39)):
+        region = region_float(model, lr, size, (0, size[0]), (0, size[1]), cache=cache, **SMALL)
+        assert torch.equal(region, whole_float(make('lmliif-fast'), lr, size, **SMALL))
+    prepared = [key for key in store if key[0] == 'prepared']
+    assert {key[-2:] for key in prepared} == {(22, 26), (33, 39)}
+    assert len(prepared) == 2 * len({key[1:3] for key in prepared})
 
 
 def test_a_small_image_is_encoded_once_whole():

@@ -319,6 +319,10 @@ PARAMS = {
     'train_edsr-baseline-lte': 1714267, 'train_rdn-lte': 22467779,
     'train_swinir-lte': 12096871, 'train_edsr-baseline-lte-fast': 1714267,
     'train_swinir-liif': 11949927, 'train_swinir-metasr': 12048164,
+    # LMF's (the counts of family_state_dicts.json)
+    'train_edsr-baseline-lmliif': 1386091, 'train_rdn-lmliif': 22139603,
+    'train_swinir-lmliif': 11782615, 'train_edsr-baseline-lmlte': 1490907,
+    'train_rdn-lmlte': 22244419, 'train_swinir-lmlte': 11873511,
     # SRNO's (the published counts of family_state_dicts.json)
     'train_edsr-sronet': 2015323, 'train_rdn-sronet': 22768835,
     # CiaoSR's (the published counts of family_state_dicts.json)

@@ -11,6 +11,20 @@ import yaml
 from utils.errors import UserError
 
 
+FLAG_VALUES = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
+
+
+def flag_value(text):
+    """An argparse ``type`` for boolean flags: ``--fast`` alone, or the references'
+    ``--fast True`` / ``--cmsr False`` (true/false, 1/0, yes/no). The references take any
+    non-empty string as true; here ``False`` means false."""
+    import argparse
+    value = FLAG_VALUES.get(str(text).lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+    return value
+
+
 class FrozenDict(dict):
     """A dict that refuses to change. Behaves like a dict for reading."""
 
