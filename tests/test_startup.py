@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Every command-line entry point, with the modules its start-up imports (what runs before
 # the first line of main): the script itself, run with --help.
 ENTRY_POINTS = ['train_liif.py', 'test.py', 'demo.py', 'viewer.py', 'scripts/eval_all.py',
-                'scripts/export_onnx.py', 'scripts/onnx_upscale.py']
+                'scripts/export_onnx.py', 'scripts/onnx_upscale.py', 'scripts/init_cmsr.py']
 HEAVY = ('torch._dynamo', 'torch._inductor')
 
 
