@@ -5,5 +5,6 @@ from models import edsr, rdn, rcan, swinir  # noqa: F401,E402  (encoders)
 from models import mlp, lmmlp  # noqa: F401,E402
 from models import liif, metasr, lte, ltep  # noqa: F401,E402
 from models import lmliif, lmlte  # noqa: F401,E402  (LMF)
+from models import lmciaosr  # noqa: F401,E402  (LMF's LM-CiaoSR)
 from models import ciaosr, galerkin, srno  # noqa: F401,E402
 from models import bicubic  # noqa: F401,E402  (the "Bicubic" baseline)

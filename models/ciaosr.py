@@ -125,8 +125,52 @@ def neighbour_step(cell, grid_size, size):
     return {-1: (-step + SHIFT_EPS) * ratio, 0: 0.0, 1: (step + SHIFT_EPS) * ratio}
 
 
+def check_non_local_tile(name, tile):
+    """``UserError`` unless ``tile`` (the ``non_local_tile`` argument) is a positive integer,
+    0 or ``None``."""
+    if tile is not None and (not isinstance(tile, int) or isinstance(tile, bool) or tile < 0):
+        raise UserError(f'{name}: non_local_tile must be a positive integer, or 0 / null for '
+                        f'the whole map, got {tile!r}')
+
+
+class NonLocalEncoding:
+    """``encode`` of CiaoSR and LM-CiaoSR (``models/lmciaosr.py``): the encoder's features,
+    their cross-scale attention, the input and the whole grid's size, in one map (see the
+    module docstring). The model sets ``encoder``, ``non_local_attn``, ``non_local_dim``,
+    ``non_local_tile`` and, with ``non_local_attn``, ``cs_attn``."""
+
+    def encode(self, inp):
+        """``(B, 3, h, w)`` normalised LR image -> ``(B, C + C' + 3 + 2, h, w)``: the
+        features, their cross-scale attention, the input, the grid size (module docstring)."""
+        feat = self.encoder(inp)
+        parts = [feat]
+        if self.non_local_attn:
+            parts.append(non_local_features(self.cs_attn, feat, self.non_local_tile))
+        b, _, h, w = feat.shape
+        # filled on the device from Python numbers: nothing is copied from the host
+        parts += [inp, inp.new_full((b, 1, h, w), h), inp.new_full((b, 1, h, w), w)]
+        return torch.cat(parts, dim=1)
+
+    def encoder_radius(self):
+        """``None``: the cross-scale attention reads the whole feature map (or its tiles,
+        laid out over the whole map), so features of a crop are not a crop of the features."""
+        return None
+
+    def split_encoding(self, encoding):
+        """``encode``'s result (or a crop) -> ``(features (B, C, h, w), non-local
+        (B, C', h, w) or None, input (B, 3, h, w), grid size (B, 2): the whole grid's)``."""
+        c = self.encoder.out_dim
+        nl = self.non_local_dim
+        feat = encoding[:, :c]
+        non_local = encoding[:, c:c + nl] if self.non_local_attn else None
+        inp = encoding[:, c + nl:c + nl + IMAGE_CHANNELS]
+        start = c + nl + IMAGE_CHANNELS
+        grid = encoding[:, start:start + GRID_CHANNELS, 0, 0]
+        return feat, non_local, inp, grid
+
+
 @register('ciaosr')
-class CiaoSR(QueryPaths, nn.Module):
+class CiaoSR(NonLocalEncoding, QueryPaths, nn.Module):
     """Encoder + attention-in-attention local implicit decoder.
 
     Args (the YAML ``args``, the reference's names):
@@ -158,11 +202,7 @@ class CiaoSR(QueryPaths, nn.Module):
         super().__init__()
         if local_size not in (1, 2, 3):
             raise UserError(f'ciaosr: local_size must be 1, 2 or 3, got {local_size!r}')
-        if non_local_tile is not None and (not isinstance(non_local_tile, int)
-                                           or isinstance(non_local_tile, bool)
-                                           or non_local_tile < 0):
-            raise UserError(f'ciaosr: non_local_tile must be a positive integer, or 0 / null for '
-                            f'the whole map, got {non_local_tile!r}')
+        check_non_local_tile('ciaosr', non_local_tile)
         self.local_size = local_size
         self.feat_unfold = feat_unfold
         self.non_local_attn = non_local_attn
@@ -180,37 +220,6 @@ class CiaoSR(QueryPaths, nn.Module):
         self.imnet_v = models.make(imnet_v, args={'in_dim': value_dim + 4, 'out_dim': value_dim})
         if non_local_attn:
             self.cs_attn = CrossScaleAttention(channel=channels, scale=self.multi_scale)
-
-    # --- encoding ------------------------------------------------------------------
-
-    def encode(self, inp):
-        """``(B, 3, h, w)`` normalised LR image -> ``(B, C + C' + 3 + 2, h, w)``: the
-        features, their cross-scale attention, the input, the grid size (module docstring)."""
-        feat = self.encoder(inp)
-        parts = [feat]
-        if self.non_local_attn:
-            parts.append(non_local_features(self.cs_attn, feat, self.non_local_tile))
-        b, _, h, w = feat.shape
-        # filled on the device from Python numbers: nothing is copied from the host
-        parts += [inp, inp.new_full((b, 1, h, w), h), inp.new_full((b, 1, h, w), w)]
-        return torch.cat(parts, dim=1)
-
-    def encoder_radius(self):
-        """``None``: the cross-scale attention reads the whole feature map (or its tiles,
-        laid out over the whole map), so features of a crop are not a crop of the features."""
-        return None
-
-    def split_encoding(self, encoding):
-        """``encode``'s result (or a crop) -> ``(features (B, C, h, w), non-local
-        (B, C', h, w) or None, input (B, 3, h, w), grid size (B, 2): the whole grid's)``."""
-        c = self.encoder.out_dim
-        nl = self.non_local_dim
-        feat = encoding[:, :c]
-        non_local = encoding[:, c:c + nl] if self.non_local_attn else None
-        inp = encoding[:, c + nl:c + nl + IMAGE_CHANNELS]
-        start = c + nl + IMAGE_CHANNELS
-        grid = encoding[:, start:start + GRID_CHANNELS, 0, 0]
-        return feat, non_local, inp, grid
 
     def _uses_fast_path(self):
         return (self.query_impl == 'fast' and fast_query_supported(self.imnet_k)

@@ -41,6 +41,7 @@ from models.liif import (ENSEMBLE_SHIFTS, SHIFT_EPS, area_weights, axis_lookups,
                          ensemble_weights)
 from models.liif_fast import DecodeWorkspace, flat_code_index, grid_sample_rounding_is_fused
 from models.lmmlp import LMMLP
+from models.lte import bilinear_residual
 from models.models import QueryPaths
 from models.models import models as registry
 from utils.errors import UserError
@@ -331,6 +332,32 @@ class LatentModulated(QueryPaths):
                             target.addcmul_(out, weights[s, group, part])
             out = total.view(total.shape[0], -1).t() + plan.out_bias
         return out.view(1, n_rows * n_cols, out.shape[-1])
+
+
+class InputResidual:
+    """Mixin (before ``LatentModulated``) of the LM models that add the bilinear upsampling
+    of the input to the decoded values (LM-LTE, LM-CiaoSR): ``prepare`` puts the input in
+    ``LMFPrepared.inp`` (``None``: no residual); the model's ``query_plain`` adds it with
+    ``with_residual``."""
+
+    @staticmethod
+    def with_residual(out, prepared, coord):
+        """``out (B, Q, 3)`` plus the bilinear upsampling of ``prepared.inp`` at ``coord``."""
+        if prepared.inp is None:
+            return out
+        return out + bilinear_residual(prepared.inp, coord)
+
+    def query_fast(self, prepared, coord, cell):
+        """The fast query (``LatentModulated.query_fast``) plus the bilinear residual."""
+        return self.with_residual(super().query_fast(prepared, coord, cell), prepared, coord)
+
+    def query_grid(self, prepared, rows, cols, cell):
+        """The grid query (``LatentModulated.query_grid``) plus the bilinear residual."""
+        out = super().query_grid(prepared, rows, cols, cell)
+        if torch.is_grad_enabled() or self.query_impl == 'plain':
+            return out          # the fallback of query_grid: query's, with the residual
+        coord = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).view(1, -1, 2)
+        return self.with_residual(out, prepared, coord)
 
 
 def grid_groups(row_index, n_cols, piece):

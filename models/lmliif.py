@@ -100,12 +100,15 @@ class LMLIIF(LatentModulated, nn.Module):
         else:
             mod = self.modulation_rows(feat, cell)
             signal = self.signal_of(mod).view(feat.shape[0], 1, *feat.shape[-2:])
-        n_mod = self.imnet.n_modulations
-        code = mod[:, n_mod:] if self.mod_input else latent_code_rows(feat)
-        # Layer 0 of the render MLP on the code: once per latent code, folded into B_0.
+        code = mod[:, self.imnet.n_modulations:] if self.mod_input else latent_code_rows(feat)
+        return LMFPrepared(feat, cell, signal, table=self.folded_table(mod, code))
+
+    def folded_table(self, mod, code):
+        """The fast path's table from the hypernetwork's rows ``mod (B*h*w, M)`` and the
+        codes the render MLP reads ``code (B*h*w, code_dim)``: layer 0 of the render MLP on
+        the code, once per latent code, folded with the modulations (``LMMLP.fold``)."""
         first_term = code @ self.imnet.linear(0)[0][:, :self.code_dim].t()
-        table = self.imnet.fold(mod[:, :n_mod], first_term)
-        return LMFPrepared(feat, cell, signal, table=table.contiguous())
+        return self.imnet.fold(mod[:, :self.imnet.n_modulations], first_term).contiguous()
 
     def hypernet_inputs(self, feat, cell):
         """The reference's hypernetwork input per latent code: ``(B, h*w, 9C [+ 2])`` the

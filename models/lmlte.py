@@ -30,9 +30,9 @@ import models
 from models import register
 from models.liif import ENSEMBLE_SHIFTS, SHIFT_EPS, ensemble, sample_nearest, shift_query
 from models.liif_fast import latent_code_rows
-from models.lmf import (LatentModulated, LMFPrepared, check_lm_specs, image_cell,
-                        modulation_count, relative)
-from models.lte import LocalTextureEstimator, bilinear_residual, fourier_basis
+from models.lmf import (InputResidual, LatentModulated, LMFPrepared, check_lm_specs,
+                        image_cell, modulation_count, relative)
+from models.lte import LocalTextureEstimator, fourier_basis
 from utils.coords import latent_centres
 from utils.errors import UserError
 
@@ -45,7 +45,7 @@ def frequency_pairs(freq):
 
 
 @register('lmlte')
-class LMLTE(LatentModulated, LocalTextureEstimator):
+class LMLTE(InputResidual, LatentModulated, LocalTextureEstimator):
     """Args (the YAML ``args``, the reference's):
         encoder_spec: registry spec of the encoder (``no_upsampling: true``).
         imnet_spec: the render MLP, an ``lmmlp`` (``in_dim`` is set here).
@@ -164,20 +164,7 @@ class LMLTE(LatentModulated, LocalTextureEstimator):
             x = sample_nearest(coef, shifted) * fourier_basis(f_row, f_col, rel_coord, phase)
             preds.append(self.imnet(x, sample_nearest(mod, shifted)))
             rel_coords.append(rel_coord)
-        return ensemble(preds, rel_coords) + bilinear_residual(prepared.inp, coord)
-
-    def query_fast(self, prepared, coord, cell):
-        """The fast query (``models/lmf.py``) plus the bilinear residual."""
-        out = super().query_fast(prepared, coord, cell)
-        return out + bilinear_residual(prepared.inp, coord)
-
-    def query_grid(self, prepared, rows, cols, cell):
-        """The grid query (``models/lmf.py``) plus the bilinear residual."""
-        out = super().query_grid(prepared, rows, cols, cell)
-        if torch.is_grad_enabled() or self.query_impl == 'plain':
-            return out          # the fallback of query_grid: query's, with the residual
-        coord = torch.stack(torch.meshgrid(rows, cols, indexing='ij'), -1).view(1, -1, 2)
-        return out + bilinear_residual(prepared.inp, coord)
+        return self.with_residual(ensemble(preds, rel_coords), prepared, coord)
 
     def first_columns(self):
         """The render MLP's layer 0 reads the per-query Fourier feature: all its columns."""

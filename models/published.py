@@ -69,6 +69,19 @@ def _ciaosr(encoder):
         'softmax_scale': 1}}
 
 
+def _lmciaosr(encoder):
+    """LMF's ``train_*-lmciaosr.yaml`` (the same model for every encoder)."""
+    mlp = {'name': 'mlp', 'args': {'out_dim': 256, 'hidden_list': [256]}}
+    return {'name': 'lmciaosr', 'args': {
+        'encoder': _encoder(encoder),
+        'prenet_q': mlp,
+        'hypernet_q': {'name': 'mlp', 'args': {'out_dim': 288, 'hidden_list': [288]}},
+        'imnet_q': {'name': 'lmmlp', 'args': {'out_dim': 3, 'hidden_dim': 16, 'hidden_depth': 8,
+                                              'mod_scale': True, 'mod_shift': True}},
+        'imnet_k': mlp, 'imnet_v': mlp, 'local_size': 2, 'feat_unfold': True,
+        'non_local_attn': True, 'multi_scale': [2], 'softmax_scale': 1, 'mod_input': True}}
+
+
 PUBLISHED_SPECS = {
     # LIIF's (yinboc/liif)
     'edsr-baseline-liif': _liif('edsr-baseline'),
@@ -100,4 +113,8 @@ PUBLISHED_SPECS = {
     'edsr-baseline-ciaosr': _ciaosr('edsr-baseline'),
     'rdn-ciaosr': _ciaosr('rdn'),
     'swinir-ciaosr': _ciaosr('swinir'),
+    # LMF's LM-CiaoSR (HeZongyao/LMF configs/train-lmf/train_*-lmciaosr.yaml)
+    'edsr-baseline-lmciaosr': _lmciaosr('edsr-baseline'),
+    'rdn-lmciaosr': _lmciaosr('rdn'),
+    'swinir-lmciaosr': _lmciaosr('swinir'),
 }

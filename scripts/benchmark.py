@@ -10,6 +10,7 @@
     python scripts/benchmark.py --json bench.json      # also write every figure as JSON
     python scripts/benchmark.py --models edsr-baseline-liif edsr-baseline-lte --tasks render-x4 render-x30 --onnx
     python scripts/benchmark.py --models edsr-baseline-ciaosr --tasks render-x4 render-x12 train render-x4-500
+    python scripts/benchmark.py --models edsr-baseline-lmciaosr --tasks render-x4 render-x12 train render-x4-500
 
 Tasks (random weights unless --weights: speed and memory do not depend on them):
 - ``render-x4`` / ``render-x30``: super-resolve a 128x128 LR image to 512x512 / a 64x64
@@ -104,7 +105,8 @@ MODEL_SPECS = {name: PUBLISHED_SPECS[name] for name in ('edsr-baseline-liif', 'r
                                                         'swinir-lte', 'edsr-baseline-srno',
                                                         'edsr-baseline-ciaosr',
                                                         'edsr-baseline-lmliif',
-                                                        'edsr-baseline-lmlte')}
+                                                        'edsr-baseline-lmlte',
+                                                        'edsr-baseline-lmciaosr')}
 # task -> (LR side, scale) for renders and decoder-only runs
 RENDER_SIZES = {'x4': (128, 4), 'x30': (64, 30), 'x12': (64, 12), 'x4-500': (500, 4)}
 QUICK_RENDER_SIZES = {'x4': (32, 4), 'x30': (16, 30), 'x12': (16, 12), 'x4-500': (56, 4)}

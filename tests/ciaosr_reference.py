@@ -103,6 +103,30 @@ def mlp(sd, prefix, x):
     return linear(sd, f'{prefix}.layers.{layers[-1]}', x)
 
 
+def tiled_non_local(sd, feat, multi_scale):
+    """``gen_feat``'s cross-scale attention (ciaosr's; lmciaosr's ``gen_feats`` is the
+    same): on 48 x 48 tiles with 1-cell margins when the map has more than 48 x 48 cells."""
+    B, C, H, W = feat.shape
+    crop_h, crop_w = 48, 48
+    if H * W <= crop_h * crop_w:
+        return cross_scale_attention(sd, feat, multi_scale)
+    non_local = torch.zeros(B, C * len(multi_scale), H, W)
+    for i in range(H // crop_h):
+        for j in range(W // crop_w):
+            i1, i2 = i * crop_h, ((i + 1) * crop_h if i < H // crop_h - 1 else H)
+            j1, j2 = j * crop_w, ((j + 1) * crop_w if j < W // crop_w - 1 else W)
+            padding = 3 // 2
+            pad_i1 = padding if i1 - padding >= 0 else 0
+            pad_i2 = padding if i2 + padding <= H else 0
+            pad_j1 = padding if j1 - padding >= 0 else 0
+            pad_j2 = padding if j2 + padding <= W else 0
+            crop_feat = feat[:, :, i1 - pad_i1:i2 + pad_i2, j1 - pad_j1:j2 + pad_j2]
+            crop = cross_scale_attention(sd, crop_feat, multi_scale)
+            non_local[:, :, i1:i2, j1:j2] = crop[
+                :, :, pad_i1:crop.shape[-2] - pad_i2, pad_j1:crop.shape[-1] - pad_j2]
+    return non_local
+
+
 class ReferenceCiaoSR:
     """``gen_feat`` / ``query_rgb`` / ``forward`` / ``batched_predict`` of the reference
     ``ciaosr`` (EDSR-baseline encoder) on a checkpoint's ``model`` entry."""
@@ -122,24 +146,7 @@ class ReferenceCiaoSR:
             .unsqueeze(0).expand(feat.shape[0], 2, *feat.shape[-2:])
         B, C, H, W = feat.shape
         if self.non_local_attn:
-            crop_h, crop_w = 48, 48
-            if H * W > crop_h * crop_w:
-                self.non_local_feat_v = torch.zeros(B, C * len(self.multi_scale), H, W)
-                for i in range(H // crop_h):
-                    for j in range(W // crop_w):
-                        i1, i2 = i * crop_h, ((i + 1) * crop_h if i < H // crop_h - 1 else H)
-                        j1, j2 = j * crop_w, ((j + 1) * crop_w if j < W // crop_w - 1 else W)
-                        padding = 3 // 2
-                        pad_i1 = padding if i1 - padding >= 0 else 0
-                        pad_i2 = padding if i2 + padding <= H else 0
-                        pad_j1 = padding if j1 - padding >= 0 else 0
-                        pad_j2 = padding if j2 + padding <= W else 0
-                        crop_feat = feat[:, :, i1 - pad_i1:i2 + pad_i2, j1 - pad_j1:j2 + pad_j2]
-                        crop = cross_scale_attention(self.sd, crop_feat, self.multi_scale)
-                        self.non_local_feat_v[:, :, i1:i2, j1:j2] = crop[
-                            :, :, pad_i1:crop.shape[-2] - pad_i2, pad_j1:crop.shape[-1] - pad_j2]
-            else:
-                self.non_local_feat_v = cross_scale_attention(self.sd, feat, self.multi_scale)
+            self.non_local_feat_v = tiled_non_local(self.sd, feat, self.multi_scale)
         self.feats = [feat]
         return self.feats
 

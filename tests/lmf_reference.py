@@ -48,22 +48,24 @@ def mlp(sd, prefix, x):
     return linear(sd, f'{prefix}.layers.{layers[-1]}', x).view(*shape, -1)
 
 
-def lmmlp(sd, args, x, mod=None, coord=None, only_layer0=False, skip_layer0=False):
+def lmmlp(sd, args, x, mod=None, coord=None, only_layer0=False, skip_layer0=False,
+          prefix='imnet'):
     """``LMMLP.forward`` with ``mod_up_merge`` false (the LM models build it so): with
-    ``coord`` the modulations are a map ``(B, C', h, w)`` sampled per layer at ``coord``."""
+    ``coord`` the modulations are a map ``(B, C', h, w)`` sampled per layer at ``coord``.
+    ``prefix``: the render MLP's name in the state dict (``imnet_q`` in lmciaosr)."""
     hidden_dim, hidden_depth = args['hidden_dim'], args['hidden_depth']
     mod_scale, mod_shift = args.get('mod_scale', True), args.get('mod_shift', True)
     mod_dim = (hidden_dim if mod_scale else 0) + (hidden_dim if mod_shift else 0)
     shape = x.shape[:-1]
     x = x.view(-1, x.shape[-1])
     if only_layer0:
-        return linear(sd, 'imnet.layers.0', x)
+        return linear(sd, f'{prefix}.layers.0', x)
     if coord is None:
         mod = mod.view(-1, mod.shape[-1])
     mid_dim = mod_dim * hidden_depth // 2 if (mod_scale and mod_shift) else 0
     for idx in range(2 * hidden_depth + 1):
         if not (skip_layer0 and idx == 0):
-            x = F.relu(x) if idx % 2 == 1 else linear(sd, f'imnet.layers.{idx}', x)
+            x = F.relu(x) if idx % 2 == 1 else linear(sd, f'{prefix}.layers.{idx}', x)
         if idx == hidden_depth * 2 or idx % 2 == 1:
             continue
         start, end = (idx // 2) * hidden_dim, ((idx // 2) + 1) * hidden_dim

@@ -117,7 +117,7 @@ def test_shipped_configs_of_lte_are_the_references():
 
 
 def test_shipped_configs_of_lmf_are_the_references():
-    """LM-LIIF's and LM-LTE's configs (train-lmf/, test-lmf/, cmsr/) are shipped at their
+    """LM-LIIF's, LM-LTE's and LM-CiaoSR's configs (train-lmf/, test-lmf/, cmsr/) are shipped at their
     paths with the reference's content: the parsed YAML hashes to the reference file's
     digest (tests/data/lmf_configs.json). Three CMSR configs differ by a stray top-level
     key of the reference (removed: our config reader rejects unknown keys), and load as
@@ -132,7 +132,7 @@ def test_shipped_configs_of_lmf_are_the_references():
     from engine.evaluate import load_test_config
     configs = Path(__file__).resolve().parents[1] / 'configs'
     record = json.loads((Path(__file__).parent / 'data' / 'lmf_configs.json').read_text())
-    assert len(record['files']) == 21
+    assert len(record['files']) == 24
     assert sorted(record['amended']) == [f'cmsr/init-div2k-x{s}.yaml' for s in (12, 18, 6)]
     for name, digest in record['files'].items():
         ours = yaml.safe_load((configs / name).read_text())

@@ -60,7 +60,11 @@ TINY_HYPERNET = {'name': 'mlp', 'args': {'out_dim': 0, 'hidden_list': [24]}}
 BASE = {'lmliif': {'encoder_spec': TINY_ENCODER, 'imnet_spec': TINY_LMMLP,
                    'hypernet_spec': TINY_HYPERNET},
         'lmlte': {'encoder_spec': TINY_ENCODER, 'imnet_spec': TINY_LMMLP,
-                  'hypernet_spec': TINY_HYPERNET, 'hidden_dim': 8}}
+                  'hypernet_spec': TINY_HYPERNET, 'hidden_dim': 8},
+        # LM-CiaoSR (its own tests: tests/test_lmciaosr.py); every MLP's widths are set
+        'lmciaosr': {'encoder': TINY_ENCODER, 'imnet_q': TINY_LMMLP,
+                     **{key: TINY_HYPERNET for key in ('prenet_q', 'hypernet_q', 'imnet_k',
+                                                       'imnet_v')}}}
 # name -> (registry name, switches): the published settings (mod_input) and each switch off
 VARIANTS = {
     'lmliif': ('lmliif', {'mod_input': True}),
@@ -76,6 +80,12 @@ VARIANTS = {
     'lmlte-no-cell': ('lmlte', {'mod_input': True, 'cell_decode': False}),
     'lmlte-scale-only': ('lmlte', {'imnet_spec': {
         'name': 'lmmlp', 'args': {**TINY_LMMLP['args'], 'mod_shift': False}}}),
+    'lmciaosr': ('lmciaosr', {'mod_input': True}),
+    'lmciaosr-raw-code': ('lmciaosr', {}),
+    'lmciaosr-no-attention': ('lmciaosr', {'mod_input': True, 'non_local_attn': False}),
+    'lmciaosr-scales-2-3-softmax-2': ('lmciaosr', {'multi_scale': [2, 3], 'softmax_scale': 2}),
+    # the cross-scale attention on tiles of 5 cells (LM-CiaoSR's windows carry its output)
+    'lmciaosr-tiles-5': ('lmciaosr', {'mod_input': True, 'non_local_tile': 5}),
 }
 
 
@@ -109,7 +119,7 @@ def test_fast_equals_plain_on_scales_borders_and_random(variant):
         assert (out['fast'] - out['plain']).abs().max() <= 1e-5, case
 
 
-@pytest.mark.parametrize('variant', ['lmliif', 'lmlte'])
+@pytest.mark.parametrize('variant', ['lmliif', 'lmlte', 'lmciaosr'])
 def test_fast_picks_plains_cells_on_exact_ties(variant):
     # 97 rows: in fp32 some coordinates near its boundaries are rounded differently by
     # fused and unfused grid_sample. A different pick changes the output by O(1).
@@ -146,7 +156,8 @@ def test_grid_query_equals_the_plain_query(variant):
         assert (grid - out['plain']).abs().max() <= 1e-5, case
 
 
-@pytest.mark.parametrize('variant', ['lmliif', 'lmlte', 'lmliif-no-ensemble'])
+@pytest.mark.parametrize('variant', ['lmliif', 'lmlte', 'lmliif-no-ensemble', 'lmciaosr',
+                                     'lmciaosr-raw-code'])
 def test_gradients_agree(variant):
     grads = gradients_of_both_paths(make(variant))
     for param, plain in grads['plain'].items():
@@ -154,14 +165,14 @@ def test_gradients_agree(variant):
         assert relative_error(grads['fast'][param], plain) <= 1e-4, param
 
 
-@pytest.mark.parametrize('variant', ['lmliif', 'lmlte'])
+@pytest.mark.parametrize('variant', ['lmliif', 'lmlte', 'lmciaosr'])
 def test_training_steps_from_the_same_state_give_the_same_losses(variant):
     losses = losses_of_both_paths(make(variant), n_queries=64)
     assert losses['fast'] == pytest.approx(losses['plain'], rel=1e-5)
     assert losses['plain'][2] < losses['plain'][0]
 
 
-@pytest.mark.parametrize('variant', ['lmliif', 'lmlte'])
+@pytest.mark.parametrize('variant', ['lmliif', 'lmlte', 'lmciaosr'])
 def test_blocks_chunks_and_prepared_forms_do_not_change_values(variant, monkeypatch):
     model = make(variant)
     encoding = model.encode(torch.randn(2, 3, 5, 6))
@@ -203,7 +214,7 @@ def test_the_modulations_take_each_images_cell(variant):
     assert (plain - other_mod).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize('variant', ['lmliif', 'lmliif-raw-code', 'lmlte'])
+@pytest.mark.parametrize('variant', ['lmliif', 'lmliif-raw-code', 'lmlte', 'lmciaosr-tiles-5'])
 @pytest.mark.parametrize('impl', ['fast', 'plain'])
 def test_windowed_and_tiled_rendering_equal_the_whole_image(variant, impl):
     """Windows of QUERY_REACH + 1 cells of context give every latent code its 3x3

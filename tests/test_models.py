@@ -27,7 +27,9 @@ SRNO_COUNTS = {'edsr-baseline-srno': 2015323, 'rdn-srno': 22768835}
 LMF_COUNTS = {'edsr-baseline-lmliif': 1386091, 'rdn-lmliif': 22139603, 'swinir-lmliif': 11782615,
               'edsr-baseline-lmlte': 1490907, 'rdn-lmlte': 22244419, 'swinir-lmlte': 11873511}
 CIAOSR_COUNTS = {'edsr-baseline-ciaosr': 2649054, 'rdn-ciaosr': 23402566,
-                 'swinir-ciaosr': 13031658}
+                 'swinir-ciaosr': 13031658,
+                 'edsr-baseline-lmciaosr': 1955438, 'rdn-lmciaosr': 22708950,
+                 'swinir-lmciaosr': 12338042}
 SPEC_FILES = {**{key: SPEC_DIR / 'official_state_dicts.json' for key in PUBLISHED_COUNTS},
               **{key: SPEC_DIR / 'lte_state_dicts.json' for key in LTE_COUNTS},
               **{key: SPEC_DIR / 'family_state_dicts.json'
@@ -75,6 +77,11 @@ EXAMPLES = {
                  'imnet_v': TINY_MLP, **switches}, 'implicit')
                for switches in ({}, {'local_size': 3, 'multi_scale': [2, 3]},
                                 {'feat_unfold': False, 'non_local_attn': False})],
+    'lmciaosr': [({'encoder': TINY_ENCODER, 'prenet_q': TINY_MLP, 'hypernet_q': TINY_HYPERNET,
+                   'imnet_q': TINY_LMMLP, 'imnet_k': TINY_MLP, 'imnet_v': TINY_MLP,
+                   **switches}, 'implicit')
+                 for switches in ({}, {'mod_input': True, 'multi_scale': [2, 3]},
+                                  {'non_local_attn': False})],
     'bicubic': [({}, 'implicit'), ({'data_norm': {'inp': {'sub': [0.5], 'div': [0.5]},
                                                   'gt': {'sub': [0.5], 'div': [0.5]}}},
                                    'implicit')],

@@ -327,6 +327,9 @@ PARAMS = {
     'train_edsr-sronet': 2015323, 'train_rdn-sronet': 22768835,
     # CiaoSR's (the published counts of family_state_dicts.json)
     'train_edsr-baseline-ciaosr': 2649054, 'train_rdn-ciaosr': 23402566,
+    # LMF's LM-CiaoSR (family_state_dicts.json)
+    'train_edsr-baseline-lmciaosr': 1955438, 'train_rdn-lmciaosr': 22708950,
+    'train_swinir-lmciaosr': 12338042,
     # x3: one conv(64 -> 576) + shuffle 3 instead of x2's conv(64 -> 256); x4: two x2 stages
     **{f'train_{name}-x3': x2 - (64 * 256 * 9 + 256) + (64 * 576 * 9 + 576)
        for name, x2 in (('edsr-baseline', EDSR_X2), ('rdn', RDN_X2))},
