@@ -303,6 +303,9 @@ def update_table(model, prepared, coord, cell, entry, mse_threshold, chunk=None)
     """
     h, w = prepared.size
     n = coord.shape[1]
+    # What the renderings compared are made from: the model's (LM-CiaoSR's reference
+    # compares them without the bilinear residual it renders with).
+    prepared = getattr(model, 'cmsr_table_prepared', lambda p: p)(prepared)
     best = decode(model, prepared, coord, cell, chunk).view(n, -1)
     signal = sample_nearest(model.cmsr_signal(prepared), coord)        # (1, Q, 1)
     top = model.CMSR_SIGNAL_MAX

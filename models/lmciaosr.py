@@ -40,6 +40,8 @@ against the plain path: fp32 within 1e-5, gradients within 1e-4, ties as grid_sa
 latent stage is the same code in both paths: it runs once per latent code, like the
 hypernetwork of LM-LIIF, and is a small part of a render.
 """
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -219,6 +221,12 @@ class LMCiaoSR(NonLocalEncoding, InputResidual, LMLIIF):
         code = (mod[:, self.imnet.n_modulations:] if self.mod_input
                 else x.view(b, h, w, -1).permute(0, 3, 1, 2))
         return {'mod': mod, 'code': code}
+
+    def cmsr_table_prepared(self, prepared):
+        """What ``engine.cmsr.update_table`` decodes: ``prepared`` without the residual.
+        The reference builds LM-CiaoSR's tables from its eval-mode ``query_rgb``, which adds
+        no residual, though its CMSR rendering adds it (LM-LTE's adds it in both)."""
+        return dataclasses.replace(prepared, inp=None)
 
     # --- queries -------------------------------------------------------------------------
 

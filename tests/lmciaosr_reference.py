@@ -1,7 +1,8 @@
 """A test-only restatement of LMF's ``models/lmciaosr.py`` (``HeZongyao/LMF``): its
 ``gen_feats``, ``query_latent``, ``query_rgb`` (training), ``query_rgb_fast`` /
-``batched_query_rgb`` (inference) and ``forward``, as plain functions of a checkpoint's
-state dict looked up by the reference's key names, using nothing of the project.
+``batched_query_rgb`` (inference), ``forward`` and CMSR (``query_rgb_cmsr``,
+``update_scale2mean``), as plain functions of a checkpoint's state dict looked up by the
+reference's key names, using nothing of the project.
 
 Kept as the reference computes it: the ``(3, 3, 64)`` view of the unfolded codes (its
 "2x2 sub-windows"), the relative coordinates of its latent stage (``(Q - K) * h``, computed
@@ -10,43 +11,32 @@ cross-scale attention, and the residual that only inference adds. The render sta
 arithmetic is LM-LIIF's (``lmf_reference.LMLIIF.query_rgb`` / ``query_rgb_fast``, which
 read only the attributes set here), without cells.
 """
-import math
-
 import torch
 import torch.nn.functional as F
 
 import lmf_reference
-from ciaosr_reference import mlp as plain_mlp
 from ciaosr_reference import tiled_non_local
-from lmf_reference import bilinear, lmmlp, make_coord
+from lmf_reference import bilinear, lmmlp, make_coord, mlp
 from lte_reference import edsr_baseline, swinir
 
 
-def mlp(sd, prefix, x):
-    """The reference's ``mlp`` on rows of any leading shape."""
-    shape = x.shape[:-1]
-    return plain_mlp(sd, prefix, x.reshape(-1, x.shape[-1])).view(*shape, -1)
+class ReferenceLMCiaoSR(lmf_reference.ReferenceLM):
+    """``lmciaosr`` on a checkpoint's ``model`` entry, with CMSR (``cmsr_spec``, as the
+    reference's scripts pass it); ``training`` picks the branches (``model.train()``).
+    Its ``forward``, CMSR rendering and ``update_scale2mean`` are LM-LIIF's
+    (``ReferenceLM``) with the latent stage below, the signal sampled on [0, 0.5] and the
+    residual added to every inference prediction but not to the tables' renderings."""
+    SAMPLE_MAX = 0.5
+    ENCODER, IMNET = 'encoder', 'imnet_q'
 
-
-class ReferenceLMCiaoSR:
-    """``lmciaosr`` on a checkpoint's ``model`` entry; ``training`` picks the branches
-    (``model.train()``)."""
-
-    def __init__(self, entry, training=False):
+    def __init__(self, entry, cmsr_spec=None, training=False):
+        super().__init__(entry, cmsr_spec, training)
         args = entry['args']
-        self.sd, self.args, self.training = entry['sd'], args, training
-        self.encoder_name = args['encoder']['name']
         self.local_size = args.get('local_size', 2)
         self.non_local_attn = args.get('non_local_attn', True)
         self.multi_scale = args.get('multi_scale', [2])
         self.softmax_scale = args.get('softmax_scale', 1)
-        self.mod_input = args.get('mod_input', False)
-        self.imnet_args = args['imnet_q']['args']
-        hidden = self.imnet_args['hidden_dim']
-        self.mod_dim = (hidden if self.imnet_args['mod_scale'] else 0) + \
-            (hidden if self.imnet_args['mod_shift'] else 0)
-        self.mod_dim *= self.imnet_args['hidden_depth']
-        # what lmf_reference's LM-LIIF render functions read
+        # what the LM-LIIF render functions read
         self.local_ensemble = self.local_size == 2
         self.cell_decode = False
 
@@ -57,8 +47,26 @@ class ReferenceLMCiaoSR:
     query_rgb = lmf_reference.LMLIIF.query_rgb
     query_rgb_fast = lmf_reference.LMLIIF.query_rgb_fast
 
+    def encode(self, inp):
+        return swinir(self.sd, inp) if self.encoder_name == 'swinir' else edsr_baseline(self.sd, inp)
+
+    def prepare(self, inp, cell):
+        """``gen_feats`` + ``query_latent``: ``(inp_q, mod)``."""
+        _, rich_feat = self.gen_feats(inp)
+        mod = self.query_latent(rich_feat, cell)
+        return self.inp_q, mod
+
+    def batched_query_rgb(self, *args):
+        """Inference's chunks plus the residual: the reference adds it after
+        ``batched_query_rgb``, in ``forward`` and in ``query_rgb_cmsr``."""
+        *_, coord, _, _ = args
+        return super().batched_query_rgb(*args) + bilinear(self.inp, coord)
+
+    def final_resample(self, decode_scales, scale, qh, qw, qn):
+        return decode_scales[-1] < scale and qh * qw != qn
+
     def gen_feats(self, inp):
-        feat = swinir(self.sd, inp) if self.encoder_name == 'swinir' else edsr_baseline(self.sd, inp)
+        feat = self.encode(inp)
         bs, in_c, in_h, in_w = feat.shape
         self.feat_coord = make_coord(feat.shape[-2:], flatten=False).permute(2, 0, 1) \
             .unsqueeze(0).expand(feat.shape[0], 2, *feat.shape[-2:])
@@ -119,23 +127,3 @@ class ReferenceLMCiaoSR:
         else:
             self.inp_q = inp_q.view(bs, h, w, -1).permute(0, 3, 1, 2)
         return mod
-
-    def batched_query_rgb(self, feat, coord, cell, bsize):
-        n, ql, preds = coord.shape[1], 0, []
-        while ql < n:
-            qr = min(ql + bsize, n)
-            preds.append(self.query_rgb_fast(feat, self.mod, coord[:, ql:qr, :],
-                                             cell[:, ql:qr, :]))
-            ql = qr
-        return torch.cat(preds, dim=1)
-
-    def __call__(self, inp, coord, cell, bsize=None):
-        """``forward`` without CMSR."""
-        query_bsize = bsize if bsize is not None else int(1280 * 720)
-        query_bsize = math.ceil(coord.shape[1] / math.ceil(coord.shape[1] / query_bsize))
-        _, rich_feat = self.gen_feats(inp)
-        self.mod = self.query_latent(rich_feat, cell)
-        if self.training:
-            return self.query_rgb(self.inp_q, self.mod, coord, cell)
-        pred = self.batched_query_rgb(self.inp_q, coord, cell, query_bsize)
-        return pred + bilinear(inp, coord)

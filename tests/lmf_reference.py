@@ -94,16 +94,17 @@ class ReferenceLM:
     write it into the model's args. ``training`` picks the branches (``model.train()``).
     """
     SAMPLE_MAX = 1  # update_scale2mean's signal range (lmliif: 1; lmlte: 0.5)
+    ENCODER, IMNET = 'encoder_spec', 'imnet_spec'   # their names in the args (lmciaosr's differ)
 
     def __init__(self, entry, cmsr_spec=None, training=False):
         args = entry['args']
         self.sd, self.args, self.training = entry['sd'], args, training
-        self.encoder_name = args['encoder_spec']['name']
+        self.encoder_name = args[self.ENCODER]['name']
         self.local_ensemble = args.get('local_ensemble', True)
         self.cell_decode = args.get('cell_decode', True)
         self.mod_input = args.get('mod_input', False)
         self.max_scale = 4
-        self.imnet_args = args['imnet_spec']['args']
+        self.imnet_args = args[self.IMNET]['args']
         hidden = self.imnet_args['hidden_dim']
         self.mod_dim = (hidden if self.imnet_args.get('mod_scale', True) else 0) + \
             (hidden if self.imnet_args.get('mod_shift', True) else 0)
@@ -527,7 +528,9 @@ class LMLTE(ReferenceLM):
 
 
 def reference_model(entry, **kwargs):
-    return {'lmliif': LMLIIF, 'lmlte': LMLTE}[entry['name']](entry, **kwargs)
+    from lmciaosr_reference import ReferenceLMCiaoSR     # it builds on this file
+    return {'lmliif': LMLIIF, 'lmlte': LMLTE,
+            'lmciaosr': ReferenceLMCiaoSR}[entry['name']](entry, **kwargs)
 
 
 # --- test.py, demo.py and init_cmsr.py -----------------------------------------------------

@@ -88,8 +88,8 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def reference(path, training=False):
-    return ref.ReferenceLMCiaoSR(torch.load(path, weights_only=True)['model'], training)
+def reference(path, **kwargs):
+    return ref.ReferenceLMCiaoSR(torch.load(path, weights_only=True)['model'], **kwargs)
 
 
 @pytest.mark.parametrize('impl', ['fast', 'plain'])
