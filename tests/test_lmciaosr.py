@@ -1,9 +1,11 @@
 """LM-CiaoSR (``models/lmciaosr.py``): the reference's arithmetic
 (``tests/lmciaosr_reference.py``: training mode, inference with the tiled cross-scale
-attention), its scrambled sub-windows, CMSR and a training run with ``train_liif.py``.
-The fast and grid queries against the specification (fp32 within 1e-5, gradients within
-1e-4, ties as grid_sample picks them) and windowed rendering (with the attention tiled)
-are tested with the other LM models' in ``tests/test_lmf.py`` (variants ``lmciaosr*``)."""
+attention), its scrambled sub-windows, CMSR and its errors. The fast and grid queries
+against the specification (fp32 within 1e-5, gradients within 1e-4, ties as grid_sample
+picks them), windowed rendering (with the attention tiled) and training with
+``train_liif.py`` (bf16, EMA, exact resume) are tested with the other LM models' in
+``tests/test_lmf.py`` (``lmciaosr*``); test.py, demo.py and init_cmsr.py against the
+reference in ``tests/test_lmf_reference.py``."""
 import pytest
 import torch
 
@@ -12,11 +14,10 @@ import models
 from engine import cmsr as cmsr_engine
 from engine.checkpoint import load_model, model_entry
 from engine.render import predict
-from helpers import TINY_ENCODER, pixel_grid, run_inprocess, tiny_config, write_config
-from models.lmciaosr import LMCiaoSR, latent_offsets, scrambled_sub_window
+from helpers import TINY_ENCODER, pixel_grid
+from models.lmciaosr import latent_offsets, scrambled_sub_window
 from models.lte import bilinear_residual
 from test_ciaosr_reference import queries
-from utils.config import thaw
 from utils.errors import UserError
 
 TINY_MLP = {'name': 'mlp', 'args': {'out_dim': 0, 'hidden_list': [16]}}   # widths: set
@@ -160,13 +161,3 @@ def test_constructor_errors():
         model.prepare(model.encode(torch.randn(1, 3, 4, 4)))
     spec = {'name': 'lmciaosr', 'args': {**SPEC['args'], 'cmsr_spec': {'mse_threshold': 2e-5}}}
     assert models.make(spec).state_dict().keys() == model.state_dict().keys()
-
-
-def test_trains_with_train_liif(tmp_path, load_dir):
-    cfg = tiny_config(load_dir, model=thaw(SPEC), epoch_max=1)
-    result = run_inprocess(write_config(tmp_path / 'lmciao.yaml', cfg), tmp_path / 'save')
-    assert isinstance(result['model'], LMCiaoSR)
-    model, _ = load_model(tmp_path / 'save' / '_lmciao' / 'epoch-last.pth')
-    with torch.no_grad():
-        out = model(torch.randn(1, 3, 6, 5), *pixel_grid((12, 10), batch=1))
-    assert torch.isfinite(out).all()

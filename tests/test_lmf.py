@@ -464,13 +464,13 @@ def test_cmsr_flags_fail_in_one_line(tmp_path, capsys):
 
 # --- training with train_liif.py --------------------------------------------------------------
 
-TINY_TRAINING = {name: {'name': name, 'args': {**BASE[name], 'encoder_spec': thaw(TINY_ENCODER),
-                                               'mod_input': True}}
-                 for name in ('lmliif', 'lmlte')}
+TINY_TRAINING = {name: {'name': name, 'args': {**thaw(BASE[name]), 'mod_input': True}}
+                 for name in ('lmliif', 'lmlte', 'lmciaosr')}
 
 
 @pytest.mark.parametrize('name,options', [('lmliif', {'amp': 'bf16'}),
-                                          ('lmlte', {'ema': {'decay': 0.9}})])
+                                          ('lmlte', {'ema': {'decay': 0.9}}),
+                                          ('lmciaosr', {'amp': 'bf16', 'ema': {'decay': 0.9}})])
 def test_training_resumes_exactly(tmp_path, load_dir, name, options):
     """train_liif.py with an LM model (bf16 autocast; EMA): two epochs straight equal one
     epoch, then a resumed one (sample_q 32 < the 64 latent cells of an 8 x 8 patch: the
