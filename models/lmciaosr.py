@@ -51,7 +51,7 @@ from models.ciaosr import NonLocalEncoding, check_non_local_tile
 from models.cross_scale_attention import REFERENCE_TILE, CrossScaleAttention
 from models.liif import ENSEMBLE_SHIFTS, unfold_3x3
 from models.liif_fast import latent_code_rows
-from models.lmf import (InputResidual, LMFPrepared, image_cell, modulation_count, relative)
+from models.lmf import InputResidual, LMFPrepared, image_cell, modulation_count, relative
 from models.lmliif import LMLIIF
 from models.lmmlp import LMMLP
 from models.models import models as registry
