@@ -41,6 +41,10 @@ MODELS = {
     'lmliif-fast': (LMLIIF, 'fast'),
     'lmliif-plain': (LMLIIF, 'plain'),
     'lmlte-fast': ({'name': 'lmlte', 'args': {**LMLIIF['args'], 'hidden_dim': 8}}, 'fast'),
+    'lmciaosr-fast': ({'name': 'lmciaosr', 'args': {
+        'encoder': TINY_ENCODER, 'imnet_q': LMLIIF['args']['imnet_spec'], 'mod_input': True,
+        **{key: LMLIIF['args']['hypernet_spec']
+           for key in ('prenet_q', 'hypernet_q', 'imnet_k', 'imnet_v')}}}, 'fast'),
     # global queries: the whole grid prepared once, a query state per output size
     'srno-fast': ({'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16,
                                               'blocks': 4}}, 'fast'),
