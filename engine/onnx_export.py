@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from engine.onnx_graphs import export_adapter
-from engine.render import window_margin
+from engine.render import prepare, window_margin
 from models.liif_fast import grid_sample_rounding_is_fused
 from utils.errors import UserError
 from utils.files import atomic_path, write_text_atomic
@@ -31,6 +31,7 @@ from utils.onnx_render import FORMAT, FORMAT_VERSION, ExportedModel
 EXAMPLE_LR = (24, 20)
 EXAMPLE_WINDOW = (9, 7)
 EXAMPLE_QUERIES = 13
+EXAMPLE_REL_CELL = 0.3
 # Sizes and query counts of ``check_export``'s comparison.
 CHECK_CASES = ((24, 20, 1000), (13, 31, 257))
 
@@ -121,11 +122,15 @@ def export(model, spec, out_dir, data_norm, opset=None, scale_max=None, source=N
     out_dir.mkdir(parents=True, exist_ok=True)
     dim = torch.export.Dim
     lr = torch.rand(1, 3, *EXAMPLE_LR)
-    _export(adapter.encoder().eval(), (lr,), ({2: dim('height', min=1), 3: dim('width', min=1)},),
-            ['lr'], list(adapter.state_names), out_dir / 'encoder.onnx', opset)
+    # LMF's encoder takes the image's cell in latent cells too (a fixed (1, 2))
+    extra = (torch.tensor([[EXAMPLE_REL_CELL] * 2]),) * (len(adapter.encoder_inputs) - 1)
+    _export(adapter.encoder().eval(), (lr, *extra),
+            ({2: dim('height', min=1), 3: dim('width', min=1)},) + (None,) * len(extra),
+            list(adapter.encoder_inputs), list(adapter.state_names), out_dir / 'encoder.onnx',
+            opset)
 
     with torch.no_grad():
-        states = adapter.encoder()(torch.rand(1, 3, *EXAMPLE_WINDOW))
+        states = adapter.encoder()(torch.rand(1, 3, *EXAMPLE_WINDOW), *extra)
     states = states if isinstance(states, tuple) else (states,)
     coord = torch.rand(1, EXAMPLE_QUERIES, 2) * 2 - 1
     cell = torch.full((1, EXAMPLE_QUERIES, 2), 2 / 30)
@@ -170,7 +175,10 @@ def check_export(model, out_dir, cases=CHECK_CASES, seed=0):
         coord = torch.rand(1, n, 2, generator=generator) * 2 - 1
         cell = 2 / (torch.rand(1, n, 2, generator=generator) * 3 + 1) / torch.tensor([h, w])
         with torch.no_grad():
-            expected = model.query(model.prepare(model.encode(lr)), coord, cell).numpy()
-        got = exported.query(exported.encode(lr.numpy()), coord.numpy(), cell.numpy())
+            # LMF's modulations are made for the image's first query cell (models/lmf.py)
+            prepared = prepare(model, model.encode(lr), cell)
+            expected = model.query(prepared, coord, cell).numpy()
+        rel_cell = (cell[0, :1] * torch.tensor([h, w])).numpy()
+        got = exported.query(exported.encode(lr.numpy(), rel_cell), coord.numpy(), cell.numpy())
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst

@@ -10,6 +10,8 @@ a window of them: any crop, in whose frame the coordinates are given), coordinat
 returns ``(1, Q, 3)`` (normalised, as ``model.query``). Each family says how in an
 ``ExportAdapter`` (``ADAPTERS``, by registry name):
 
+- ``encoder_inputs``: the encoder graph's inputs, ``('lr',)`` or, for models whose
+  per-image work depends on the output's cell (LMF's), ``('lr', 'rel_cell')``;
 - ``state_names``: the state maps, in order;
 - ``state_radius``: LR pixels per side that one latent cell of the state sees beyond the
   encoder's receptive radius (a 3x3 convolution folded in from ``prepare`` adds 1), so
@@ -33,6 +35,7 @@ from torch import nn
 
 from models.liif import CLAMP_EPS, SHIFT_EPS, LatentAxis, nearest_code
 from models.liif_fast import decode_block, decoder_plan, fast_query_supported, split_first_layer
+from models.lmlte import LMLTE
 from utils.coords import nearest_index
 from utils.errors import UserError
 from utils.render_plan import pixel_centres
@@ -72,6 +75,7 @@ class ExportAdapter:
     """How a model family is exported (see the module docstring). ``fused``: the
     ``grid_sample`` rounding the query reproduces (``utils.coords.nearest_index``)."""
 
+    encoder_inputs = ('lr',)
     state_names = ('state',)
     state_radius = 0
 
@@ -198,6 +202,57 @@ class MetaSRExport(ExportAdapter):
         return out.view(b, q, 3)
 
 
+class LMFExport(ExportAdapter):
+    """LM-LIIF and LM-LTE (``models/lmf.py``): the encoder graph is the encoder, the
+    hypernetwork and ``LMMLP.fold`` (``prepare``'s fast path), taking besides ``lr`` the
+    image's ``rel_cell (1, 2)``: the output pixel in latent cells, ``cell * (h, w)`` of the
+    whole latent grid (the modulations depend on it; ``cell`` of a tile would not do, its
+    ``(h, w)`` is the tile's). State: ``table (1, h, w, K*hidden)``, the folded slabs of
+    each latent code side by side; LM-LTE adds ``inputs (1, h, w, 2 width)`` (compressed
+    coef and frequencies) and ``inp (1, h, w, 3)`` (the residual's input). The query
+    graph is ``query_fast``'s index arithmetic and ``LMMLP.decode_folded``."""
+
+    encoder_inputs = ('lr', 'rel_cell')
+    state_radius = 1        # the hypernetwork's 3x3 unfolding / LM-LTE's 3x3 convolutions
+
+    def __init__(self, model, fused):
+        super().__init__(model, fused)
+        if hasattr(model, 'hypernet') and not fast_query_supported(model.hypernet):
+            raise UserError(f'{type(model).__name__} with hypernetwork '
+                            f'{type(model.hypernet).__name__}: the exported graphs are the fast '
+                            "path's, which needs the registry's mlp hypernetwork")
+        self.lte = isinstance(model, LMLTE)     # adds the Fourier inputs and the residual
+        self.state_names = ('table', 'inputs', 'inp') if self.lte else ('table',)
+
+    def encode(self, lr, rel_cell):
+        encoding = self.model.encode(lr)
+        h, w = encoding.shape[-2:]
+        # the cell of the encoded grid, rounded once from double (SymbolicAxis)
+        size = torch.stack([SymbolicAxis(h).size64, SymbolicAxis(w).size64])
+        cell = (rel_cell.double() / size).to(rel_cell.dtype)
+        prepared = self.model.prepare(encoding, cell)
+        table = prepared.table                                   # (K, h*w, hidden)
+        table = as_map(table.permute(1, 0, 2).reshape(h * w, -1), h, w)
+        if not self.lte:
+            return table
+        return table, as_map(prepared.inputs.t(), h, w), prepared.inp.permute(0, 2, 3, 1)
+
+    def answer(self, table, *rest):
+        *extra, coord, cell = rest
+        b, h, w, _ = table.shape
+        imnet = self.model.imnet
+        slabs = as_rows(table).view(h * w, imnet.folded_slabs, -1).transpose(0, 1)
+        index, weights, chunk = self.model.fast_inputs(coord, cell, h, w, self.fused,
+                                                       (SymbolicAxis(h), SymbolicAxis(w)))
+        flat = index.reshape(-1)
+        inputs = as_rows(extra[0]).t() if self.lte else None
+        x = self.model.block_input(inputs, flat, chunk, slice(None))
+        out = imnet.decode_folded(x, slabs.index_select(1, flat),
+                                  imnet.folded_plan(self.model.first_columns()), None, weights)
+        out = out.view(b, coord.shape[1], -1)
+        return out + bilinear_border(extra[1], coord) if self.lte else out
+
+
 def bilinear_border(image, coord):
     """``image (1, h, w, C)`` sampled bilinearly at ``coord (1, Q, 2)`` (row, col) with
     border padding, ``align_corners=False``, by index arithmetic: LTE's global residual
@@ -228,7 +283,7 @@ def _bilinear_axis(coord_axis, size):
 
 
 ADAPTERS = {'liif': LIIFExport, 'lte': LTEExport, 'lte-fast': LTEExport,
-            'metasr': MetaSRExport}
+            'metasr': MetaSRExport, 'lmliif': LMFExport, 'lmlte': LMFExport}
 NOT_EXPORTABLE = {
     'bicubic': "the bicubic baseline is Pillow's resize, not a network: resize with Pillow",
 }

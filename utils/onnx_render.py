@@ -77,6 +77,7 @@ class ExportedModel:
             ort.InferenceSession(str(self.folder / self.info[part]['file']), options,
                                  providers=list(providers)) for part in ('encoder', 'query'))
         self.state_names = [o['name'] for o in self.info['encoder']['outputs']]
+        self.takes_cell = 'rel_cell' in [i['name'] for i in self.info['encoder']['inputs']]
         self.query_inputs = [i['name'] for i in self.info['query']['inputs']]
         self.encoder_radius = self.info['encoder_radius']
         self.window_margin = self.info['window_margin']
@@ -94,9 +95,16 @@ class ExportedModel:
         sub, div = self.norm['gt']
         return pred * div + sub
 
-    def encode(self, inp):
-        """``(1, 3, h, w)`` float32 normalised input -> the state maps ``[(1, h, w, C_i)]``."""
-        return self._run(self.encoder_session, {'lr': np.ascontiguousarray(inp, dtype=np.float32)},
+    def encode(self, inp, rel_cell=None):
+        """``(1, 3, h, w)`` float32 normalised input -> the state maps ``[(1, h, w, C_i)]``.
+        ``rel_cell`` ``(1, 2)``: the output pixel in latent cells of the whole image, for
+        encoders that take it (``takes_cell``: LMF's), else ignored."""
+        feeds = {'lr': np.ascontiguousarray(inp, dtype=np.float32)}
+        if self.takes_cell:
+            if rel_cell is None:
+                raise ValueError(f'{self.folder}: this encoder takes rel_cell')
+            feeds['rel_cell'] = np.asarray(rel_cell, dtype=np.float32).reshape(1, 2)
+        return self._run(self.encoder_session, feeds,
                          f'encoder.onnx on a {inp.shape[2]}x{inp.shape[3]} input')
 
     def query(self, states, coord, cell):
@@ -128,13 +136,14 @@ def _crop(states, rows, cols, offset=(0, 0)):
             for s in states]
 
 
-def encode_region(model, inp, rows, cols, radius):
+def encode_region(model, inp, rows, cols, radius, rel_cell=None):
     """State maps of the region ``rows x cols`` of ``inp``, encoded with ``radius`` more
     pixels per side (clipped at the border) so that they equal the whole image's
-    (``engine.render.encode_region``)."""
+    (``engine.render.encode_region``; ``rel_cell``: see ``ExportedModel.encode``)."""
     h, w = inp.shape[-2:]
     grown_rows, grown_cols = grow(rows, radius, h), grow(cols, radius, w)
-    states = model.encode(inp[:, :, grown_rows[0]:grown_rows[1], grown_cols[0]:grown_cols[1]])
+    states = model.encode(inp[:, :, grown_rows[0]:grown_rows[1], grown_cols[0]:grown_cols[1]],
+                          rel_cell)
     return _crop(states, rows, cols, (grown_rows[0], grown_cols[0]))
 
 
@@ -149,16 +158,26 @@ def render_blocks(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE,
     radius = render_plan.tiling_radius((h, w), tile, model.encoder_radius)
     window, margin = render_plan.window_layout((h, w), window, model.window_margin)
     inp = model.normalise(lr[None].astype(np.float32))
-    whole = model.encode(inp) if radius is None else None
+    rel_cell = image_rel_cell(out_size, (h, w), scale_max)
+    whole = model.encode(inp, rel_cell) if radius is None else None
     for tile_rows, tile_cols in render_plan.encoder_tiles((h, w), tile, radius):
         feat_rows, feat_cols = grow(tile_rows, margin, h), grow(tile_cols, margin, w)
         if whole is None:
-            states = encode_region(model, inp, feat_rows, feat_cols, radius)
+            states = encode_region(model, inp, feat_rows, feat_cols, radius, rel_cell)
         else:
             states = _crop(whole, feat_rows, feat_cols)
         for win in render_plan.tile_windows(tile_rows, tile_cols, (h, w), out_size, window, margin):
             yield from _decode_window(model, states, (feat_rows[0], feat_cols[0]), win, (h, w),
                                       out_size, chunk, scale_max)
+
+
+def image_rel_cell(out_size, lat_size, scale_max=None):
+    """``(1, 2)`` float32 an output pixel of ``out_size`` in latent cells of the whole grid of
+    ``lat_size`` (after ``scale_max``'s clipping): what LMF's encoder graph takes, the
+    ``relative(cell, h, w)`` that ``demo.py``'s ``prepare`` computes in every window."""
+    cell = np.asarray(render_plan.window_cell(out_size, lat_size, lat_size, scale_max),
+                      dtype=np.float32)
+    return (cell * np.asarray(lat_size, dtype=np.float32)).reshape(1, 2)
 
 
 def _decode_window(model, states, offset, win, lat_size, out_size, chunk, scale_max):
