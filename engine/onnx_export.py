@@ -136,8 +136,19 @@ def export(model, spec, out_dir, data_norm, opset=None, scale_max=None, source=N
     cell = torch.full((1, EXAMPLE_QUERIES, 2), 2 / 30)
     h, w, q = dim('h', min=1), dim('w', min=1), dim('q', min=1)
     shapes = tuple({1: h, 2: w} for _ in states) + ({1: q}, {1: q})
-    _export(adapter.query().eval(), (*states, coord, cell), shapes,
-            [*adapter.state_names, 'coord', 'cell'], ['rgb'], out_dir / 'query.onnx', opset)
+    names = [*adapter.state_names, 'coord', 'cell']
+    # Pass graphs (SRNO's): each takes the results of those before it, fixed shapes.
+    kvs, passes = [], []
+    for k, graph in enumerate(adapter.passes()):
+        name = adapter.kv_names[k]
+        _export(graph.eval(), (*states, coord, cell, *kvs), shapes + (None,) * len(kvs),
+                names + list(adapter.kv_names[:k]), [f'{name}_sum'],
+                out_dir / f'pass{k}.onnx', opset)
+        with torch.no_grad():
+            kvs.append(graph(*states, coord, cell, *kvs) / EXAMPLE_QUERIES)
+        passes.append(_signature(out_dir / f'pass{k}.onnx'))
+    _export(adapter.query().eval(), (*states, coord, cell, *kvs), shapes + (None,) * len(kvs),
+            names + list(adapter.kv_names), ['rgb'], out_dir / 'query.onnx', opset)
 
     encoder_in, encoder_out, used_opset = _signature(out_dir / 'encoder.onnx')
     query_in, query_out, _ = _signature(out_dir / 'query.onnx')
@@ -149,6 +160,9 @@ def export(model, spec, out_dir, data_norm, opset=None, scale_max=None, source=N
         'data_norm': data_norm,
         'encoder': {'file': 'encoder.onnx', 'inputs': encoder_in, 'outputs': encoder_out},
         'query': {'file': 'query.onnx', 'inputs': query_in, 'outputs': query_out},
+        # SRNO's: run over all the queries of an image, in order, before the query graph
+        'passes': [{'file': f'pass{k}.onnx', 'inputs': inputs, 'outputs': outputs}
+                   for k, (inputs, outputs, _) in enumerate(passes)],
         'encoder_radius': None if radius is None else radius + adapter.state_radius,
         'window_margin': window_margin(model),
         'scale_max': scale_max,
@@ -179,6 +193,12 @@ def check_export(model, out_dir, cases=CHECK_CASES, seed=0):
             prepared = prepare(model, model.encode(lr), cell)
             expected = model.query(prepared, coord, cell).numpy()
         rel_cell = (cell[0, :1] * torch.tensor([h, w])).numpy()
-        got = exported.query(exported.encode(lr.numpy(), rel_cell), coord.numpy(), cell.numpy())
+        states = exported.encode(lr.numpy(), rel_cell)
+        coord, cell = coord.numpy(), cell.numpy()
+        # SRNO: every query attends to all of them, summed over two chunks
+        half = n // 2
+        kvs = exported.query_state(states, lambda: [(coord[:, :half], cell[:, :half]),
+                                                    (coord[:, half:], cell[:, half:])])
+        got = exported.query(states, coord, cell, kvs)
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst

@@ -36,6 +36,7 @@ from torch import nn
 from models.liif import CLAMP_EPS, SHIFT_EPS, LatentAxis, nearest_code
 from models.liif_fast import decode_block, decoder_plan, fast_query_supported, split_first_layer
 from models.lmlte import LMLTE
+from models.srno import SRNOPrepared
 from utils.coords import nearest_index
 from utils.errors import UserError
 from utils.render_plan import pixel_centres
@@ -87,6 +88,13 @@ class ExportAdapter:
     def encoder(self):
         return _Graph(self.encode)
 
+    def passes(self):
+        """Graphs run over all the queries of an image before the query graph (SRNO's),
+        none by default."""
+        return []
+
+    kv_names = ()       # the passes' results, inputs of the later passes and of the query
+
     def query(self):
         return _Graph(self.answer)
 
@@ -102,15 +110,16 @@ class ExportAdapter:
 
 
 class _Graph(nn.Module):
-    """A module whose forward is one adapter method (what ``torch.onnx.export`` takes)."""
+    """A module whose forward is one adapter method (what ``torch.onnx.export`` takes),
+    called with ``leading`` fixed arguments before the graph's inputs."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, *leading):
         super().__init__()
-        self.fn = fn
+        self.fn, self.leading = fn, leading
         self.owner = fn.__self__.model      # registers the weights as the module's own
 
     def forward(self, *inputs):
-        return self.fn(*inputs)
+        return self.fn(*self.leading, *inputs)
 
 
 class LIIFExport(ExportAdapter):
@@ -253,6 +262,54 @@ class LMFExport(ExportAdapter):
         return out + bilinear_border(extra[1], coord) if self.lte else out
 
 
+class SRNOExport(ExportAdapter):
+    """SRNO (``models/srno.py``): state ``codes (1, h, w, C)`` (the encoder's features) and
+    ``inp (1, h, w, 3)``. Its attention couples every query of the image, so it is rendered
+    in passes, as ``SRNO.query_state``: pass graph ``k`` (``pass{k}.onnx``) takes the state,
+    a chunk of the queries and the finished layers' ``kv0 .. kv{k-1}`` (each ``(1, heads,
+    headc, headc)``: the sum of ``k^T v`` over ALL the image's queries divided by their
+    number) and returns layer ``k``'s sum over the chunk, ``kv{k}_sum``; the caller adds
+    the chunks' sums up and divides by the number of queries. The query graph takes every
+    ``kv``. The graphs are the fast path's (``lift_fast`` by index arithmetic,
+    ``GalerkinAttention.fuse``, ``attend_fused``, ``kv_sum_fast``)."""
+
+    state_names = ('codes', 'inp')
+
+    @property
+    def kv_names(self):
+        return tuple(f'kv{k}' for k in range(len(self.model.attention)))
+
+    def encode(self, lr):
+        encoding = self.model.encode(lr)
+        prepared = self.model.prepare(encoding)
+        h, w = prepared.size
+        return as_map(prepared.codes, h, w), prepared.inp.permute(0, 2, 3, 1)
+
+    def passes(self):
+        """The pass graphs, in order."""
+        return [_Graph(self.pass_sum, k) for k in range(len(self.model.attention))]
+
+    def hidden(self, codes, inp, coord, cell, kvs):
+        """The queries through the lift and the attention layers of ``kvs`` (as many as
+        given) -> ``(1, Q, width)``, and the ``SRNOPrepared`` of the state."""
+        _, h, w, _ = codes.shape
+        prepared = SRNOPrepared(inp.permute(0, 3, 1, 2), codes=as_rows(codes))
+        x = self.model.lift_fast(prepared, coord, cell, self.fused,
+                                 (SymbolicAxis(h), SymbolicAxis(w)))
+        for layer, kv in zip(self.model.attention, kvs):
+            x = layer.attend_fused(x, layer.fuse(kv))
+        return x
+
+    def pass_sum(self, k, codes, inp, coord, cell, *kvs):
+        """Pass graph ``k``: layer ``k``'s ``k^T v`` summed over these queries."""
+        x = self.hidden(codes, inp, coord, cell, kvs)
+        return self.model.attention[k].kv_sum_fast(x)
+
+    def answer(self, codes, inp, coord, cell, *kvs):
+        x = self.hidden(codes, inp, coord, cell, kvs)
+        return self.model.head_layers(x) + bilinear_border(inp, coord)
+
+
 def bilinear_border(image, coord):
     """``image (1, h, w, C)`` sampled bilinearly at ``coord (1, Q, 2)`` (row, col) with
     border padding, ``align_corners=False``, by index arithmetic: LTE's global residual
@@ -283,7 +340,8 @@ def _bilinear_axis(coord_axis, size):
 
 
 ADAPTERS = {'liif': LIIFExport, 'lte': LTEExport, 'lte-fast': LTEExport,
-            'metasr': MetaSRExport, 'lmliif': LMFExport, 'lmlte': LMFExport}
+            'metasr': MetaSRExport, 'lmliif': LMFExport, 'lmlte': LMFExport,
+            'sronet': SRNOExport}
 NOT_EXPORTABLE = {
     'bicubic': "the bicubic baseline is Pillow's resize, not a network: resize with Pillow",
 }

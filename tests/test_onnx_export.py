@@ -77,6 +77,7 @@ SPECS = {
     'lmliif-switches-off': lm('lmliif', local_ensemble=False, feat_unfold=False,
                               cell_decode=False, lmmlp={'mod_scale': False}),
     'lmlte': lm('lmlte', mod_input=True),
+    'srno': {'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16, 'blocks': 2}},
 }
 SLOW_SPECS = {
     'lmlte-switches-off': lm('lmlte', local_ensemble=False, cell_decode=False,
@@ -96,6 +97,16 @@ def encode(exported, lr, cell):
     encoders take it: the first query's cell in latent cells, as ``model.prepare``)."""
     rel_cell = cell[0, :1] * torch.tensor(lr.shape[-2:])
     return exported.encode(lr.numpy(), rel_cell.numpy())
+
+
+def run_query(exported, states, coord, cell):
+    """``exported.query`` of torch queries (SRNO's: attending to all of them, after its
+    passes over them in two chunks) -> numpy."""
+    coord, cell = coord.numpy(), cell.numpy()
+    half = coord.shape[1] // 2
+    kvs = exported.query_state(states, lambda: [(coord[:, :half], cell[:, :half]),
+                                                (coord[:, half:], cell[:, half:])])
+    return exported.query(states, coord, cell, kvs)
 
 
 def save_published(path, spec, seed=0):
@@ -133,7 +144,8 @@ def test_onnxruntime_equals_pytorch_for_many_sizes_in_one_file(name, exports):
     # the dimensions are symbolic in the files: the exports really are dynamic
     assert info['encoder']['inputs'][0]['shape'] == [1, 3, 'height', 'width']
     assert all(o['shape'][1:3] == ['height', 'width'] for o in info['encoder']['outputs'])
-    assert [i['shape'][:3] for i in info['query']['inputs'][-2:]] == [[1, 'q', 2]] * 2
+    shapes = {i['name']: i['shape'] for i in info['query']['inputs']}
+    assert shapes['coord'] == shapes['cell'] == [1, 'q', 2]
     assert info['query']['outputs'][0]['shape'][:2] == [1, 'q']
     cases = CASES if 'swinir' not in name else tuple((max(h, 5), w, q) for h, w, q in CASES)
     assert check_export(model, folder, cases) <= 1e-4
@@ -155,7 +167,7 @@ def test_pixel_grids_and_borders_equal_the_specification(name, exports):
             coord, cell = coord[:1], cell[:1]
             with torch.no_grad():
                 expected = model.query(model.encode(lr), coord, cell).numpy()
-            got = exported.query(encode(exported, lr, cell), coord.numpy(), cell.numpy())
+            got = run_query(exported, encode(exported, lr, cell), coord, cell)
             assert np.abs(got - expected).max() <= 1e-4
     finally:
         if hasattr(model, 'query_impl'):
@@ -163,7 +175,7 @@ def test_pixel_grids_and_borders_equal_the_specification(name, exports):
 
 
 @pytest.mark.parametrize('name', ['liif', 'liif-switches-off', 'lte', 'lte-fast', 'lmliif',
-                                  'lmliif-switches-off', 'lmlte'])
+                                  'lmliif-switches-off', 'lmlte', 'srno'])
 def test_exported_queries_pick_the_specs_codes_on_ties(name, exports):
     """Rows on (or an ulp from) latent boundaries after the ensemble's shift, where the
     fused and the separately rounded grid_sample disagree (``tie_queries``): onnxruntime,
@@ -181,7 +193,7 @@ def test_exported_queries_pick_the_specs_codes_on_ties(name, exports):
             expected = model.query(model.encode(lr), coord, cell).numpy()
     finally:
         model.query_impl = 'fast'
-    got = exported.query(encode(exported, lr, cell), coord.numpy(), cell.numpy())
+    got = run_query(exported, encode(exported, lr, cell), coord, cell)
     assert np.abs(got - expected).max() <= 1e-4
 
 
@@ -221,7 +233,8 @@ def test_a_family_without_adapter_is_named(monkeypatch):
     monkeypatch.delitem(onnx_graphs.ADAPTERS, 'metasr')
     model = models.make(SPECS['metasr'])
     with pytest.raises(UserError, match="model 'metasr' cannot be exported to ONNX yet: it has "
-                                        r'no export adapter \(exportable: liif, lmliif, lmlte, lte, lte-fast;'):
+                                        r'no export adapter \(exportable: liif, lmliif, lmlte, '
+                                        'lte, lte-fast, sronet;'):
         onnx_graphs.export_adapter('metasr', model, True)
 
 
@@ -277,7 +290,8 @@ def inputs(tmp_path):
                                         ('lte', ['--scale', '3,1.5', '--scale_max', '2']),
                                         ('lmliif', ['--scale', '2.3', '--tile', '8']),
                                         ('lmlte', ['--scale', '3,1.5', '--scale_max', '2',
-                                                   '--tile', '12'])])
+                                                   '--tile', '12']),
+                                        ('srno', ['--scale', '2.3', '--tile', '8'])])
 def test_onnx_upscale_without_torch_equals_demo(name, extra, exports, inputs, tmp_path, capsys):
     ckpt, _, folder = exports(name)
     ours, theirs = tmp_path / 'onnx', tmp_path / 'demo'
@@ -322,10 +336,11 @@ def test_a_published_architecture_exports_from_its_file(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['edsr-baseline-lmliif', 'edsr-baseline-lmlte'])
-def test_a_published_lm_architecture_exports_from_its_file(name, tmp_path, capsys):
-    """LMF's published models (random weights in the published format): the check that
-    scripts/export_onnx.py runs."""
+@pytest.mark.parametrize('name', ['edsr-baseline-lmliif', 'edsr-baseline-lmlte',
+                                  'edsr-baseline-srno'])
+def test_published_lm_and_srno_architectures_export_from_their_files(name, tmp_path, capsys):
+    """LMF's and SRNO's published models (random weights in the published format): the
+    check that scripts/export_onnx.py runs."""
     ckpt = save_published(tmp_path / f'{name}.pth', PUBLISHED_SPECS[name])
     code, out, err = run_main(export_cli.main, export_cli.parse_args(
         ['--model', str(ckpt), '--out', str(tmp_path / 'out')]), capsys)

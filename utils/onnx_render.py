@@ -73,9 +73,15 @@ class ExportedModel:
         self.info = read_model_json(folder)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads          # 0: onnxruntime's default
-        self.encoder_session, self.query_session = (
-            ort.InferenceSession(str(self.folder / self.info[part]['file']), options,
-                                 providers=list(providers)) for part in ('encoder', 'query'))
+        def session(part):
+            return ort.InferenceSession(str(self.folder / part['file']), options,
+                                        providers=list(providers))
+        self.encoder_session = session(self.info['encoder'])
+        self.query_session = session(self.info['query'])
+        # SRNO's pass graphs (``query_state``); none for the other models
+        self.pass_sessions = [session(part) for part in self.info.get('passes', [])]
+        self.pass_inputs = [[i['name'] for i in part['inputs']]
+                            for part in self.info.get('passes', [])]
         self.state_names = [o['name'] for o in self.info['encoder']['outputs']]
         self.takes_cell = 'rel_cell' in [i['name'] for i in self.info['encoder']['inputs']]
         self.query_inputs = [i['name'] for i in self.info['query']['inputs']]
@@ -107,12 +113,42 @@ class ExportedModel:
         return self._run(self.encoder_session, feeds,
                          f'encoder.onnx on a {inp.shape[2]}x{inp.shape[3]} input')
 
-    def query(self, states, coord, cell):
-        """State maps (of a window), ``coord``/``cell`` ``(1, Q, 2)`` -> ``(1, Q, 3)``."""
+    @property
+    def global_queries(self):
+        """Whether a query depends on every query of the image (SRNO's passes)."""
+        return bool(self.pass_sessions)
+
+    def _feeds(self, states, coord, cell, kvs):
         feeds = {name: np.ascontiguousarray(state) for name, state in zip(self.state_names, states)}
-        feeds['coord'], feeds['cell'] = coord.astype(np.float32), cell.astype(np.float32)
+        feeds['coord'] = np.ascontiguousarray(coord, dtype=np.float32)
+        feeds['cell'] = np.ascontiguousarray(cell, dtype=np.float32)
+        feeds.update({f'kv{k}': kv for k, kv in enumerate(kvs)})
+        return feeds
+
+    def query(self, states, coord, cell, kvs=()):
+        """State maps (of a window), ``coord``/``cell`` ``(1, Q, 2)`` -> ``(1, Q, 3)``;
+        ``kvs``: ``query_state``'s result, for models with global queries."""
+        feeds = self._feeds(states, coord, cell, kvs)
         return self._run(self.query_session, {k: feeds[k] for k in self.query_inputs},
                          f'query.onnx on {coord.shape[1]} queries')[0]
+
+    def query_state(self, states, chunks):
+        """The pass graphs' results over a set of queries of the image (``SRNO.query_state``):
+        ``chunks()`` returns a new iterable of ``(coord, cell)`` ``(1, q, 2)`` pairs each
+        call, together every query once (one call per pass). Returns ``[kv0, kv1, ...]``,
+        each the sum over all the chunks divided by the number of queries; ``[]`` for
+        models without passes."""
+        kvs = []
+        for k, session in enumerate(self.pass_sessions):
+            total, count = None, 0
+            for coord, cell in chunks():
+                feeds = self._feeds(states, coord, cell, kvs)
+                part = self._run(session, {i: feeds[i] for i in self.pass_inputs[k]},
+                                 f'pass{k}.onnx on {coord.shape[1]} queries')[0]
+                total = part if total is None else total + part
+                count += coord.shape[1]
+            kvs.append((total / np.float32(count)).astype(np.float32))
+        return kvs
 
     def _run(self, session, feeds, what):
         """``session.run``; onnxruntime's failures (e.g. an input too small for the
@@ -158,6 +194,9 @@ def render_blocks(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE,
     radius = render_plan.tiling_radius((h, w), tile, model.encoder_radius)
     window, margin = render_plan.window_layout((h, w), window, model.window_margin)
     inp = model.normalise(lr[None].astype(np.float32))
+    if model.global_queries:
+        yield from _global_blocks(model, inp, out_size, chunk, radius, tile, scale_max)
+        return
     rel_cell = image_rel_cell(out_size, (h, w), scale_max)
     whole = model.encode(inp, rel_cell) if radius is None else None
     for tile_rows, tile_cols in render_plan.encoder_tiles((h, w), tile, radius):
@@ -169,6 +208,39 @@ def render_blocks(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE,
         for win in render_plan.tile_windows(tile_rows, tile_cols, (h, w), out_size, window, margin):
             yield from _decode_window(model, states, (feat_rows[0], feat_cols[0]), win, (h, w),
                                       out_size, chunk, scale_max)
+
+
+def _global_blocks(model, inp, out_size, chunk, radius, tile, scale_max):
+    """``render_blocks`` of a model with global queries (SRNO; ``engine.render``'s
+    ``_global_region`` of the whole output): the whole latent grid's state (encoded in
+    tiles where the encoder allows), the passes over every output pixel
+    (``ExportedModel.query_state``), then the output's blocks with their results."""
+    h, w = inp.shape[-2:]
+    if radius is None:
+        states = model.encode(inp)
+    else:
+        states = None
+        for rows, cols in render_plan.encoder_tiles((h, w), tile, radius):
+            parts = encode_region(model, inp, rows, cols, radius)
+            if states is None:
+                states = [np.empty((1, h, w, p.shape[-1]), np.float32) for p in parts]
+            for state, part in zip(states, parts):
+                state[:, rows[0]:rows[1], cols[0]:cols[1]] = part
+    rows = render_plan.window_axis(0, out_size[0], out_size[0], h, 0, h, _arange).astype(np.float32)
+    cols = render_plan.window_axis(0, out_size[1], out_size[1], w, 0, w, _arange).astype(np.float32)
+    cell = np.asarray(render_plan.window_cell(out_size, (h, w), (h, w), scale_max),
+                      dtype=np.float32)
+    blocks = render_plan.query_blocks((0, out_size[0]), (0, out_size[1]), chunk)
+
+    def queries():
+        for (top, bottom), (left, right) in blocks:
+            grid = np.stack(np.meshgrid(rows[top:bottom], cols[left:right], indexing='ij'), -1)
+            coord = grid.reshape(1, -1, 2)
+            yield (top, bottom), (left, right), coord, np.broadcast_to(cell, coord.shape)
+    kvs = model.query_state(states, lambda: (q[2:] for q in queries()))
+    for (top, bottom), (left, right), coord, block_cell in queries():
+        pred = model.query(states, coord, block_cell, kvs)
+        yield top, left, model.denormalise(pred[0]).reshape(bottom - top, right - left, -1)
 
 
 def image_rel_cell(out_size, lat_size, scale_max=None):
