@@ -21,6 +21,7 @@ import torch
 
 from engine.onnx_graphs import export_adapter
 from engine.render import prepare, window_margin
+from models.cross_scale_attention import TILE_MARGIN
 from models.liif_fast import grid_sample_rounding_is_fused
 from utils.errors import UserError
 from utils.files import atomic_path, write_text_atomic
@@ -132,11 +133,30 @@ def export(model, spec, out_dir, data_norm, opset=None, scale_max=None, source=N
     with torch.no_grad():
         states = adapter.encoder()(torch.rand(1, 3, *EXAMPLE_WINDOW), *extra)
     states = states if isinstance(states, tuple) else (states,)
+    maps = dict(zip(adapter.state_names, states))       # every state map by name
+    # Stages between the encoder and the query (CiaoSR's attention and prepare graphs):
+    # state maps in, state maps out. The attention needs 2 cells per side.
+    stage_info = {}
+    for stage, graph, inputs, outputs in adapter.stages():
+        sizes = {1: dim('h', min=2), 2: dim('w', min=2)} if stage == 'attention' else \
+            {1: dim('h', min=1), 2: dim('w', min=1)}
+        path = out_dir / f'{stage}.onnx'
+        _export(graph.eval(), tuple(maps[n] for n in inputs), (sizes,) * len(inputs),
+                list(inputs), list(outputs), path, opset)
+        with torch.no_grad():
+            results = graph(*(maps[n] for n in inputs))
+        maps.update(zip(outputs, results if isinstance(results, tuple) else (results,)))
+        stage_inputs, stage_outputs, _ = _signature(path)
+        stage_info[stage] = {'file': path.name, 'inputs': stage_inputs, 'outputs': stage_outputs}
+    if 'attention' in stage_info:       # how the renderer tiles it (the reference's tiles)
+        stage_info['attention'].update(tile=model.non_local_tile or None,
+                                       margin=TILE_MARGIN)
+    states = tuple(maps[n] for n in adapter.query_names)
     coord = torch.rand(1, EXAMPLE_QUERIES, 2) * 2 - 1
     cell = torch.full((1, EXAMPLE_QUERIES, 2), 2 / 30)
     h, w, q = dim('h', min=1), dim('w', min=1), dim('q', min=1)
     shapes = tuple({1: h, 2: w} for _ in states) + ({1: q}, {1: q})
-    names = [*adapter.state_names, 'coord', 'cell']
+    names = [*adapter.query_names, 'coord', 'cell']
     # Pass graphs (SRNO's): each takes the results of those before it, fixed shapes.
     kvs, passes = [], []
     for k, graph in enumerate(adapter.passes()):
@@ -163,6 +183,9 @@ def export(model, spec, out_dir, data_norm, opset=None, scale_max=None, source=N
         # SRNO's: run over all the queries of an image, in order, before the query graph
         'passes': [{'file': f'pass{k}.onnx', 'inputs': inputs, 'outputs': outputs}
                    for k, (inputs, outputs, _) in enumerate(passes)],
+        # CiaoSR's: 'attention' (run on tiles of the whole image after the encoder) and
+        # 'prepare' (run on each decoding window before its queries); absent for the others
+        **stage_info,
         'encoder_radius': None if radius is None else radius + adapter.state_radius,
         'window_margin': window_margin(model),
         'scale_max': scale_max,
@@ -193,7 +216,7 @@ def check_export(model, out_dir, cases=CHECK_CASES, seed=0):
             prepared = prepare(model, model.encode(lr), cell)
             expected = model.query(prepared, coord, cell).numpy()
         rel_cell = (cell[0, :1] * torch.tensor([h, w])).numpy()
-        states = exported.encode(lr.numpy(), rel_cell)
+        states = exported.prepare(exported.encode(lr.numpy(), rel_cell))
         coord, cell = coord.numpy(), cell.numpy()
         # SRNO: every query attends to all of them, summed over two chunks
         half = n // 2

@@ -95,6 +95,16 @@ class ExportAdapter:
 
     kv_names = ()       # the passes' results, inputs of the later passes and of the query
 
+    def stages(self):
+        """Graphs between the encoder and the query (CiaoSR's), none by default: see
+        ``CiaoSRExport.stages``."""
+        return []
+
+    @property
+    def query_names(self):
+        """The query graph's state inputs (before ``coord`` and ``cell``)."""
+        return self.state_names
+
     def query(self):
         return _Graph(self.answer)
 
@@ -310,6 +320,66 @@ class SRNOExport(ExportAdapter):
         return self.model.head_layers(x) + bilinear_border(inp, coord)
 
 
+class CiaoSRExport(ExportAdapter):
+    """CiaoSR (``models/ciaosr.py``), in four graphs run as ``engine/render.py`` runs the
+    model: ``encoder.onnx`` (``lr`` -> ``feat (1, h, w, C)``, ``inp (1, h, w, 3)``,
+    ``grid (1, h, w, 2)``: the whole grid's size in every cell, as ``CiaoSR.encode``);
+    ``attention.onnx`` (``feat`` of a tile -> ``nl (1, h, w, C')``, the cross-scale
+    attention of the whole tile; model.json ``attention`` says how the renderer tiles
+    it, the reference's 48 x 48 tiles); ``prepare.onnx`` (a decoding window's ``feat``,
+    ``nl``, ``inp``, ``grid`` -> ``codes``, ``keys``, ``values``: ``CiaoSR.prepare``'s
+    tables as maps, per window as the renderer prepares them); ``query.onnx`` (the
+    window's tables, ``inp``, ``grid``, coordinates, cells)."""
+
+    state_names = ('feat', 'inp', 'grid')
+    prepared_names = ('codes', 'keys', 'values')
+
+    def __init__(self, model, fused):
+        super().__init__(model, fused)
+        if not model._uses_fast_path():
+            raise UserError('ciaosr with non-mlp imnet_k / imnet_v: the exported query is '
+                            "the fast path's, which needs the registry's mlp")
+        self.attention_names = ('nl',) if model.non_local_attn else ()
+
+    def encode(self, lr):
+        feat = self.model.encoder(lr)
+        _, _, h, w = feat.shape
+        size = torch.stack([SymbolicAxis(h).size64, SymbolicAxis(w).size64]).to(feat.dtype)
+        return feat.permute(0, 2, 3, 1), lr.permute(0, 2, 3, 1), size.expand(1, h, w, 2)
+
+    def stages(self):
+        """``[(name, graph, input names, output names)]`` run between the encoder and
+        the query graph (``engine.onnx_export``)."""
+        stages = []
+        if self.model.non_local_attn:
+            stages.append(('attention', _Graph(self.attend), ('feat',), self.attention_names))
+        stages.append(('prepare', _Graph(self.prepare),
+                       ('feat', *self.attention_names, 'inp', 'grid'), self.prepared_names))
+        return stages
+
+    def attend(self, feat):
+        return self.model.cs_attn(feat.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def prepare(self, *maps):
+        _, h, w, _ = maps[0].shape
+        prepared = self.model.prepare(torch.cat([m.permute(0, 3, 1, 2) for m in maps], dim=1))
+        return tuple(as_map(rows, h, w) for rows in (prepared.codes, prepared.keys,
+                                                       prepared.values))
+
+    @property
+    def query_names(self):
+        return (*self.prepared_names, 'inp', 'grid')
+
+    def answer(self, codes, keys, values, inp, grid, coord, cell):
+        b, h, w, _ = codes.shape
+        index, rel, own, inside = self.model.fast_inputs(
+            grid[:, 0, 0], coord, cell, (h, w), self.fused, (SymbolicAxis(h), SymbolicAxis(w)))
+        tables = tuple(as_rows(t) for t in (codes, keys, values))
+        out = self.model.decode_rows(tables, index, rel, own, inside,
+                                     self.model.first_layers(codes.shape[-1]))
+        return out.view(b, coord.shape[1], -1) + bilinear_border(inp, coord)
+
+
 def bilinear_border(image, coord):
     """``image (1, h, w, C)`` sampled bilinearly at ``coord (1, Q, 2)`` (row, col) with
     border padding, ``align_corners=False``, by index arithmetic: LTE's global residual
@@ -341,7 +411,7 @@ def _bilinear_axis(coord_axis, size):
 
 ADAPTERS = {'liif': LIIFExport, 'lte': LTEExport, 'lte-fast': LTEExport,
             'metasr': MetaSRExport, 'lmliif': LMFExport, 'lmlte': LMFExport,
-            'sronet': SRNOExport}
+            'sronet': SRNOExport, 'ciaosr': CiaoSRExport}
 NOT_EXPORTABLE = {
     'bicubic': "the bicubic baseline is Pillow's resize, not a network: resize with Pillow",
 }

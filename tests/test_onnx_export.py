@@ -64,6 +64,13 @@ def lm(name, lmmlp=None, **args):
         'imnet_spec': {'name': 'lmmlp', 'args': render}, **extra, **args}}
 
 
+def ciaosr(**args):
+    """A tiny CiaoSR (models/ciaosr.py)."""
+    mlp = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16, 16]}}
+    return {'name': 'ciaosr', 'args': {'encoder': TINY_ENCODER, 'imnet_q': mlp, 'imnet_k': mlp,
+                                       'imnet_v': mlp, **args}}
+
+
 # Every model family and every LIIF switch (CI), and the other encoders (slow).
 SPECS = {
     'liif': liif(),
@@ -78,8 +85,12 @@ SPECS = {
                               cell_decode=False, lmmlp={'mod_scale': False}),
     'lmlte': lm('lmlte', mod_input=True),
     'srno': {'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16, 'blocks': 2}},
+    # CI: without the cross-scale attention, whose export takes a minute or two (slow below)
+    'ciaosr-local-9': ciaosr(non_local_attn=False, local_size=3),
 }
 SLOW_SPECS = {
+    # tiles of 8 x 8 cells: the renderer's tiling of the attention is checked too
+    'ciaosr': ciaosr(non_local_tile=8),
     'lmlte-switches-off': lm('lmlte', local_ensemble=False, cell_decode=False,
                              lmmlp={'mod_shift': False}),
     'rdn-liif': liif(TINY_RDN),
@@ -94,9 +105,10 @@ CASES = ((24, 20, 1000), (13, 31, 257), (6, 5, 1), (40, 9, 3000))
 
 def encode(exported, lr, cell):
     """``exported.encode`` of the torch image ``lr``, with the image's ``rel_cell`` (LMF's
-    encoders take it: the first query's cell in latent cells, as ``model.prepare``)."""
+    encoders take it: the first query's cell in latent cells, as ``model.prepare``), then
+    ``exported.prepare`` (CiaoSR's) of the whole grid."""
     rel_cell = cell[0, :1] * torch.tensor(lr.shape[-2:])
-    return exported.encode(lr.numpy(), rel_cell.numpy())
+    return exported.prepare(exported.encode(lr.numpy(), rel_cell.numpy()))
 
 
 def run_query(exported, states, coord, cell):
@@ -151,7 +163,7 @@ def test_onnxruntime_equals_pytorch_for_many_sizes_in_one_file(name, exports):
     assert check_export(model, folder, cases) <= 1e-4
 
 
-@pytest.mark.parametrize('name', list(SPECS))
+@pytest.mark.parametrize('name', [*SPECS, pytest.param('ciaosr', marks=pytest.mark.slow)])
 def test_pixel_grids_and_borders_equal_the_specification(name, exports):
     """Coordinates of whole output grids (pixel centres on latent boundaries included)
     and of the borders, against the specification path (query_plain, grid_sample)."""
@@ -233,8 +245,8 @@ def test_a_family_without_adapter_is_named(monkeypatch):
     monkeypatch.delitem(onnx_graphs.ADAPTERS, 'metasr')
     model = models.make(SPECS['metasr'])
     with pytest.raises(UserError, match="model 'metasr' cannot be exported to ONNX yet: it has "
-                                        r'no export adapter \(exportable: liif, lmliif, lmlte, '
-                                        'lte, lte-fast, sronet;'):
+                                        r'no export adapter \(exportable: ciaosr, liif, lmliif, '
+                                        'lmlte, lte, lte-fast, sronet;'):
         onnx_graphs.export_adapter('metasr', model, True)
 
 
@@ -291,7 +303,10 @@ def inputs(tmp_path):
                                         ('lmliif', ['--scale', '2.3', '--tile', '8']),
                                         ('lmlte', ['--scale', '3,1.5', '--scale_max', '2',
                                                    '--tile', '12']),
-                                        ('srno', ['--scale', '2.3', '--tile', '8'])])
+                                        ('srno', ['--scale', '2.3', '--tile', '8']),
+                                        ('ciaosr-local-9', ['--scale', '3,1.5']),
+                                        pytest.param('ciaosr', ['--scale', '2.3'],
+                                                     marks=pytest.mark.slow)])
 def test_onnx_upscale_without_torch_equals_demo(name, extra, exports, inputs, tmp_path, capsys):
     ckpt, _, folder = exports(name)
     ours, theirs = tmp_path / 'onnx', tmp_path / 'demo'
@@ -337,7 +352,7 @@ def test_a_published_architecture_exports_from_its_file(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['edsr-baseline-lmliif', 'edsr-baseline-lmlte',
-                                  'edsr-baseline-srno'])
+                                  'edsr-baseline-srno', 'edsr-baseline-ciaosr'])
 def test_published_lm_and_srno_architectures_export_from_their_files(name, tmp_path, capsys):
     """LMF's and SRNO's published models (random weights in the published format): the
     check that scripts/export_onnx.py runs."""

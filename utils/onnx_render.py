@@ -78,11 +78,17 @@ class ExportedModel:
                                         providers=list(providers))
         self.encoder_session = session(self.info['encoder'])
         self.query_session = session(self.info['query'])
+        # CiaoSR's attention (after the encoder) and prepare (per window) graphs
+        self.stages = {name: (session(self.info[name]), self.info[name])
+                       for name in ('attention', 'prepare') if name in self.info}
         # SRNO's pass graphs (``query_state``); none for the other models
         self.pass_sessions = [session(part) for part in self.info.get('passes', [])]
         self.pass_inputs = [[i['name'] for i in part['inputs']]
                             for part in self.info.get('passes', [])]
         self.state_names = [o['name'] for o in self.info['encoder']['outputs']]
+        for name in ('attention', 'prepare'):   # their outputs are state maps too
+            if name in self.info:
+                self.state_names += [o['name'] for o in self.info[name]['outputs']]
         self.takes_cell = 'rel_cell' in [i['name'] for i in self.info['encoder']['inputs']]
         self.query_inputs = [i['name'] for i in self.info['query']['inputs']]
         self.encoder_radius = self.info['encoder_radius']
@@ -110,8 +116,48 @@ class ExportedModel:
             if rel_cell is None:
                 raise ValueError(f'{self.folder}: this encoder takes rel_cell')
             feeds['rel_cell'] = np.asarray(rel_cell, dtype=np.float32).reshape(1, 2)
-        return self._run(self.encoder_session, feeds,
-                         f'encoder.onnx on a {inp.shape[2]}x{inp.shape[3]} input')
+        states = self._run(self.encoder_session, feeds,
+                           f'encoder.onnx on a {inp.shape[2]}x{inp.shape[3]} input')
+        if 'attention' in self.stages:
+            states = states + [self._attention(states)]
+        return states
+
+    def _attention(self, states):
+        """CiaoSR's cross-scale attention of the whole state (``non_local_features``): of
+        the whole map, or of each reference tile grown by ``margin`` cells (clipped),
+        keeping its core."""
+        session, info = self.stages['attention']
+        name = info['inputs'][0]['name']
+        feat = states[self.state_names.index(name)]
+        h, w = feat.shape[1:3]
+        tile = info['tile']
+
+        def attend(rows, cols):
+            crop = np.ascontiguousarray(feat[:, rows[0]:rows[1], cols[0]:cols[1]])
+            return self._run(session, {name: crop},
+                             f'attention.onnx on {crop.shape[1]}x{crop.shape[2]} cells')[0]
+        if not render_plan.attention_tiled((h, w), tile):
+            return attend((0, h), (0, w))
+        out = None
+        for rows in render_plan.tile_spans(h, tile):
+            for cols in render_plan.tile_spans(w, tile):
+                grown_rows, grown_cols = grow(rows, info['margin'], h), grow(cols, info['margin'], w)
+                part = attend(grown_rows, grown_cols)
+                if out is None:
+                    out = np.empty((1, h, w, part.shape[-1]), np.float32)
+                out[:, rows[0]:rows[1], cols[0]:cols[1]] = _crop(
+                    [part], rows, cols, (grown_rows[0], grown_cols[0]))[0]
+        return out
+
+    def prepare(self, states):
+        """The state maps of a decoding window with the prepare graph's maps appended
+        (CiaoSR's ``prepare``), or as they are for models without one."""
+        if 'prepare' not in self.stages:
+            return states
+        session, info = self.stages['prepare']
+        feeds = dict(zip(self.state_names, states))
+        return list(states) + self._run(session, {i['name']: np.ascontiguousarray(
+            feeds[i['name']]) for i in info['inputs']}, 'prepare.onnx')
 
     @property
     def global_queries(self):
@@ -254,7 +300,8 @@ def image_rel_cell(out_size, lat_size, scale_max=None):
 
 def _decode_window(model, states, offset, win, lat_size, out_size, chunk, scale_max):
     """The blocks of one ``render_plan.Window`` (``engine.render._decode_window``)."""
-    window_states = [np.ascontiguousarray(s) for s in _crop(states, win.rows, win.cols, offset)]
+    window_states = model.prepare([np.ascontiguousarray(s)
+                                   for s in _crop(states, win.rows, win.cols, offset)])
     rows = render_plan.window_axis(*win.out_rows, out_size[0], lat_size[0], *win.rows,
                                    _arange).astype(np.float32)
     cols = render_plan.window_axis(*win.out_cols, out_size[1], lat_size[1], *win.cols,
