@@ -85,12 +85,11 @@ SPECS = {
                               cell_decode=False, lmmlp={'mod_scale': False}),
     'lmlte': lm('lmlte', mod_input=True),
     'srno': {'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16, 'blocks': 2}},
-    # CI: without the cross-scale attention, whose export takes a minute or two (slow below)
-    'ciaosr-local-9': ciaosr(non_local_attn=False, local_size=3),
-}
-SLOW_SPECS = {
     # tiles of 8 x 8 cells: the renderer's tiling of the attention is checked too
     'ciaosr': ciaosr(non_local_tile=8),
+}
+SLOW_SPECS = {
+    'ciaosr-local-9': ciaosr(non_local_attn=False, local_size=3),
     'lmlte-switches-off': lm('lmlte', local_ensemble=False, cell_decode=False,
                              lmmlp={'mod_shift': False}),
     'rdn-liif': liif(TINY_RDN),
@@ -163,7 +162,7 @@ def test_onnxruntime_equals_pytorch_for_many_sizes_in_one_file(name, exports):
     assert check_export(model, folder, cases) <= 1e-4
 
 
-@pytest.mark.parametrize('name', [*SPECS, pytest.param('ciaosr', marks=pytest.mark.slow)])
+@pytest.mark.parametrize('name', list(SPECS))
 def test_pixel_grids_and_borders_equal_the_specification(name, exports):
     """Coordinates of whole output grids (pixel centres on latent boundaries included)
     and of the borders, against the specification path (query_plain, grid_sample)."""
@@ -304,8 +303,8 @@ def inputs(tmp_path):
                                         ('lmlte', ['--scale', '3,1.5', '--scale_max', '2',
                                                    '--tile', '12']),
                                         ('srno', ['--scale', '2.3', '--tile', '8']),
-                                        ('ciaosr-local-9', ['--scale', '3,1.5']),
-                                        pytest.param('ciaosr', ['--scale', '2.3'],
+                                        ('ciaosr', ['--scale', '2.3']),
+                                        pytest.param('ciaosr-local-9', ['--scale', '3,1.5'],
                                                      marks=pytest.mark.slow)])
 def test_onnx_upscale_without_torch_equals_demo(name, extra, exports, inputs, tmp_path, capsys):
     ckpt, _, folder = exports(name)
