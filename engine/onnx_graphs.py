@@ -236,10 +236,6 @@ class LMFExport(ExportAdapter):
 
     def __init__(self, model, fused):
         super().__init__(model, fused)
-        if hasattr(model, 'hypernet') and not fast_query_supported(model.hypernet):
-            raise UserError(f'{type(model).__name__} with hypernetwork '
-                            f'{type(model.hypernet).__name__}: the exported graphs are the fast '
-                            "path's, which needs the registry's mlp hypernetwork")
         self.lte = isinstance(model, LMLTE)     # adds the Fourier inputs and the residual
         self.state_names = ('table', 'inputs', 'inp') if self.lte else ('table',)
 
