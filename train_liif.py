@@ -68,7 +68,8 @@ CONFIG_KEYS = {
     # ours
     'seed': 'integer seed of weights init and data order (default 0)',
     'amp': "optional mixed precision: 'bf16' runs forward passes under bfloat16 autocast "
-           '(GPUs since Ampere; CPUs with AVX512-BF16/AMX); default off',
+           "(GPUs since Ampere; CPUs with AVX512-BF16/AMX); 'auto': bf16 where the device "
+           'has it natively, else float32; default off',
     'num_workers': 'data-loading processes per training process (default min(8, CPUs))',
     'allow_tf32': 'optional true: CUDA matrix products and convolutions in TF32 (faster on '
                   'Ampere+, ~1e-3 relative error); default false: PyTorch\'s defaults',
@@ -155,8 +156,8 @@ def check_config(config, path):
             raise UserError(f'{path}: num_workers must be an integer >= 0')
     if not isinstance(config.get('seed', DEFAULT_SEED), int):
         raise UserError(f'{path}: seed must be an integer, got {config["seed"]!r}')
-    if config.get('amp') not in (None, False, 'none', 'bf16'):
-        raise UserError(f'{path}: amp must be bf16 or none, got {config["amp"]!r}')
+    if config.get('amp') not in (None, False, 'none', 'bf16', 'auto'):
+        raise UserError(f'{path}: amp must be bf16, auto or none, got {config["amp"]!r}')
     for key in BOOL_KEYS:
         if not isinstance(config.get(key, False), bool):
             raise UserError(f'{path}: {key} must be true or false, got {config[key]!r}')
@@ -252,7 +253,9 @@ def train(config, args, env, device):
         log(f'model: {model_spec["name"]}, #params={n_params / 1e6:.2f}M'
             + (f', query={net.query_impl}' if hasattr(net, 'query_impl') else ''))
         if amp_dtype is not None:
-            log(f'amp: {config["amp"]} autocast on {device.type}')
+            log(f'amp: {config["amp"]}: bf16 autocast on {device.type}')
+        elif config.get('amp') == 'auto':
+            log(f'amp: auto: float32 ({device} has no native bfloat16)')
         if ema is not None:
             log(f'ema: decay={ema.decay} (validation and epoch-*.pth model: the average)')
         elif resume.get('ema') is not None:

@@ -88,7 +88,7 @@ DEFAULTS = {
 }
 
 # Named recipes (overrides of DEFAULTS). ``blur-noise-jpeg`` is the fixed degraded
-# benchmark of the README: isotropic Gaussian blur sigma 0.5-2 on the HR image,
+# benchmark of docs/training.md: isotropic Gaussian blur sigma 0.5-2 on the HR image,
 # antialiased bicubic downscaling to the LR size, colour Gaussian noise sigma 5-15
 # (of 255), JPEG quality 30-60 -- one round, in the classic order.
 _OFF = {'blur': {'prob': 0.0}, 'noise': {'prob': 0.0}, 'jpeg': {'prob': 0.0},

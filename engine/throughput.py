@@ -2,7 +2,7 @@
 
 Both leave the computed function unchanged (up to float rounding) and the state dict's
 keys as they are (modules are compiled in place), so checkpoints keep the published
-format. Off by default; see the README's "Speed options" for measured effects.
+format. Off by default; see docs/performance.md ("Precision and speed options") for measured effects.
 
 - ``channels_last``: the encoder's convolution weights in NHWC memory order; PyTorch
   then runs its convolutions (and so their outputs) channels-last, the layout cuDNN's

@@ -17,7 +17,7 @@ right to a multiple of the window (as the reference). The reference returns the 
 of the padded image; this encoder crops them back to the input size, so that feature
 ``(i, j)`` belongs to input pixel ``(i, j)`` for every input size (the reference's
 ``test.py --window`` pads the input to a multiple of the window first, where the two
-agree exactly; see README "LTE"). The padding needs at least ``window // 2 + 1`` rows
+agree exactly; see docs/lte.md). The padding needs at least ``window // 2 + 1`` rows
 and columns.
 
 Not tileable: attention windows, their cyclic shift and its mask depend on the whole
@@ -25,7 +25,7 @@ Not tileable: attention windows, their cyclic shift and its mask depend on the w
 the margin (``models.common.receptive_radius`` returns ``None``; the renderer encodes
 such images whole). Attention runs over chunks of windows (windows are independent: the
 values are those of all windows at once), so its memory stays bounded; the token maps
-themselves grow with the input (measured figures in README "LTE").
+themselves grow with the input (measured figures in docs/lte.md).
 """
 import torch
 import torch.nn.functional as F

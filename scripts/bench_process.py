@@ -10,6 +10,10 @@ Workloads (the issue's, so figures compare across sessions):
   generated image of that size when absent) upscaled x4 to 640x640 by ``demo.py`` with an
   EDSR-baseline-LIIF checkpoint in the published format (random weights unless
   ``--model``: the time does not depend on them).
+- ``imports``: ``python -X importtime SCRIPT --help`` for every entry point
+  (``ENTRY_POINTS``), ``--runs`` times: the median time of all its imports, of
+  ``import torch`` within them, and the difference (our modules and the standard library
+  they pull in; the issue's bound is 0.3 s).
 - ``test``: ``test.py`` on Set5 x4 (LR made with MATLAB's bicubic by
   ``scripts/make_lr_bicubic.py`` into ``--work``, the benchmark-4 protocol); skipped when
   Set5 is absent.
@@ -27,6 +31,7 @@ commands are timed whole only; ``{input}``, ``{model}``, ``{output}``, ``{resolu
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -37,7 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 SET5 = REPO.parent / 'shared' / 'data' / 'Set5'
 CROP = 160
 SCALE = 4
-TASKS = ('demo', 'test')
+TASKS = ('imports', 'demo', 'test')
+ENTRY_POINTS = ('train_liif.py', 'test.py', 'demo.py', 'viewer.py', 'scripts/eval_all.py',
+                'scripts/export_onnx.py', 'scripts/init_cmsr.py')
 
 
 def parse_args(argv=None):
@@ -69,55 +76,40 @@ def load_entry_point(name):
     return module
 
 
+def timed(function, marks, name):
+    """``function``, setting ``marks[name]`` to the time each call returns."""
+    def wrapper(*args, **kwargs):
+        result = function(*args, **kwargs)
+        marks[name] = time.time()
+        return result
+    return wrapper
+
+
 def phases_demo(argv, started):
-    """demo.py's main for one file, step by step; returns the phase boundaries."""
+    """demo.py's own ``main``, with timestamps where it has loaded the model, rendered and
+    written the image (its functions wrapped, so the steps are exactly demo.py's)."""
     marks = {'spawn': started}
     demo = load_entry_point('demo')
     marks['imported'] = time.time()
-    args = demo.parse_args(argv)
-    from datasets.image_io import image_size, read_image_with_alpha
-    from engine.checkpoint import load_model
-    from engine.data_norm import PUBLISHED, DataNorm, choose
-    from engine.render import render
-    from utils.device import select_device
-    import models
-    (src, dst), = demo.plan_jobs(args.input, args.output)
-    size = demo.output_size(image_size(src), None, demo.parse_pair(args.scale, '--scale', float))
-    device = select_device(args.device, None)
-    model, ckpt = load_model(args.model, device)
-    models.set_query_impl(model, args.query)
-    amp_dtype = demo.prepare_inference(model, device)
-    data_norm = DataNorm(choose(checkpoint=ckpt.get('data_norm'), default=PUBLISHED))
-    marks['loaded'] = time.time()
-    lr, alpha = read_image_with_alpha(src)
-    image = render(model, lr.to(device), size, data_norm, chunk=args.bsize,
-                   tile=args.tile or None, alpha=alpha, amp_dtype=amp_dtype)
-    marks['computed'] = time.time()
-    demo.save_image(image, dst)
-    marks['written'] = time.time()
+    run_jobs = demo.run_jobs
+    demo.run_jobs = lambda args, load, upscale: run_jobs(args, timed(load, marks, 'loaded'),
+                                                         upscale)
+    demo.render = timed(demo.render, marks, 'computed')
+    demo.save_image = timed(demo.save_image, marks, 'written')
+    demo.main(demo.parse_args(argv))
     return marks
 
 
 def phases_test(argv, started):
-    """test.py's main, step by step; returns the phase boundaries."""
+    """test.py's own ``main``, with timestamps where it has loaded the model and finished
+    the evaluation."""
     marks = {'spawn': started}
     test = load_entry_point('test')
     marks['imported'] = time.time()
-    args = test.parse_args(argv)
-    import models
-    from engine.checkpoint import load_model
-    from engine.evaluate import evaluate_config, load_test_config
-    from utils.device import select_device
-    cfg = load_test_config(args.config)
-    device = select_device(args.device, None)
-    model, ckpt = load_model(args.model, device)
-    models.set_query_impl(model, args.query)
-    marks['loaded'] = time.time()
-    stats = evaluate_config(model, cfg, device, checkpoint_data_norm=ckpt.get('data_norm'),
-                            workers=args.workers, progress=False)
-    marks['computed'] = time.time()
-    print(f'result: {stats["psnr"]:.4f}', file=sys.stderr)
-    marks['written'] = marks['computed']
+    test.load_model = timed(test.load_model, marks, 'loaded')
+    test.evaluate_config = timed(test.evaluate_config, marks, 'computed')
+    test.main(test.parse_args(argv))
+    marks['written'] = time.time()
     return marks
 
 
@@ -213,6 +205,37 @@ def others(pairs):
         yield name, template
 
 
+def import_times(script):
+    """(all top-level imports, ``import torch``) in seconds, from ``-X importtime``."""
+    done = subprocess.run([sys.executable, '-X', 'importtime', script, '--help'], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f'failed: {script} --help\n{done.stderr[-2000:]}')
+    total = torch = 0
+    for line in done.stderr.splitlines():
+        m = re.match(r'import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)$', line)
+        if m and not m.group(2):                     # a top-level import of the script
+            total += int(m.group(1))
+        if m and m.group(3) == 'torch':
+            torch = int(m.group(1))
+    return total / 1e6, torch / 1e6
+
+
+def imports_table(runs):
+    print('### imports (python -X importtime SCRIPT --help)\n')
+    print('| entry point | all imports s | import torch s | ours over torch s |\n|---|---|---|---|')
+    rows = {}
+    for script in ENTRY_POINTS:
+        times = [import_times(script) for _ in range(runs)]
+        total = statistics.median(t for t, _ in times)
+        torch = statistics.median(t for _, t in times)
+        over = statistics.median(t - u for t, u in times)
+        rows[script] = {'all': total, 'torch': torch, 'over': over}
+        print(f'| {script} | {total:.2f} | {torch:.2f} | {over:.2f} |', flush=True)
+    print()
+    return rows
+
+
 def run_whole(argv):
     """Wall seconds of one whole-process run (it must succeed)."""
     start = time.perf_counter()
@@ -242,10 +265,16 @@ def main(args, rest):
         marks = (phases_demo if args.phases_of == 'demo' else phases_test)(rest, args.started)
         print(json.dumps(marks))
         return
+    results = {}
+    if 'imports' in args.tasks:
+        results['imports'] = imports_table(args.runs)
+        if set(args.tasks) == {'imports'}:
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=1))
+            return
     work = Path(args.work).resolve()
     model, inp, config, source = prepare(args)
     plan = commands(args, model, inp, config, work)
-    results = {}
     for task, variants in plan.items():
         times = {name: [] for name in variants}
         for run in range(args.runs):
@@ -259,6 +288,8 @@ def main(args, rest):
     print(f'\n{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} '
           f'threads); demo input: {source}; checkpoint: {model.name}\n')
     for task, result in results.items():
+        if task == 'imports':
+            continue
         ours = statistics.median(result['times']['ours-fast'])
         print(f'### {task}\n')
         print('| variant | median s | range s | vs ours-fast | start+import | load | compute '

@@ -165,6 +165,20 @@ def test_bf16_is_refused_where_it_is_emulated(monkeypatch):
         check_amp('bf16', torch.device('mps'))
 
 
+def test_amp_auto_takes_bf16_only_where_it_is_native(monkeypatch):
+    FakeCuda(capability=(7, 5)).install(monkeypatch)
+    assert check_amp('auto', torch.device('cuda', 0)) is None      # no warning, float32
+    FakeCuda(capability=(8, 0)).install(monkeypatch)
+    assert check_amp('auto', torch.device('cuda', 0)) == torch.bfloat16
+    assert check_amp('auto', torch.device('mps')) is None
+    import utils.device
+    for native in (True, False):
+        monkeypatch.setattr(utils.device, 'bf16_supported', lambda device, n=native: n)
+        assert check_amp('auto', torch.device('cpu')) == (torch.bfloat16 if native else None)
+    with pytest.raises(UserError, match='must be bf16, auto or none'):
+        check_amp('fp16', torch.device('cpu'))
+
+
 def test_no_float64_on_mps():
     assert accurate_float(torch.device('mps')) == torch.float32
     assert accurate_float(torch.device('cuda', 0)) == torch.float64

@@ -102,15 +102,19 @@ def bf16_supported(device):
 
 
 def check_amp(amp, device, flag='--amp', refuse_slow=True):
-    """The autocast dtype of ``amp`` (``None``/``'none'``/``'bf16'``) on ``device``.
+    """The autocast dtype of ``amp`` (``None``/``'none'``/``'bf16'``/``'auto'``) on ``device``.
 
     bf16 where ``device`` has no fast bf16 would run slower than float32: it is refused
     (``refuse_slow``, inference flags) or runs with a warning (a training config that was
-    written for another machine)."""
+    written for another machine). ``'auto'``: bf16 where ``device`` has it natively, else
+    float32 (the quickstart's choice: one config for every CPU)."""
     if amp in (None, False, 'none'):
         return None
+    if amp == 'auto':
+        return torch.bfloat16 if device.type in ('cpu', 'cuda') and bf16_supported(device) \
+            else None
     if amp != 'bf16':
-        raise UserError(f'{flag} must be bf16 or none, got {amp!r}')
+        raise UserError(f'{flag} must be bf16, auto or none, got {amp!r}')
     if device.type not in ('cpu', 'cuda'):
         raise UserError(f'{flag} bf16 runs on cuda or cpu, not {device.type}')
     if not bf16_supported(device):
