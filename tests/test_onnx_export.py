@@ -60,7 +60,8 @@ def lm(name, lmmlp=None, **args):
     render = {'out_dim': 3, 'hidden_dim': 8, 'hidden_depth': 2, **(lmmlp or {})}
     extra = {'hidden_dim': 8} if name == 'lmlte' else {}
     return {'name': name, 'args': {
-        'encoder_spec': TINY_ENCODER, 'hypernet_spec': {'name': 'mlp', 'args': {'hidden_list': [16]}},
+        'encoder_spec': TINY_ENCODER,
+        'hypernet_spec': {'name': 'mlp', 'args': {'hidden_list': [16]}},
         'imnet_spec': {'name': 'lmmlp', 'args': render}, **extra, **args}}
 
 
@@ -352,9 +353,9 @@ def test_a_published_architecture_exports_from_its_file(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['edsr-baseline-lmliif', 'edsr-baseline-lmlte',
                                   'edsr-baseline-srno', 'edsr-baseline-ciaosr'])
-def test_published_lm_and_srno_architectures_export_from_their_files(name, tmp_path, capsys):
-    """LMF's and SRNO's published models (random weights in the published format): the
-    check that scripts/export_onnx.py runs."""
+def test_published_lm_srno_and_ciaosr_architectures_export_from_their_files(name, tmp_path, capsys):
+    """LMF's, SRNO's and CiaoSR's published models (random weights in the published
+    format): the check that scripts/export_onnx.py runs."""
     ckpt = save_published(tmp_path / f'{name}.pth', PUBLISHED_SPECS[name])
     code, out, err = run_main(export_cli.main, export_cli.parse_args(
         ['--model', str(ckpt), '--out', str(tmp_path / 'out')]), capsys)

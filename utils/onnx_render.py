@@ -139,9 +139,10 @@ class ExportedModel:
         if not render_plan.attention_tiled((h, w), tile):
             return attend((0, h), (0, w))
         out = None
+        margin = info['margin']
         for rows in render_plan.tile_spans(h, tile):
             for cols in render_plan.tile_spans(w, tile):
-                grown_rows, grown_cols = grow(rows, info['margin'], h), grow(cols, info['margin'], w)
+                grown_rows, grown_cols = grow(rows, margin, h), grow(cols, margin, w)
                 part = attend(grown_rows, grown_cols)
                 if out is None:
                     out = np.empty((1, h, w, part.shape[-1]), np.float32)
