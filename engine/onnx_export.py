@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from engine.onnx_graphs import export_adapter
-from engine.render import window_margin
+from engine.render import prepare, window_margin
+from models.cross_scale_attention import TILE_MARGIN
 from models.liif_fast import grid_sample_rounding_is_fused
 from utils.errors import UserError
 from utils.files import atomic_path, write_text_atomic
@@ -31,6 +32,7 @@ from utils.onnx_render import FORMAT, FORMAT_VERSION, ExportedModel
 EXAMPLE_LR = (24, 20)
 EXAMPLE_WINDOW = (9, 7)
 EXAMPLE_QUERIES = 13
+EXAMPLE_REL_CELL = 0.3
 # Sizes and query counts of ``check_export``'s comparison.
 CHECK_CASES = ((24, 20, 1000), (13, 31, 257))
 
@@ -121,18 +123,52 @@ def export(model, spec, out_dir, data_norm, opset=None, scale_max=None, source=N
     out_dir.mkdir(parents=True, exist_ok=True)
     dim = torch.export.Dim
     lr = torch.rand(1, 3, *EXAMPLE_LR)
-    _export(adapter.encoder().eval(), (lr,), ({2: dim('height', min=1), 3: dim('width', min=1)},),
-            ['lr'], list(adapter.state_names), out_dir / 'encoder.onnx', opset)
+    # LMF's encoder takes the image's cell in latent cells too (a fixed (1, 2))
+    extra = (torch.tensor([[EXAMPLE_REL_CELL] * 2]),) * (len(adapter.encoder_inputs) - 1)
+    _export(adapter.encoder().eval(), (lr, *extra),
+            ({2: dim('height', min=1), 3: dim('width', min=1)},) + (None,) * len(extra),
+            list(adapter.encoder_inputs), list(adapter.state_names), out_dir / 'encoder.onnx',
+            opset)
 
     with torch.no_grad():
-        states = adapter.encoder()(torch.rand(1, 3, *EXAMPLE_WINDOW))
+        states = adapter.encoder()(torch.rand(1, 3, *EXAMPLE_WINDOW), *extra)
     states = states if isinstance(states, tuple) else (states,)
+    maps = dict(zip(adapter.state_names, states))       # every state map by name
+    # Stages between the encoder and the query (CiaoSR's attention and prepare graphs):
+    # state maps in, state maps out. The attention needs 2 cells per side.
+    stage_info = {}
+    for stage, graph, inputs, outputs in adapter.stages():
+        sizes = {1: dim('h', min=2), 2: dim('w', min=2)} if stage == 'attention' else \
+            {1: dim('h', min=1), 2: dim('w', min=1)}
+        path = out_dir / f'{stage}.onnx'
+        _export(graph.eval(), tuple(maps[n] for n in inputs), (sizes,) * len(inputs),
+                list(inputs), list(outputs), path, opset)
+        with torch.no_grad():
+            results = graph(*(maps[n] for n in inputs))
+        maps.update(zip(outputs, results if isinstance(results, tuple) else (results,)))
+        stage_inputs, stage_outputs, _ = _signature(path)
+        stage_info[stage] = {'file': path.name, 'inputs': stage_inputs, 'outputs': stage_outputs}
+    if 'attention' in stage_info:       # how the renderer tiles it (the reference's tiles)
+        stage_info['attention'].update(tile=model.non_local_tile or None,
+                                       margin=TILE_MARGIN)
+    states = tuple(maps[n] for n in adapter.query_names)
     coord = torch.rand(1, EXAMPLE_QUERIES, 2) * 2 - 1
     cell = torch.full((1, EXAMPLE_QUERIES, 2), 2 / 30)
     h, w, q = dim('h', min=1), dim('w', min=1), dim('q', min=1)
     shapes = tuple({1: h, 2: w} for _ in states) + ({1: q}, {1: q})
-    _export(adapter.query().eval(), (*states, coord, cell), shapes,
-            [*adapter.state_names, 'coord', 'cell'], ['rgb'], out_dir / 'query.onnx', opset)
+    names = [*adapter.query_names, 'coord', 'cell']
+    # Pass graphs (SRNO's): each takes the results of those before it, fixed shapes.
+    kvs, passes = [], []
+    for k, graph in enumerate(adapter.passes()):
+        name = adapter.kv_names[k]
+        _export(graph.eval(), (*states, coord, cell, *kvs), shapes + (None,) * len(kvs),
+                names + list(adapter.kv_names[:k]), [f'{name}_sum'],
+                out_dir / f'pass{k}.onnx', opset)
+        with torch.no_grad():
+            kvs.append(graph(*states, coord, cell, *kvs) / EXAMPLE_QUERIES)
+        passes.append(_signature(out_dir / f'pass{k}.onnx'))
+    _export(adapter.query().eval(), (*states, coord, cell, *kvs), shapes + (None,) * len(kvs),
+            names + list(adapter.kv_names), ['rgb'], out_dir / 'query.onnx', opset)
 
     encoder_in, encoder_out, used_opset = _signature(out_dir / 'encoder.onnx')
     query_in, query_out, _ = _signature(out_dir / 'query.onnx')
@@ -144,6 +180,12 @@ def export(model, spec, out_dir, data_norm, opset=None, scale_max=None, source=N
         'data_norm': data_norm,
         'encoder': {'file': 'encoder.onnx', 'inputs': encoder_in, 'outputs': encoder_out},
         'query': {'file': 'query.onnx', 'inputs': query_in, 'outputs': query_out},
+        # SRNO's: run over all the queries of an image, in order, before the query graph
+        'passes': [{'file': f'pass{k}.onnx', 'inputs': inputs, 'outputs': outputs}
+                   for k, (inputs, outputs, _) in enumerate(passes)],
+        # CiaoSR's: 'attention' (run on tiles of the whole image after the encoder) and
+        # 'prepare' (run on each decoding window before its queries); absent for the others
+        **stage_info,
         'encoder_radius': None if radius is None else radius + adapter.state_radius,
         'window_margin': window_margin(model),
         'scale_max': scale_max,
@@ -170,7 +212,16 @@ def check_export(model, out_dir, cases=CHECK_CASES, seed=0):
         coord = torch.rand(1, n, 2, generator=generator) * 2 - 1
         cell = 2 / (torch.rand(1, n, 2, generator=generator) * 3 + 1) / torch.tensor([h, w])
         with torch.no_grad():
-            expected = model.query(model.prepare(model.encode(lr)), coord, cell).numpy()
-        got = exported.query(exported.encode(lr.numpy()), coord.numpy(), cell.numpy())
+            # LMF's modulations are made for the image's first query cell (models/lmf.py)
+            prepared = prepare(model, model.encode(lr), cell)
+            expected = model.query(prepared, coord, cell).numpy()
+        rel_cell = (cell[0, :1] * torch.tensor([h, w])).numpy()
+        states = exported.prepare(exported.encode(lr.numpy(), rel_cell))
+        coord, cell = coord.numpy(), cell.numpy()
+        # SRNO: every query attends to all of them, summed over two chunks
+        half = n // 2
+        kvs = exported.query_state(states, lambda: [(coord[:, :half], cell[:, :half]),
+                                                    (coord[:, half:], cell[:, half:])])
+        got = exported.query(states, coord, cell, kvs)
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst

@@ -10,6 +10,8 @@ a window of them: any crop, in whose frame the coordinates are given), coordinat
 returns ``(1, Q, 3)`` (normalised, as ``model.query``). Each family says how in an
 ``ExportAdapter`` (``ADAPTERS``, by registry name):
 
+- ``encoder_inputs``: the encoder graph's inputs, ``('lr',)`` or, for models whose
+  per-image work depends on the output's cell (LMF's), ``('lr', 'rel_cell')``;
 - ``state_names``: the state maps, in order;
 - ``state_radius``: LR pixels per side that one latent cell of the state sees beyond the
   encoder's receptive radius (a 3x3 convolution folded in from ``prepare`` adds 1), so
@@ -33,6 +35,8 @@ from torch import nn
 
 from models.liif import CLAMP_EPS, SHIFT_EPS, LatentAxis, nearest_code
 from models.liif_fast import decode_block, decoder_plan, fast_query_supported, split_first_layer
+from models.lmlte import LMLTE
+from models.srno import SRNOPrepared
 from utils.coords import nearest_index
 from utils.errors import UserError
 from utils.render_plan import pixel_centres
@@ -72,6 +76,7 @@ class ExportAdapter:
     """How a model family is exported (see the module docstring). ``fused``: the
     ``grid_sample`` rounding the query reproduces (``utils.coords.nearest_index``)."""
 
+    encoder_inputs = ('lr',)
     state_names = ('state',)
     state_radius = 0
 
@@ -82,6 +87,23 @@ class ExportAdapter:
 
     def encoder(self):
         return _Graph(self.encode)
+
+    def passes(self):
+        """Graphs run over all the queries of an image before the query graph (SRNO's),
+        none by default."""
+        return []
+
+    kv_names = ()       # the passes' results, inputs of the later passes and of the query
+
+    def stages(self):
+        """Graphs between the encoder and the query (CiaoSR's), none by default: see
+        ``CiaoSRExport.stages``."""
+        return []
+
+    @property
+    def query_names(self):
+        """The query graph's state inputs (before ``coord`` and ``cell``)."""
+        return self.state_names
 
     def query(self):
         return _Graph(self.answer)
@@ -98,15 +120,16 @@ class ExportAdapter:
 
 
 class _Graph(nn.Module):
-    """A module whose forward is one adapter method (what ``torch.onnx.export`` takes)."""
+    """A module whose forward is one adapter method (what ``torch.onnx.export`` takes),
+    called with ``leading`` fixed arguments before the graph's inputs."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, *leading):
         super().__init__()
-        self.fn = fn
+        self.fn, self.leading = fn, leading
         self.owner = fn.__self__.model      # registers the weights as the module's own
 
     def forward(self, *inputs):
-        return self.fn(*inputs)
+        return self.fn(*self.leading, *inputs)
 
 
 class LIIFExport(ExportAdapter):
@@ -198,6 +221,161 @@ class MetaSRExport(ExportAdapter):
         return out.view(b, q, 3)
 
 
+class LMFExport(ExportAdapter):
+    """LM-LIIF and LM-LTE (``models/lmf.py``): the encoder graph is the encoder, the
+    hypernetwork and ``LMMLP.fold`` (``prepare``'s fast path), taking besides ``lr`` the
+    image's ``rel_cell (1, 2)``: the output pixel in latent cells, ``cell * (h, w)`` of the
+    whole latent grid (the modulations depend on it; ``cell`` of a tile would not do, its
+    ``(h, w)`` is the tile's). State: ``table (1, h, w, K*hidden)``, the folded slabs of
+    each latent code side by side; LM-LTE adds ``inputs (1, h, w, 2 width)`` (compressed
+    coef and frequencies) and ``inp (1, h, w, 3)`` (the residual's input). The query
+    graph is ``query_fast``'s index arithmetic and ``LMMLP.decode_folded``."""
+
+    encoder_inputs = ('lr', 'rel_cell')
+    state_radius = 1        # the hypernetwork's 3x3 unfolding / LM-LTE's 3x3 convolutions
+
+    def __init__(self, model, fused):
+        super().__init__(model, fused)
+        self.lte = isinstance(model, LMLTE)     # adds the Fourier inputs and the residual
+        self.state_names = ('table', 'inputs', 'inp') if self.lte else ('table',)
+
+    def encode(self, lr, rel_cell):
+        encoding = self.model.encode(lr)
+        h, w = encoding.shape[-2:]
+        # the cell of the encoded grid, rounded once from double (SymbolicAxis)
+        size = torch.stack([SymbolicAxis(h).size64, SymbolicAxis(w).size64])
+        cell = (rel_cell.double() / size).to(rel_cell.dtype)
+        prepared = self.model.prepare(encoding, cell)
+        table = prepared.table                                   # (K, h*w, hidden)
+        table = as_map(table.permute(1, 0, 2).reshape(h * w, -1), h, w)
+        if not self.lte:
+            return table
+        return table, as_map(prepared.inputs.t(), h, w), prepared.inp.permute(0, 2, 3, 1)
+
+    def answer(self, table, *rest):
+        *extra, coord, cell = rest
+        b, h, w, _ = table.shape
+        imnet = self.model.imnet
+        slabs = as_rows(table).view(h * w, imnet.folded_slabs, -1).transpose(0, 1)
+        index, weights, chunk = self.model.fast_inputs(coord, cell, h, w, self.fused,
+                                                       (SymbolicAxis(h), SymbolicAxis(w)))
+        flat = index.reshape(-1)
+        inputs = as_rows(extra[0]).t() if self.lte else None
+        x = self.model.block_input(inputs, flat, chunk, slice(None))
+        out = imnet.decode_folded(x, slabs.index_select(1, flat),
+                                  imnet.folded_plan(self.model.first_columns()), None, weights)
+        out = out.view(b, coord.shape[1], -1)
+        return out + bilinear_border(extra[1], coord) if self.lte else out
+
+
+class SRNOExport(ExportAdapter):
+    """SRNO (``models/srno.py``): state ``codes (1, h, w, C)`` (the encoder's features) and
+    ``inp (1, h, w, 3)``. Its attention couples every query of the image, so it is rendered
+    in passes, as ``SRNO.query_state``: pass graph ``k`` (``pass{k}.onnx``) takes the state,
+    a chunk of the queries and the finished layers' ``kv0 .. kv{k-1}`` (each ``(1, heads,
+    headc, headc)``: the sum of ``k^T v`` over ALL the image's queries divided by their
+    number) and returns layer ``k``'s sum over the chunk, ``kv{k}_sum``; the caller adds
+    the chunks' sums up and divides by the number of queries. The query graph takes every
+    ``kv``. The graphs are the fast path's (``lift_fast`` by index arithmetic,
+    ``GalerkinAttention.fuse``, ``attend_fused``, ``kv_sum_fast``)."""
+
+    state_names = ('codes', 'inp')
+
+    @property
+    def kv_names(self):
+        return tuple(f'kv{k}' for k in range(len(self.model.attention)))
+
+    def encode(self, lr):
+        encoding = self.model.encode(lr)
+        prepared = self.model.prepare(encoding)
+        h, w = prepared.size
+        return as_map(prepared.codes, h, w), prepared.inp.permute(0, 2, 3, 1)
+
+    def passes(self):
+        """The pass graphs, in order."""
+        return [_Graph(self.pass_sum, k) for k in range(len(self.model.attention))]
+
+    def hidden(self, codes, inp, coord, cell, kvs):
+        """The queries through the lift and the attention layers of ``kvs`` (as many as
+        given) -> ``(1, Q, width)``, and the ``SRNOPrepared`` of the state."""
+        _, h, w, _ = codes.shape
+        prepared = SRNOPrepared(inp.permute(0, 3, 1, 2), codes=as_rows(codes))
+        x = self.model.lift_fast(prepared, coord, cell, self.fused,
+                                 (SymbolicAxis(h), SymbolicAxis(w)))
+        for layer, kv in zip(self.model.attention, kvs):
+            x = layer.attend_fused(x, layer.fuse(kv))
+        return x
+
+    def pass_sum(self, k, codes, inp, coord, cell, *kvs):
+        """Pass graph ``k``: layer ``k``'s ``k^T v`` summed over these queries."""
+        x = self.hidden(codes, inp, coord, cell, kvs)
+        return self.model.attention[k].kv_sum_fast(x)
+
+    def answer(self, codes, inp, coord, cell, *kvs):
+        x = self.hidden(codes, inp, coord, cell, kvs)
+        return self.model.head_layers(x) + bilinear_border(inp, coord)
+
+
+class CiaoSRExport(ExportAdapter):
+    """CiaoSR (``models/ciaosr.py``), in four graphs run as ``engine/render.py`` runs the
+    model: ``encoder.onnx`` (``lr`` -> ``feat (1, h, w, C)``, ``inp (1, h, w, 3)``,
+    ``grid (1, h, w, 2)``: the whole grid's size in every cell, as ``CiaoSR.encode``);
+    ``attention.onnx`` (``feat`` of a tile -> ``nl (1, h, w, C')``, the cross-scale
+    attention of the whole tile; model.json ``attention`` says how the renderer tiles
+    it, the reference's 48 x 48 tiles); ``prepare.onnx`` (a decoding window's ``feat``,
+    ``nl``, ``inp``, ``grid`` -> ``codes``, ``keys``, ``values``: ``CiaoSR.prepare``'s
+    tables as maps, per window as the renderer prepares them); ``query.onnx`` (the
+    window's tables, ``inp``, ``grid``, coordinates, cells)."""
+
+    state_names = ('feat', 'inp', 'grid')
+    prepared_names = ('codes', 'keys', 'values')
+
+    def __init__(self, model, fused):
+        super().__init__(model, fused)
+        if not model._uses_fast_path():
+            raise UserError('ciaosr with non-mlp imnet_k / imnet_v: the exported query is '
+                            "the fast path's, which needs the registry's mlp")
+        self.attention_names = ('nl',) if model.non_local_attn else ()
+
+    def encode(self, lr):
+        feat = self.model.encoder(lr)
+        _, _, h, w = feat.shape
+        size = torch.stack([SymbolicAxis(h).size64, SymbolicAxis(w).size64]).to(feat.dtype)
+        return feat.permute(0, 2, 3, 1), lr.permute(0, 2, 3, 1), size.expand(1, h, w, 2)
+
+    def stages(self):
+        """``[(name, graph, input names, output names)]`` run between the encoder and
+        the query graph (``engine.onnx_export``)."""
+        stages = []
+        if self.model.non_local_attn:
+            stages.append(('attention', _Graph(self.attend), ('feat',), self.attention_names))
+        stages.append(('prepare', _Graph(self.prepare),
+                       ('feat', *self.attention_names, 'inp', 'grid'), self.prepared_names))
+        return stages
+
+    def attend(self, feat):
+        return self.model.cs_attn(feat.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def prepare(self, *maps):
+        _, h, w, _ = maps[0].shape
+        prepared = self.model.prepare(torch.cat([m.permute(0, 3, 1, 2) for m in maps], dim=1))
+        return tuple(as_map(rows, h, w) for rows in (prepared.codes, prepared.keys,
+                                                       prepared.values))
+
+    @property
+    def query_names(self):
+        return (*self.prepared_names, 'inp', 'grid')
+
+    def answer(self, codes, keys, values, inp, grid, coord, cell):
+        b, h, w, _ = codes.shape
+        index, rel, own, inside = self.model.fast_inputs(
+            grid[:, 0, 0], coord, cell, (h, w), self.fused, (SymbolicAxis(h), SymbolicAxis(w)))
+        tables = tuple(as_rows(t) for t in (codes, keys, values))
+        out = self.model.decode_rows(tables, index, rel, own, inside,
+                                     self.model.first_layers(codes.shape[-1]))
+        return out.view(b, coord.shape[1], -1) + bilinear_border(inp, coord)
+
+
 def bilinear_border(image, coord):
     """``image (1, h, w, C)`` sampled bilinearly at ``coord (1, Q, 2)`` (row, col) with
     border padding, ``align_corners=False``, by index arithmetic: LTE's global residual
@@ -228,7 +406,8 @@ def _bilinear_axis(coord_axis, size):
 
 
 ADAPTERS = {'liif': LIIFExport, 'lte': LTEExport, 'lte-fast': LTEExport,
-            'metasr': MetaSRExport}
+            'metasr': MetaSRExport, 'lmliif': LMFExport, 'lmlte': LMFExport,
+            'sronet': SRNOExport, 'ciaosr': CiaoSRExport}
 NOT_EXPORTABLE = {
     'bicubic': "the bicubic baseline is Pillow's resize, not a network: resize with Pillow",
 }

@@ -303,22 +303,66 @@ class CiaoSR(NonLocalEncoding, QueryPaths, nn.Module):
         x = ((attn / self.softmax_scale).softmax(dim=-1) @ vals).squeeze(-2)
         return self.imnet_q(x) + bilinear_residual(inp, coord)
 
-    def query_fast(self, prepared, coord, cell):
-        """``query_plain``'s function with less work (see the module docstring)."""
-        b, q = coord.shape[:2]
-        h, w = prepared.size
-        _, _, inp, grid = self.split_encoding(prepared.encoding)
-        fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
+    def fast_inputs(self, grid, coord, cell, size, fused, axes=None):
+        """What ``query_fast`` decodes for each query, before the tables' rows.
+
+        Args:
+            grid: ``(B, 2)`` the whole latent grid's size (``split_encoding``); coord,
+                cell: as for ``query``, on a grid (or window) of ``size = (h, w)`` cells;
+                fused, axes: see ``models.liif.shifted_code_lookup``.
+        Returns:
+            ``index`` ``(B*Q, S)`` int64 the neighbours' rows of the tables, ``rel`` ``(B*Q,
+            S, 5)`` the first layers' other inputs (``rel_coord``, ``rel_cell``, 1), ``own``
+            ``(B*Q,)`` the row of the query's own code and ``inside`` ``(B*Q,)`` bool
+            (False where the reference reads zero padding).
+        """
+        h, w = size
         shifts = neighbour_shifts(self.local_size)
         index, rel_coord = shifted_code_lookup(coord, h, w, shifts, None, fused,
-                                               self.neighbour_offsets(grid, cell, (h, w)))
+                                               self.neighbour_offsets(grid, cell, (h, w)),
+                                               axes=axes)
         own, inside = (t.flatten(0, 1) for t in nearest_code_index(coord, (h, w), fused))
         rel_cell = torch.stack([cell[..., 0] * h, cell[..., 1] * w], dim=-1)     # (B, Q, 2)
         rel = torch.cat([rel_coord, rel_cell.unsqueeze(-2).expand(-1, -1, len(shifts), -1),
                          rel_coord.new_ones(rel_coord.shape[:-1] + (1,))], dim=-1)  # (B, Q, S, 5)
-        index, rel = index.flatten(0, 1), rel.flatten(0, 1)
+        return index.flatten(0, 1), rel.flatten(0, 1), own, inside
+
+    def first_layers(self, value_width, dtype=None):
+        """``(w_rel_k, w_rel_v, plan_k, plan_v)``: the columns of ``imnet_k``'s and
+        ``imnet_v``'s first layers that ``rel`` feeds, and their other layers' plans
+        (``value_width``: the tables' code columns, ``9C + C'``)."""
         _, w_rel_k = split_first_layer(self.imnet_k.layers[0], self.code_dim)
-        _, w_rel_v = split_first_layer(self.imnet_v.layers[0], prepared.codes.shape[1])
+        _, w_rel_v = split_first_layer(self.imnet_v.layers[0], value_width)
+        if dtype is not None:
+            w_rel_k, w_rel_v = w_rel_k.to(dtype), w_rel_v.to(dtype)
+        return (w_rel_k, w_rel_v, decoder_plan(self.imnet_k.layers[1:], dtype),
+                decoder_plan(self.imnet_v.layers[1:], dtype))
+
+    def decode_rows(self, tables, index, rel, own, inside, layers, workspaces=(None, None)):
+        """``imnet_q``'s output ``(m, 3)`` for ``m`` queries: ``fast_inputs``' values of
+        these queries, ``tables = (codes, keys, values)`` (``CiaoSRPrepared``'s) and
+        ``layers`` from ``first_layers``; workspaces: ``DecodeWorkspace`` pair or Nones."""
+        codes, keys, values = tables
+        w_rel_k, w_rel_v, plan_k, plan_v = layers
+        m, s = index.shape
+        picked = codes.index_select(0, index.reshape(-1)).view(m, s, codes.shape[1])
+        weight_k = decode_block(keys, index, rel, w_rel_k, plan_k, workspaces[0])   # (m, S, 9C)
+        weight_v = decode_block(values, index, rel, w_rel_v, plan_v,
+                                workspaces[1])                            # (m, S, 9C + C')
+        query = codes[:, :self.code_dim].index_select(0, own)
+        query = query * inside.unsqueeze(-1)                              # (m, 9C)
+        pred_k = picked[..., :self.code_dim] * weight_k
+        logits = (pred_k @ query.unsqueeze(-1)).squeeze(-1)               # (m, S)
+        attn = (logits / self.softmax_scale).softmax(dim=-1)
+        x = (attn.unsqueeze(-2) @ (picked * weight_v)).squeeze(-2)        # (m, 9C + C')
+        return self.imnet_q(x)                                            # (m, 3)
+
+    def query_fast(self, prepared, coord, cell):
+        """``query_plain``'s function with less work (see the module docstring)."""
+        b, q = coord.shape[:2]
+        _, _, inp, grid = self.split_encoding(prepared.encoding)
+        fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
+        index, rel, own, inside = self.fast_inputs(grid, coord, cell, prepared.size, fused)
 
         # As LIIF's fast query (models/liif.py): one pass with autograd, else blocks that
         # bound the working set (every query-sized tensor but the outputs is a block's) and
@@ -326,32 +370,19 @@ class CiaoSR(NonLocalEncoding, QueryPaths, nn.Module):
         # values' decoding); under autocast without autograd the tables and layers are
         # cast to its dtype once here. No value depends on blocks.
         n, device_type = index.shape[0], coord.device.type
-        codes, keys, values = prepared.codes, prepared.keys, prepared.values
+        tables = (prepared.codes, prepared.keys, prepared.values)
         dtype, workspaces, block_size = None, (None, None), max(n, 1)
         if not torch.is_grad_enabled():
             block_size = self.QUERY_BLOCK.get(device_type) or block_size
             workspaces = (DecodeWorkspace(), DecodeWorkspace())
             if torch.is_autocast_enabled(device_type):
                 dtype = torch.get_autocast_dtype(device_type)
-                codes, keys, values = (t.to(dtype) for t in (codes, keys, values))
-                w_rel_k, w_rel_v = w_rel_k.to(dtype), w_rel_v.to(dtype)
-        plan_k = decoder_plan(self.imnet_k.layers[1:], dtype)
-        plan_v = decoder_plan(self.imnet_v.layers[1:], dtype)
+                tables = tuple(t.to(dtype) for t in tables)
+        layers = self.first_layers(prepared.codes.shape[1], dtype)
         outs = []
         for start in range(0, max(n, 1), block_size):   # one (empty) block when n = 0
             block = slice(start, start + block_size)
-            m, s = index[block].shape
-            picked = codes.index_select(0, index[block].reshape(-1)).view(m, s, codes.shape[1])
-            weight_k = decode_block(keys, index[block], rel[block], w_rel_k, plan_k,
-                                    workspaces[0])                          # (m, S, 9C)
-            weight_v = decode_block(values, index[block], rel[block], w_rel_v, plan_v,
-                                    workspaces[1])                          # (m, S, 9C + C')
-            query = codes[:, :self.code_dim].index_select(0, own[block])
-            query = query * inside[block].unsqueeze(-1)                       # (m, 9C)
-            pred_k = picked[..., :self.code_dim] * weight_k
-            logits = (pred_k @ query.unsqueeze(-1)).squeeze(-1)               # (m, S)
-            attn = (logits / self.softmax_scale).softmax(dim=-1)
-            x = (attn.unsqueeze(-2) @ (picked * weight_v)).squeeze(-2)        # (m, 9C + C')
-            outs.append(self.imnet_q(x))                                      # (m, 3)
+            outs.append(self.decode_rows(tables, index[block], rel[block], own[block],
+                                         inside[block], layers, workspaces))
         out = torch.cat(outs)
         return out.view(b, q, out.shape[-1]) + bilinear_residual(inp, coord)

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from utils.errors import UserError
+# The tiles' arithmetic is torch-free, shared with the ONNX renderer (utils/onnx_render.py).
+from utils.render_plan import attention_tiled, tile_spans
 
 # The strided convolution that brings scale s back to the map's size, by the reference's
 # module names.
@@ -133,15 +135,6 @@ class CrossScaleAttention(nn.Module):
         return torch.cat(outs)[:, :, :h, :w]
 
 
-def tile_spans(size, tile):
-    """The reference's tiles along one axis of ``size`` cells: ``size // tile`` tiles of
-    ``tile`` cells, the last one stretching to the edge -- and at least one tile (the
-    reference makes none on an axis shorter than ``tile``; see ``non_local_features``).
-    ``[(start, stop), ...]``."""
-    count = max(1, size // tile)
-    return [(i * tile, (i + 1) * tile if i < count - 1 else size) for i in range(count)]
-
-
 def non_local_features(attention, feat, tile=REFERENCE_TILE):
     """``attention(feat)`` as LMF's CiaoSR computes it: on the whole map when it has at
     most ``tile * tile`` cells, else tile by tile.
@@ -168,7 +161,7 @@ def non_local_features(attention, feat, tile=REFERENCE_TILE):
         ``(B, attention.out_channels, H, W)``; differentiable.
     """
     h, w = feat.shape[-2:]
-    if not tile or h * w <= tile * tile:
+    if not attention_tiled((h, w), tile):
         return attention(feat)
     rows = []
     for top, bottom in tile_spans(h, tile):

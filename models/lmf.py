@@ -198,6 +198,31 @@ class LatentModulated(QueryPaths):
             return torch.float32
         return torch.get_autocast_dtype(device_type)
 
+    def fast_inputs(self, coord, cell, h, w, fused, axes=None):
+        """What ``query_fast`` decodes for each query and shift, before the table's slabs.
+
+        Args:
+            coord, cell: as for ``query``, on an ``h x w`` latent grid; fused, axes: see
+                ``models.liif.shifted_code_lookup``.
+        Returns:
+            ``index`` ``(S, B*Q)`` int64 rows of the table, shift-major; ``weights`` ``(S,
+            B*Q)`` the local ensemble's (``None`` without it); and the model's
+            ``query_inputs`` (what ``block_input`` makes layer 0's inputs from).
+        """
+        shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
+        # Shift-major and feature-major: every stack below copies contiguous rows.
+        rows, cols = axis_lookups(coord[..., 0], coord[..., 1], h, w, shifts, eps, fused,
+                                  axes=axes)
+        index = torch.stack([flat_code_index(rows[vx][0], cols[vy][0], h, w)
+                             for vx, vy in shifts]).flatten(1)                 # (S, B*Q)
+        rel_coord = torch.stack([torch.stack([rows[vx][1] for vx, _ in shifts]),
+                                 torch.stack([cols[vy][1] for _, vy in shifts])]).flatten(2)
+        weights = None                                                          # (2, S, B*Q)
+        if self.local_ensemble:
+            weights = ensemble_weights(rel_coord.movedim(0, -1))               # (4, B*Q)
+        chunk = self.query_inputs(rel_coord, None if cell is None else cell.flatten(0, 1), h, w)
+        return index, weights, chunk
+
     def query_fast(self, prepared, coord, cell):
         """The fast query: ``query_plain``'s function (equal within float rounding, tested).
 
@@ -213,17 +238,7 @@ class LatentModulated(QueryPaths):
         b, q = coord.shape[:2]
         h, w = prepared.size
         fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
-        shifts, eps = (ENSEMBLE_SHIFTS, SHIFT_EPS) if self.local_ensemble else (((0, 0),), 0)
-        # Shift-major and feature-major: every stack below copies contiguous rows.
-        rows, cols = axis_lookups(coord[..., 0], coord[..., 1], h, w, shifts, eps, fused)
-        index = torch.stack([flat_code_index(rows[vx][0], cols[vy][0], h, w)
-                             for vx, vy in shifts]).flatten(1)                 # (S, B*Q)
-        rel_coord = torch.stack([torch.stack([rows[vx][1] for vx, _ in shifts]),
-                                 torch.stack([cols[vy][1] for _, vy in shifts])]).flatten(2)
-        weights = None                                                          # (2, S, B*Q)
-        if self.local_ensemble:
-            weights = ensemble_weights(rel_coord.movedim(0, -1))               # (4, B*Q)
-        chunk = self.query_inputs(rel_coord, None if cell is None else cell.flatten(0, 1), h, w)
+        index, weights, chunk = self.fast_inputs(coord, cell, h, w, fused)
 
         n, device_type = index.shape[1], coord.device.type
         table, inputs = prepared.table, prepared.inputs

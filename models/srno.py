@@ -265,9 +265,12 @@ class SRNO(QueryPaths, nn.Module):
 
     def head(self, prepared, x, coord):
         """``fc2(gelu(fc1(x)))`` plus the bilinear upsampling of the input at ``coord``."""
-        out = F.linear(F.gelu(F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)),
-                       self.fc2.weight.flatten(1), self.fc2.bias)
-        return out + bilinear_residual(prepared.inp, coord)
+        return self.head_layers(x) + bilinear_residual(prepared.inp, coord)
+
+    def head_layers(self, x):
+        """``fc2(gelu(fc1(x)))``: ``(B, Q, width)`` -> ``(B, Q, 3)``."""
+        return F.linear(F.gelu(F.linear(x, self.fc1.weight.flatten(1), self.fc1.bias)),
+                        self.fc2.weight.flatten(1), self.fc2.bias)
 
     # --- the specification ---------------------------------------------------------
 
@@ -305,13 +308,16 @@ class SRNO(QueryPaths, nn.Module):
 
     # --- the fast path -------------------------------------------------------------
 
-    def lift_fast(self, prepared, coord, cell):
-        """``lift_plain``'s value: the four codes by index and gather (module docstring)."""
+    def lift_fast(self, prepared, coord, cell, fused=None, axes=None):
+        """``lift_plain``'s value: the four codes by index and gather (module docstring).
+        ``fused``: the ``grid_sample`` rounding to reproduce (default: the device's);
+        ``axes``: see ``models.liif.shifted_code_lookup`` (the ONNX export's)."""
         b, q = coord.shape[:2]
         h, w = prepared.size
-        fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
+        if fused is None:
+            fused = grid_sample_rounding_is_fused(coord.device, coord.dtype)
         index, rel_coord = shifted_code_lookup(coord, h, w, ENSEMBLE_SHIFTS, SHIFT_EPS,
-                                               fused)                       # (B, Q, 4[, 2])
+                                               fused, axes=axes)            # (B, Q, 4[, 2])
         weights = ensemble_weights(rel_coord.movedim(-2, 0)).movedim(0, -1)  # (B, Q, 4)
         codes = prepared.codes.index_select(0, index.view(-1)).view(b, q, 4, -1)
         codes = codes * weights.unsqueeze(-1).to(codes.dtype)

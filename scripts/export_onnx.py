@@ -8,8 +8,10 @@ Writes ``OUT/encoder.onnx`` (LR image -> the model's per-image state; dynamic he
 width), ``OUT/query.onnx`` (state, coordinates ``(1, Q, 2)``, cells ``(1, Q, 2)`` -> RGB
 ``(1, Q, 3)``; dynamic window size and number of queries) and ``OUT/model.json`` (model
 name and spec, data normalisation, inputs and outputs, the render hints, opset and
-versions). Then, unless ``--no-check``, runs both files with onnxruntime against the
-PyTorch model on random inputs of two sizes and prints the largest difference.
+versions); SRNO adds ``pass0.onnx`` and ``pass1.onnx``, CiaoSR ``attention.onnx`` and
+``prepare.onnx`` (docs/deploy.md). Then, unless ``--no-check``, runs the files with
+onnxruntime against the PyTorch model on random inputs of two sizes and prints the
+largest difference.
 ``scripts/onnx_upscale.py --model OUT`` upscales images with the folder, without PyTorch.
 
 A model that cannot be exported is refused with the reason in one line.
@@ -57,8 +59,10 @@ def main(args):
     info = export(model, spec, args.out, data_norm, opset=args.opset,
                   scale_max=args.scale_max, source=args.model)
     state = ', '.join(f'{o["name"]} {o["shape"]}' for o in info['encoder']['outputs'])
+    more = [part['file'] for part in [*info['passes'], *(info[k] for k in ('attention', 'prepare')
+                                                         if k in info)]]
     print(f'{args.model} ({spec["name"]}) -> {args.out}: encoder.onnx (state: {state}), '
-          f'query.onnx, model.json; opset {info["opset"]}')
+          f'{", ".join(more + ["query.onnx"])}, model.json; opset {info["opset"]}')
     if not args.no_check:
         diff = check_export(model, args.out)
         print(f'onnxruntime vs PyTorch: max abs difference {diff:.2e} (random '

@@ -55,6 +55,23 @@ def lte(encoder=TINY_ENCODER):
     return {'name': 'lte', 'args': {'encoder_spec': encoder, 'imnet_spec': MLP, 'hidden_dim': 16}}
 
 
+def lm(name, lmmlp=None, **args):
+    """A tiny LM-LIIF / LM-LTE (models/lmf.py); ``lmmlp``: more args of its render MLP."""
+    render = {'out_dim': 3, 'hidden_dim': 8, 'hidden_depth': 2, **(lmmlp or {})}
+    extra = {'hidden_dim': 8} if name == 'lmlte' else {}
+    return {'name': name, 'args': {
+        'encoder_spec': TINY_ENCODER,
+        'hypernet_spec': {'name': 'mlp', 'args': {'hidden_list': [16]}},
+        'imnet_spec': {'name': 'lmmlp', 'args': render}, **extra, **args}}
+
+
+def ciaosr(**args):
+    """A tiny CiaoSR (models/ciaosr.py)."""
+    mlp = {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16, 16]}}
+    return {'name': 'ciaosr', 'args': {'encoder': TINY_ENCODER, 'imnet_q': mlp, 'imnet_k': mlp,
+                                       'imnet_v': mlp, **args}}
+
+
 # Every model family and every LIIF switch (CI), and the other encoders (slow).
 SPECS = {
     'liif': liif(),
@@ -64,8 +81,18 @@ SPECS = {
     'lte': lte(),
     'lte-fast': {'name': 'lte-fast', 'args': {'encoder_spec': TINY_ENCODER, 'num_layer': 1,
                                               'hidden_dim': 16}},
+    'lmliif': lm('lmliif', mod_input=True),
+    'lmliif-switches-off': lm('lmliif', local_ensemble=False, feat_unfold=False,
+                              cell_decode=False, lmmlp={'mod_scale': False}),
+    'lmlte': lm('lmlte', mod_input=True),
+    'srno': {'name': 'sronet', 'args': {'encoder_spec': TINY_ENCODER, 'width': 16, 'blocks': 2}},
+    # tiles of 8 x 8 cells: the renderer's tiling of the attention is checked too
+    'ciaosr': ciaosr(non_local_tile=8),
 }
 SLOW_SPECS = {
+    'ciaosr-local-9': ciaosr(non_local_attn=False, local_size=3),
+    'lmlte-switches-off': lm('lmlte', local_ensemble=False, cell_decode=False,
+                             lmmlp={'mod_shift': False}),
     'rdn-liif': liif(TINY_RDN),
     'rcan-lte': lte(TINY_RCAN),
     'swinir-liif': liif(TINY_SWINIR),
@@ -74,6 +101,24 @@ SLOW_SPECS = {
 ALL = [*SPECS, *(pytest.param(name, marks=pytest.mark.slow) for name in SLOW_SPECS)]
 # (h, w, Q): sizes and query counts run through each exported file
 CASES = ((24, 20, 1000), (13, 31, 257), (6, 5, 1), (40, 9, 3000))
+
+
+def encode(exported, lr, cell):
+    """``exported.encode`` of the torch image ``lr``, with the image's ``rel_cell`` (LMF's
+    encoders take it: the first query's cell in latent cells, as ``model.prepare``), then
+    ``exported.prepare`` (CiaoSR's) of the whole grid."""
+    rel_cell = cell[0, :1] * torch.tensor(lr.shape[-2:])
+    return exported.prepare(exported.encode(lr.numpy(), rel_cell.numpy()))
+
+
+def run_query(exported, states, coord, cell):
+    """``exported.query`` of torch queries (SRNO's: attending to all of them, after its
+    passes over them in two chunks) -> numpy."""
+    coord, cell = coord.numpy(), cell.numpy()
+    half = coord.shape[1] // 2
+    kvs = exported.query_state(states, lambda: [(coord[:, :half], cell[:, :half]),
+                                                (coord[:, half:], cell[:, half:])])
+    return exported.query(states, coord, cell, kvs)
 
 
 def save_published(path, spec, seed=0):
@@ -111,7 +156,8 @@ def test_onnxruntime_equals_pytorch_for_many_sizes_in_one_file(name, exports):
     # the dimensions are symbolic in the files: the exports really are dynamic
     assert info['encoder']['inputs'][0]['shape'] == [1, 3, 'height', 'width']
     assert all(o['shape'][1:3] == ['height', 'width'] for o in info['encoder']['outputs'])
-    assert [i['shape'][:3] for i in info['query']['inputs'][-2:]] == [[1, 'q', 2]] * 2
+    shapes = {i['name']: i['shape'] for i in info['query']['inputs']}
+    assert shapes['coord'] == shapes['cell'] == [1, 'q', 2]
     assert info['query']['outputs'][0]['shape'][:2] == [1, 'q']
     cases = CASES if 'swinir' not in name else tuple((max(h, 5), w, q) for h, w, q in CASES)
     assert check_export(model, folder, cases) <= 1e-4
@@ -125,7 +171,6 @@ def test_pixel_grids_and_borders_equal_the_specification(name, exports):
     exported = ExportedModel(folder)
     h, w = 7, 6
     lr = torch.rand(1, 3, h, w) * 2 - 1
-    states = exported.encode(lr.numpy())
     if hasattr(model, 'query_impl'):
         model.query_impl = 'plain'
     try:
@@ -134,14 +179,15 @@ def test_pixel_grids_and_borders_equal_the_specification(name, exports):
             coord, cell = coord[:1], cell[:1]
             with torch.no_grad():
                 expected = model.query(model.encode(lr), coord, cell).numpy()
-            got = exported.query(states, coord.numpy(), cell.numpy())
+            got = run_query(exported, encode(exported, lr, cell), coord, cell)
             assert np.abs(got - expected).max() <= 1e-4
     finally:
         if hasattr(model, 'query_impl'):
             model.query_impl = 'fast'
 
 
-@pytest.mark.parametrize('name', ['liif', 'liif-switches-off', 'lte', 'lte-fast'])
+@pytest.mark.parametrize('name', ['liif', 'liif-switches-off', 'lte', 'lte-fast', 'lmliif',
+                                  'lmliif-switches-off', 'lmlte', 'srno'])
 def test_exported_queries_pick_the_specs_codes_on_ties(name, exports):
     """Rows on (or an ulp from) latent boundaries after the ensemble's shift, where the
     fused and the separately rounded grid_sample disagree (``tie_queries``): onnxruntime,
@@ -159,7 +205,7 @@ def test_exported_queries_pick_the_specs_codes_on_ties(name, exports):
             expected = model.query(model.encode(lr), coord, cell).numpy()
     finally:
         model.query_impl = 'fast'
-    got = exported.query(exported.encode(lr.numpy()), coord.numpy(), cell.numpy())
+    got = run_query(exported, encode(exported, lr, cell), coord, cell)
     assert np.abs(got - expected).max() <= 1e-4
 
 
@@ -199,7 +245,8 @@ def test_a_family_without_adapter_is_named(monkeypatch):
     monkeypatch.delitem(onnx_graphs.ADAPTERS, 'metasr')
     model = models.make(SPECS['metasr'])
     with pytest.raises(UserError, match="model 'metasr' cannot be exported to ONNX yet: it has "
-                                        r'no export adapter \(exportable: liif, lte, lte-fast;'):
+                                        r'no export adapter \(exportable: ciaosr, liif, lmliif, '
+                                        'lmlte, lte, lte-fast, sronet;'):
         onnx_graphs.export_adapter('metasr', model, True)
 
 
@@ -252,7 +299,14 @@ def inputs(tmp_path):
 
 
 @pytest.mark.parametrize('name,extra', [('liif', ['--scale', '2.3', '--tile', '8']),
-                                        ('lte', ['--scale', '3,1.5', '--scale_max', '2'])])
+                                        ('lte', ['--scale', '3,1.5', '--scale_max', '2']),
+                                        ('lmliif', ['--scale', '2.3', '--tile', '8']),
+                                        ('lmlte', ['--scale', '3,1.5', '--scale_max', '2',
+                                                   '--tile', '12']),
+                                        ('srno', ['--scale', '2.3', '--tile', '8']),
+                                        ('ciaosr', ['--scale', '2.3']),
+                                        pytest.param('ciaosr-local-9', ['--scale', '3,1.5'],
+                                                     marks=pytest.mark.slow)])
 def test_onnx_upscale_without_torch_equals_demo(name, extra, exports, inputs, tmp_path, capsys):
     ckpt, _, folder = exports(name)
     ours, theirs = tmp_path / 'onnx', tmp_path / 'demo'
@@ -294,3 +348,16 @@ def test_a_published_architecture_exports_from_its_file(tmp_path, capsys):
     assert diff <= 1e-4
     info = json.loads((tmp_path / 'out' / 'model.json').read_text())
     assert info['encoder_radius'] == 35 and info['encoder']['outputs'][0]['shape'][-1] == 256
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['edsr-baseline-lmliif', 'edsr-baseline-lmlte',
+                                  'edsr-baseline-srno', 'edsr-baseline-ciaosr'])
+def test_published_lm_srno_and_ciaosr_architectures_export_from_their_files(name, tmp_path, capsys):
+    """LMF's, SRNO's and CiaoSR's published models (random weights in the published
+    format): the check that scripts/export_onnx.py runs."""
+    ckpt = save_published(tmp_path / f'{name}.pth', PUBLISHED_SPECS[name])
+    code, out, err = run_main(export_cli.main, export_cli.parse_args(
+        ['--model', str(ckpt), '--out', str(tmp_path / 'out')]), capsys)
+    assert code == 0, err
+    assert float(out.split('max abs difference ')[1].split()[0]) <= 1e-4

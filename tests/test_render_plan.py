@@ -154,3 +154,13 @@ def test_the_shared_modules_need_no_torch():
     done = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.strip() == 'ok', done.stderr[-2000:]
+
+
+def test_attention_tiles_hand_computed():
+    """CiaoSR's attention tiling (models.cross_scale_attention.non_local_features, and the
+    ONNX renderer's copy of its loop): tiled only above tile * tile cells."""
+    assert not plan.attention_tiled((48, 48), 48) and plan.attention_tiled((48, 49), 48)
+    assert plan.attention_tiled((40, 64), 48)           # one tile along the short side
+    assert not plan.attention_tiled((500, 500), 0) and not plan.attention_tiled((500, 500), None)
+    assert plan.tile_spans(40, 48) == [(0, 40)]
+    assert plan.tile_spans(100, 48) == [(0, 48), (48, 100)]

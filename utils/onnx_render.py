@@ -73,10 +73,23 @@ class ExportedModel:
         self.info = read_model_json(folder)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads          # 0: onnxruntime's default
-        self.encoder_session, self.query_session = (
-            ort.InferenceSession(str(self.folder / self.info[part]['file']), options,
-                                 providers=list(providers)) for part in ('encoder', 'query'))
+        def session(part):
+            return ort.InferenceSession(str(self.folder / part['file']), options,
+                                        providers=list(providers))
+        self.encoder_session = session(self.info['encoder'])
+        self.query_session = session(self.info['query'])
+        # CiaoSR's attention (after the encoder) and prepare (per window) graphs
+        self.stages = {name: (session(self.info[name]), self.info[name])
+                       for name in ('attention', 'prepare') if name in self.info}
+        # SRNO's pass graphs (``query_state``); none for the other models
+        self.pass_sessions = [session(part) for part in self.info.get('passes', [])]
+        self.pass_inputs = [[i['name'] for i in part['inputs']]
+                            for part in self.info.get('passes', [])]
         self.state_names = [o['name'] for o in self.info['encoder']['outputs']]
+        for name in ('attention', 'prepare'):   # their outputs are state maps too
+            if name in self.info:
+                self.state_names += [o['name'] for o in self.info[name]['outputs']]
+        self.takes_cell = 'rel_cell' in [i['name'] for i in self.info['encoder']['inputs']]
         self.query_inputs = [i['name'] for i in self.info['query']['inputs']]
         self.encoder_radius = self.info['encoder_radius']
         self.window_margin = self.info['window_margin']
@@ -94,17 +107,95 @@ class ExportedModel:
         sub, div = self.norm['gt']
         return pred * div + sub
 
-    def encode(self, inp):
-        """``(1, 3, h, w)`` float32 normalised input -> the state maps ``[(1, h, w, C_i)]``."""
-        return self._run(self.encoder_session, {'lr': np.ascontiguousarray(inp, dtype=np.float32)},
-                         f'encoder.onnx on a {inp.shape[2]}x{inp.shape[3]} input')
+    def encode(self, inp, rel_cell=None):
+        """``(1, 3, h, w)`` float32 normalised input -> the state maps ``[(1, h, w, C_i)]``.
+        ``rel_cell`` ``(1, 2)``: the output pixel in latent cells of the whole image, for
+        encoders that take it (``takes_cell``: LMF's), else ignored."""
+        feeds = {'lr': np.ascontiguousarray(inp, dtype=np.float32)}
+        if self.takes_cell:
+            if rel_cell is None:
+                raise ValueError(f'{self.folder}: this encoder takes rel_cell')
+            feeds['rel_cell'] = np.asarray(rel_cell, dtype=np.float32).reshape(1, 2)
+        states = self._run(self.encoder_session, feeds,
+                           f'encoder.onnx on a {inp.shape[2]}x{inp.shape[3]} input')
+        if 'attention' in self.stages:
+            states = states + [self._attention(states)]
+        return states
 
-    def query(self, states, coord, cell):
-        """State maps (of a window), ``coord``/``cell`` ``(1, Q, 2)`` -> ``(1, Q, 3)``."""
+    def _attention(self, states):
+        """CiaoSR's cross-scale attention of the whole state (``non_local_features``): of
+        the whole map, or of each reference tile grown by ``margin`` cells (clipped),
+        keeping its core."""
+        session, info = self.stages['attention']
+        name = info['inputs'][0]['name']
+        feat = states[self.state_names.index(name)]
+        h, w = feat.shape[1:3]
+        tile = info['tile']
+
+        def attend(rows, cols):
+            crop = np.ascontiguousarray(feat[:, rows[0]:rows[1], cols[0]:cols[1]])
+            return self._run(session, {name: crop},
+                             f'attention.onnx on {crop.shape[1]}x{crop.shape[2]} cells')[0]
+        if not render_plan.attention_tiled((h, w), tile):
+            return attend((0, h), (0, w))
+        out = None
+        margin = info['margin']
+        for rows in render_plan.tile_spans(h, tile):
+            for cols in render_plan.tile_spans(w, tile):
+                grown_rows, grown_cols = grow(rows, margin, h), grow(cols, margin, w)
+                part = attend(grown_rows, grown_cols)
+                if out is None:
+                    out = np.empty((1, h, w, part.shape[-1]), np.float32)
+                out[:, rows[0]:rows[1], cols[0]:cols[1]] = _crop(
+                    [part], rows, cols, (grown_rows[0], grown_cols[0]))[0]
+        return out
+
+    def prepare(self, states):
+        """The state maps of a decoding window with the prepare graph's maps appended
+        (CiaoSR's ``prepare``), or as they are for models without one."""
+        if 'prepare' not in self.stages:
+            return states
+        session, info = self.stages['prepare']
+        feeds = dict(zip(self.state_names, states))
+        return list(states) + self._run(session, {i['name']: np.ascontiguousarray(
+            feeds[i['name']]) for i in info['inputs']}, 'prepare.onnx')
+
+    @property
+    def global_queries(self):
+        """Whether a query depends on every query of the image (SRNO's passes)."""
+        return bool(self.pass_sessions)
+
+    def _feeds(self, states, coord, cell, kvs):
         feeds = {name: np.ascontiguousarray(state) for name, state in zip(self.state_names, states)}
-        feeds['coord'], feeds['cell'] = coord.astype(np.float32), cell.astype(np.float32)
+        feeds['coord'] = np.ascontiguousarray(coord, dtype=np.float32)
+        feeds['cell'] = np.ascontiguousarray(cell, dtype=np.float32)
+        feeds.update({f'kv{k}': kv for k, kv in enumerate(kvs)})
+        return feeds
+
+    def query(self, states, coord, cell, kvs=()):
+        """State maps (of a window), ``coord``/``cell`` ``(1, Q, 2)`` -> ``(1, Q, 3)``;
+        ``kvs``: ``query_state``'s result, for models with global queries."""
+        feeds = self._feeds(states, coord, cell, kvs)
         return self._run(self.query_session, {k: feeds[k] for k in self.query_inputs},
                          f'query.onnx on {coord.shape[1]} queries')[0]
+
+    def query_state(self, states, chunks):
+        """The pass graphs' results over a set of queries of the image (``SRNO.query_state``):
+        ``chunks()`` returns a new iterable of ``(coord, cell)`` ``(1, q, 2)`` pairs each
+        call, together every query once (one call per pass). Returns ``[kv0, kv1, ...]``,
+        each the sum over all the chunks divided by the number of queries; ``[]`` for
+        models without passes."""
+        kvs = []
+        for k, session in enumerate(self.pass_sessions):
+            total, count = None, 0
+            for coord, cell in chunks():
+                feeds = self._feeds(states, coord, cell, kvs)
+                part = self._run(session, {i: feeds[i] for i in self.pass_inputs[k]},
+                                 f'pass{k}.onnx on {coord.shape[1]} queries')[0]
+                total = part if total is None else total + part
+                count += coord.shape[1]
+            kvs.append((total / np.float32(count)).astype(np.float32))
+        return kvs
 
     def _run(self, session, feeds, what):
         """``session.run``; onnxruntime's failures (e.g. an input too small for the
@@ -128,13 +219,14 @@ def _crop(states, rows, cols, offset=(0, 0)):
             for s in states]
 
 
-def encode_region(model, inp, rows, cols, radius):
+def encode_region(model, inp, rows, cols, radius, rel_cell=None):
     """State maps of the region ``rows x cols`` of ``inp``, encoded with ``radius`` more
     pixels per side (clipped at the border) so that they equal the whole image's
-    (``engine.render.encode_region``)."""
+    (``engine.render.encode_region``; ``rel_cell``: see ``ExportedModel.encode``)."""
     h, w = inp.shape[-2:]
     grown_rows, grown_cols = grow(rows, radius, h), grow(cols, radius, w)
-    states = model.encode(inp[:, :, grown_rows[0]:grown_rows[1], grown_cols[0]:grown_cols[1]])
+    states = model.encode(inp[:, :, grown_rows[0]:grown_rows[1], grown_cols[0]:grown_cols[1]],
+                          rel_cell)
     return _crop(states, rows, cols, (grown_rows[0], grown_cols[0]))
 
 
@@ -149,11 +241,15 @@ def render_blocks(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE,
     radius = render_plan.tiling_radius((h, w), tile, model.encoder_radius)
     window, margin = render_plan.window_layout((h, w), window, model.window_margin)
     inp = model.normalise(lr[None].astype(np.float32))
-    whole = model.encode(inp) if radius is None else None
+    if model.global_queries:
+        yield from _global_blocks(model, inp, out_size, chunk, radius, tile, scale_max)
+        return
+    rel_cell = image_rel_cell(out_size, (h, w), scale_max)
+    whole = model.encode(inp, rel_cell) if radius is None else None
     for tile_rows, tile_cols in render_plan.encoder_tiles((h, w), tile, radius):
         feat_rows, feat_cols = grow(tile_rows, margin, h), grow(tile_cols, margin, w)
         if whole is None:
-            states = encode_region(model, inp, feat_rows, feat_cols, radius)
+            states = encode_region(model, inp, feat_rows, feat_cols, radius, rel_cell)
         else:
             states = _crop(whole, feat_rows, feat_cols)
         for win in render_plan.tile_windows(tile_rows, tile_cols, (h, w), out_size, window, margin):
@@ -161,9 +257,52 @@ def render_blocks(model, lr, size, chunk=ONNX_CHUNK, tile=DEFAULT_TILE,
                                       out_size, chunk, scale_max)
 
 
+def _global_blocks(model, inp, out_size, chunk, radius, tile, scale_max):
+    """``render_blocks`` of a model with global queries (SRNO; ``engine.render``'s
+    ``_global_region`` of the whole output): the whole latent grid's state (encoded in
+    tiles where the encoder allows), the passes over every output pixel
+    (``ExportedModel.query_state``), then the output's blocks with their results."""
+    h, w = inp.shape[-2:]
+    if radius is None:
+        states = model.encode(inp)
+    else:
+        states = None
+        for rows, cols in render_plan.encoder_tiles((h, w), tile, radius):
+            parts = encode_region(model, inp, rows, cols, radius)
+            if states is None:
+                states = [np.empty((1, h, w, p.shape[-1]), np.float32) for p in parts]
+            for state, part in zip(states, parts):
+                state[:, rows[0]:rows[1], cols[0]:cols[1]] = part
+    rows = render_plan.window_axis(0, out_size[0], out_size[0], h, 0, h, _arange).astype(np.float32)
+    cols = render_plan.window_axis(0, out_size[1], out_size[1], w, 0, w, _arange).astype(np.float32)
+    cell = np.asarray(render_plan.window_cell(out_size, (h, w), (h, w), scale_max),
+                      dtype=np.float32)
+    blocks = render_plan.query_blocks((0, out_size[0]), (0, out_size[1]), chunk)
+
+    def queries():
+        for (top, bottom), (left, right) in blocks:
+            grid = np.stack(np.meshgrid(rows[top:bottom], cols[left:right], indexing='ij'), -1)
+            coord = grid.reshape(1, -1, 2)
+            yield (top, bottom), (left, right), coord, np.broadcast_to(cell, coord.shape)
+    kvs = model.query_state(states, lambda: (q[2:] for q in queries()))
+    for (top, bottom), (left, right), coord, block_cell in queries():
+        pred = model.query(states, coord, block_cell, kvs)
+        yield top, left, model.denormalise(pred[0]).reshape(bottom - top, right - left, -1)
+
+
+def image_rel_cell(out_size, lat_size, scale_max=None):
+    """``(1, 2)`` float32 an output pixel of ``out_size`` in latent cells of the whole grid of
+    ``lat_size`` (after ``scale_max``'s clipping): what LMF's encoder graph takes, the
+    ``relative(cell, h, w)`` that ``demo.py``'s ``prepare`` computes in every window."""
+    cell = np.asarray(render_plan.window_cell(out_size, lat_size, lat_size, scale_max),
+                      dtype=np.float32)
+    return (cell * np.asarray(lat_size, dtype=np.float32)).reshape(1, 2)
+
+
 def _decode_window(model, states, offset, win, lat_size, out_size, chunk, scale_max):
     """The blocks of one ``render_plan.Window`` (``engine.render._decode_window``)."""
-    window_states = [np.ascontiguousarray(s) for s in _crop(states, win.rows, win.cols, offset)]
+    window_states = model.prepare([np.ascontiguousarray(s)
+                                   for s in _crop(states, win.rows, win.cols, offset)])
     rows = render_plan.window_axis(*win.out_rows, out_size[0], lat_size[0], *win.rows,
                                    _arange).astype(np.float32)
     cols = render_plan.window_axis(*win.out_cols, out_size[1], lat_size[1], *win.cols,

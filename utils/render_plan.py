@@ -216,3 +216,19 @@ def window_cell(out_size, lat_size, win_size, scale_max=None):
     if scale_max is None:
         return cell
     return tuple(max(c, f) for c, f in zip(cell, cell_floor(win_size, scale_max)))
+
+
+def attention_tiled(size, tile):
+    """Whether CiaoSR's cross-scale attention runs on tiles of a feature map of ``size =
+    (h, w)`` cells (``models.cross_scale_attention.non_local_features``): when ``tile``
+    is set and the map has more than ``tile * tile`` cells."""
+    return bool(tile) and size[0] * size[1] > tile * tile
+
+
+def tile_spans(size, tile):
+    """The reference's attention tiles along one axis of ``size`` cells (``attention_tiled``):
+    ``size // tile`` tiles of ``tile`` cells, the last one stretching to the edge -- and at
+    least one tile (the reference makes none on an axis shorter than ``tile``; see
+    ``models.cross_scale_attention.non_local_features``). ``[(start, stop), ...]``."""
+    count = max(1, size // tile)
+    return [(i * tile, (i + 1) * tile if i < count - 1 else size) for i in range(count)]
