@@ -3,6 +3,11 @@
     python scripts/quickstart_report.py demo-input --data load/quickstart --run save/quickstart-X
     python scripts/quickstart_report.py report --data load/quickstart --run save/quickstart-X
     python scripts/quickstart_report.py viewer --data load/quickstart --run save/quickstart-X
+    python scripts/quickstart_report.py estimate
+
+``estimate`` prints how long the quickstart should take here, before it starts: the
+times measured for each step (``MEASURED``) on a CPU of the same kind (native bf16 or
+not, which decides the training precision of ``amp: auto``), for this machine's device.
 
 ``demo-input`` writes the LR input of the demo: the first held-out photo, cropped to a
 multiple of 4 and downsampled x4 with Pillow bicubic (the data pipeline's rule), as
@@ -22,6 +27,7 @@ the run's model on them in the browser.
 """
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -38,6 +44,14 @@ from utils.figures import busiest_crop, labelled, save_row  # noqa: E402
 from utils.files import atomic_path  # noqa: E402
 
 SCALES = ('2', '3.5', '4')
+# Seconds per quickstart step, measured with scripts/quickstart.sh on a 2-core machine
+# on 2026-12-06 (docs/quickstart.md); float32 on the same CPU (amp: none) stands for
+# CPUs without native bf16.
+MEASURED_ON = 'Intel Xeon with AMX, 2 cores'
+MEASURED = {
+    'bf16': {'data': 3, 'training': 112, 'evaluation': 23, 'demo and report': 8},
+    'float32': {'data': 3, 'training': 199, 'evaluation': 15, 'demo and report': 6},
+}
 DEMO_SCALE = 4
 CROP = 96          # side of the zoomed crop, HR pixels
 ZOOM = 3           # nearest-neighbour magnification of the crop in the figure
@@ -164,7 +178,7 @@ def report(data, run, started=None):
     print(f'figures: {run / "comparison.png"}, {run / "training_curve.png"}')
     _, p4, q4, _, _ = rows[SCALES.index('4')]
     if started is not None:
-        print(f'quickstart wall time: {time.time() - started:.0f} s')
+        print(f'quickstart time (everything after installing): {time.time() - started:.0f} s')
     print(f'quickstart: LIIF {p4:.2f} dB vs bicubic {q4:.2f} dB on {what} at x4')
     if not p4 > q4:
         raise UserError(f'LIIF ({p4:.2f} dB) did not beat bicubic ({q4:.2f} dB) at x4')
@@ -185,14 +199,36 @@ def viewer_inputs(data, run):
           f'--hr {run / "viewer" / "hr"}')
 
 
+def estimate(device):
+    """The line printed before the quickstart starts: its expected duration here."""
+    from utils.device import bf16_supported
+    precision = 'bf16' if device.type in ('cpu', 'cuda') and bf16_supported(device) else 'float32'
+    steps = MEASURED[precision]
+    total = sum(steps.values())
+    parts = ', '.join(f'{name} {seconds:.0f} s' for name, seconds in steps.items())
+    why = ('native bf16' if precision == 'bf16' else 'no native bf16: float32')
+    where = 'a GPU: much less' if device.type == 'cuda' else f'{os.cpu_count()} CPU cores'
+    print(f'quickstart: expect about {total / 60:.1f} min ({parts}) on 2 CPU cores with '
+          f'{why} (measured on {MEASURED_ON}); here: {device}, {where}, training in {precision}')
+    return total
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('step', choices=['demo-input', 'report', 'viewer'])
+    parser.add_argument('step', choices=['demo-input', 'report', 'viewer', 'estimate'])
     parser.add_argument('--data', default='load/quickstart', help='quickstart data folder')
-    parser.add_argument('--run', required=True, help='the quickstart run folder')
+    parser.add_argument('--run', help='the quickstart run folder (all steps but estimate)')
+    parser.add_argument('--device', default=None, help='estimate: the device (default: CUDA '
+                        'if present, else CPU)')
     parser.add_argument('--started', type=float, help='start time (Unix seconds) to report')
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.step == 'estimate':
+        from utils.device import select_device
+        estimate(select_device(args.device, None))
+        return
+    if args.run is None:
+        raise UserError(f'{args.step} needs --run (the quickstart run folder)')
     if args.step == 'demo-input':
         make_demo_input(args.data, args.run)
     elif args.step == 'viewer':

@@ -271,3 +271,80 @@ def test_shell_commands_join_continuations_and_skip_comments(tmp_path):
                    '```yaml\npython: not a command\n```\n')
     assert shell_commands(doc) == [(4, 'python demo.py --input a --output b   # trailing'),
                                    (6, 'bash scripts/run_tests.sh')]
+
+
+# --- links and anchors ---------------------------------------------------------------------
+
+LINK = re.compile(r'(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)')
+
+
+def heading_anchor(heading):
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to
+    hyphens (``"LTE, LTE+ and SwinIR"`` -> ``"lte-lte-and-swinir"``)."""
+    text = re.sub(r'`', '', heading.strip().lower())
+    text = re.sub(r'[^\w\- ]', '', text)
+    return text.replace(' ', '-')
+
+
+def anchors(path):
+    text, in_fence = [], False
+    for line in path.read_text().splitlines():
+        if re.match(r'^\s*```', line):
+            in_fence = not in_fence
+        elif not in_fence:
+            text.append(line)
+    return {heading_anchor(m.group(1)) for line in text
+            for m in [re.match(r'^#{1,6}\s+(.*)$', line)] if m}
+
+
+def link_problems(path, root=REPO):
+    """Relative links of a Markdown file whose target file or ``#anchor`` is missing."""
+    problems = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        for m in LINK.finditer(line):
+            target = m.group(1) or m.group(2)
+            if re.match(r'^[a-z]+:', target):
+                continue
+            file_part, _, anchor = target.partition('#')
+            dest = (path.parent / file_part).resolve() if file_part else path
+            if not dest.exists():
+                problems.append(f'{path.relative_to(root)}:{number}: {target} does not exist')
+            elif anchor and dest.suffix == '.md' and anchor not in anchors(dest):
+                problems.append(f'{path.relative_to(root)}:{number}: no heading #{anchor} '
+                                f'in {dest.relative_to(root)}')
+    return problems
+
+
+def test_heading_anchors_hand_computed():
+    assert heading_anchor('LTE, LTE+ and SwinIR') == 'lte-lte-and-swinir'
+    assert heading_anchor('Real-world photos: degraded training and EMA') == \
+        'real-world-photos-degraded-training-and-ema'
+    assert heading_anchor('The cell enters `prepare`') == 'the-cell-enters-prepare'
+
+
+def test_every_link_and_anchor_resolves():
+    bad = [p for path in doc_files() + [REPO / 'load' / 'README.md'] for p in link_problems(path)]
+    assert not bad, 'broken links:\n' + '\n'.join(bad)
+
+
+def test_link_checker_finds_broken_links(tmp_path):
+    doc = tmp_path / 'docs' / 'x.md'
+    doc.parent.mkdir()
+    (tmp_path / 'docs' / 'y.md').write_text('# A heading\n')
+    doc.write_text('# Top\n[ok](y.md#a-heading) [self](#top) [web](https://example.org)\n'
+                   '[gone](z.md) [bad anchor](y.md#nope) ![img](pic.png)\n')
+    problems = link_problems(doc, root=tmp_path)
+    assert [p.split(': ', 1)[1] for p in problems] == [
+        'z.md does not exist', 'no heading #nope in docs/y.md', 'pic.png does not exist']
+
+
+def test_the_readme_model_table_names_files_that_exist():
+    """Configs (``train-.../*.yaml`` under configs/) and tests named in the README's table."""
+    text = (REPO / 'README.md').read_text()
+    table = [line for line in text.splitlines() if line.startswith('| ')]
+    configs = {c for line in table for c in re.findall(r'`((?:train|test)[\w-]*/[\w*.-]+\.yaml)`', line)}
+    tests = {t for line in table for t in re.findall(r'`(test_\w+\.py)`', line)}
+    assert len(configs) >= 10 and len(tests) >= 8
+    missing = [c for c in configs if not glob.glob(str(REPO / 'configs' / c))]
+    missing += [t for t in tests if not (REPO / 'tests' / t).is_file()]
+    assert not missing, f'README names files that do not exist: {missing}'

@@ -84,3 +84,16 @@ def test_viewer_step_writes_pairs_and_ends_with_the_viewer_command(tmp_path, cap
     args = load_script('viewer.py').parse_args(last[2:])
     assert (args.model, args.images, args.hr) == (
         [str(run / 'epoch-last.pth')], str(run / 'viewer' / 'lr'), str(run / 'viewer' / 'hr'))
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_estimate_follows_the_training_precision(native, monkeypatch, capsys):
+    import torch
+    import utils.device
+    monkeypatch.setattr(utils.device, 'bf16_supported', lambda device: native)
+    total = report_script.estimate(torch.device('cpu'))
+    precision = 'bf16' if native else 'float32'
+    assert total == sum(report_script.MEASURED[precision].values()) > 60
+    line = capsys.readouterr().out
+    assert line.startswith('quickstart: expect about') and f'training in {precision}' in line
+    assert report_script.MEASURED['float32']['training'] > report_script.MEASURED['bf16']['training']
