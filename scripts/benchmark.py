@@ -131,6 +131,9 @@ def parse_args(argv=None):
                         help="LMF's comparison: LIIF, LM-LIIF, LTE, LM-LTE (EDSR-baseline), "
                              'renders and decoder-only runs at x4, x12, x30, fast path only, and '
                              'the speed-up table (--models/--tasks narrow it down)')
+    parser.add_argument('--impls', nargs='+', default=None, choices=IMPLS,
+                        help='query paths to time (default: both; with --lmf: fast); '
+                             "'fast' alone skips the slow plain renders, e.g. for --onnx")
     parser.add_argument('--quick', action='store_true',
                         help='small sizes: renders 32->128, 16->480, 16->192 and 56->224, '
                              'training batch 2 of 24 px with sample_q 576, 2 iterations')
@@ -482,7 +485,7 @@ def make_jobs(args):
         onnx = args.onnx and device == 'cpu'
         variants = [v for v, on in zip(VARIANTS, (bf16, args.compile, args.channels_last, onnx))
                     if on]
-        impls = ('fast',) if args.lmf else IMPLS
+        impls = args.impls or (('fast',) if args.lmf else IMPLS)
         for model in args.models:
             for task in args.tasks:
                 for impl in impls:

@@ -139,6 +139,11 @@ def test_jobs_cover_models_tasks_paths_and_bf16():
     assert {j['task'] for j in lmf} == set(benchmark.LMF_TASKS) | {'macs'}
     assert {(j['impl'], j['variant']) for j in lmf} == {('fast', None), ('fast', 'bf16')}
     assert default[0]['batch'] == 16 and default[0]['sample_q'] == 2304
+    fast_only = benchmark.make_jobs(benchmark.parse_args(['--devices', 'cpu', '--bf16', 'off',
+                                                          '--impls', 'fast', '--onnx',
+                                                          '--tasks', 'render-x4']))
+    assert {(j['impl'], j['variant']) for j in fast_only if j['task'] != 'macs'} == {
+        ('fast', None), ('fast', 'onnx')}
 
 
 def test_table_gives_ratios_memory_and_failures():
