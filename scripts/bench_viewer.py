@@ -108,17 +108,24 @@ def prepare_inputs(args, folder):
         return ckpt, images, name, (im.height, im.width)
 
 
-def start_server(ckpt, images, args):
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / 'viewer.py'), '--model', str(ckpt), '--images', str(images),
-         '--port', '0', '--device', args.device, '--workers', str(args.workers)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def launch_viewer(viewer_args):
+    """``viewer.py VIEWER_ARGS --port 0`` in a subprocess: ``(process, port)`` once it
+    listens (it prints its address when it does); ``UserError`` if it does not start.
+    The tests start their servers with it too."""
+    process = subprocess.Popen([sys.executable, str(REPO / 'viewer.py'), *map(str, viewer_args),
+                                '--port', '0'], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     found = re.search(r'http://127\.0\.0\.1:(\d+)/', line)
     if not found:
         process.kill()
-        raise UserError(f'viewer.py did not start: {line.strip()} {process.stderr.read()[-1000:]}')
+        raise UserError(f'viewer.py did not start: {line.strip()} {process.stderr.read()[-2000:]}')
     return process, int(found[1])
+
+
+def start_server(ckpt, images, args):
+    return launch_viewer(['--model', ckpt, '--images', images, '--device', args.device,
+                          '--workers', args.workers])
 
 
 def fetch(port, path):

@@ -474,16 +474,8 @@ def train_a_few_steps(model, impl, lr, coord, cell, target, steps=3):
 
 def start_viewer(*args):
     """``viewer.py ARGS --port 0`` in a subprocess: ``(process, port)`` once it listens
-    (it prints its address when it does)."""
-    process = subprocess.Popen([sys.executable, str(REPO / 'viewer.py'), *map(str, args),
-                                '--port', '0'], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    found = re.search(r'http://127\.0\.0\.1:(\d+)/', line)
-    if not found:
-        process.kill()
-        raise AssertionError(f'viewer.py did not start: {line!r} {process.stderr.read()[-2000:]}')
-    return process, int(found[1])
+    (``scripts/bench_viewer.py``'s launcher)."""
+    return load_script('scripts/bench_viewer.py').launch_viewer(args)
 
 
 def stop(process):
